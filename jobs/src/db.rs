@@ -1,0 +1,68 @@
+//! Connecting to PostgreSQL and migrating it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+
+use crate::config::Config;
+
+/// Granary's own migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens the connection pool. It connects lazily, so the api can start (and report an unhealthy
+/// database on `/api/health/`) while PostgreSQL is still down.
+pub fn pool(config: &Config, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(config.database_url.expose_secret())
+        .context("DATABASE_URL could not be parsed")
+}
+
+/// Applies every pending migration: the queue's tables (apalis-postgres keeps its own history in
+/// `apalis._sqlx_migrations`) first, then Granary's. Safe to run any number of times and from
+/// several processes at once (both migrators take an advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    apalis_postgres::PostgresStorage::setup(pool)
+        .await
+        .context("applying the job queue's migrations (apalis schema)")?;
+    MIGRATOR.run(pool).await.context("applying Granary's migrations")?;
+    Ok(())
+}
+
+/// Migrations this binary knows that the database has not applied (empty when current).
+pub async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success \
+         UNION ALL SELECT version FROM apalis._sqlx_migrations WHERE success",
+    )
+    .fetch_all(pool)
+    .await
+    .or_else(|e| match &e {
+        // Neither table exists yet: nothing is applied.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+        _ => Err(e),
+    })
+    .context("reading the applied migrations")?;
+    let apalis = apalis_postgres::PostgresStorage::migrations();
+    Ok(apalis
+        .iter()
+        .chain(MIGRATOR.iter())
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect())
+}
+
+/// Fails with an explanation unless every migration is applied; the worker checks this at start.
+pub async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
+    let pending = pending_migrations(pool).await?;
+    anyhow::ensure!(
+        pending.is_empty(),
+        "the database is missing {} migration(s) ({}); run `granary-worker migrate` first",
+        pending.len(),
+        pending.join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The durable job runtime on apalis-postgres, and what Granary adds to it (see QUEUE.md).
+
+pub mod stats;

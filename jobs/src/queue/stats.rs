@@ -1,0 +1,41 @@
+//! Queue depth figures for `/api/health/` and the operator surface.
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+/// How much work is waiting, running and failed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Runnable now or later: `Pending`, or `Failed` with attempts left.
+    pub pending: i64,
+    /// Claimed by a worker (`Queued` or `Running`).
+    pub running: i64,
+    /// Out of attempts, discarded, or cancelled (`Killed`): waits for an operator.
+    pub failed: i64,
+    /// Age in seconds of the oldest job that is due and not yet started.
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
+/// Reads the queue depth in one statement.
+pub async fn depth(db: impl PgExecutor<'_>) -> sqlx::Result<QueueDepth> {
+    let row = sqlx::query!(
+        r#"
+        SELECT
+            count(*) FILTER (WHERE status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) AS "pending!",
+            count(*) FILTER (WHERE status IN ('Queued', 'Running')) AS "running!",
+            count(*) FILTER (WHERE (status = 'Failed' AND attempts >= max_attempts) OR status = 'Killed') AS "failed!",
+            extract(epoch FROM now() - min(run_at) FILTER (
+                WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) AND run_at <= now()
+            ))::float8 AS oldest_pending_age_seconds
+        FROM apalis.jobs
+        "#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(QueueDepth {
+        pending: row.pending,
+        running: row.running,
+        failed: row.failed,
+        oldest_pending_age_seconds: row.oldest_pending_age_seconds,
+    })
+}
