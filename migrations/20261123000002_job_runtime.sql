@@ -36,8 +36,29 @@ CREATE TABLE job_refs (
     asset_id          uuid REFERENCES digital_assets (id),
     email_id          uuid REFERENCES emails (id),
     clerk_user_id     text,
+    -- Attempts allowed before the job is left failed for an operator.
+    max_attempts      integer NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX job_refs_dedupe_idx ON job_refs (queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX job_refs_order_idx ON job_refs (order_id) WHERE order_id IS NOT NULL;
 CREATE INDEX job_refs_event_idx ON job_refs (webhook_event_id) WHERE webhook_event_id IS NOT NULL;
+
+-- The `probe` job: a canary an operator (or `doctor`) enqueues to prove the workers are alive
+-- end to end, and the job kind the runtime's own tests steer (fail N times, fail permanently,
+-- panic, sleep). Every run is recorded; its effect is idempotent by key, like every real job.
+CREATE TABLE job_probe_runs (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id     text NOT NULL,
+    probe_key  text NOT NULL,
+    attempt    integer NOT NULL,
+    worker_id  text NOT NULL,
+    ran_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX job_probe_runs_key_idx ON job_probe_runs (probe_key);
+
+CREATE TABLE job_probe_effects (
+    probe_key   text PRIMARY KEY,
+    job_id      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -1,1 +1,81 @@
+//! Granary's HTTP API as a library, so the binary and the integration tests boot the very same
+//! router. Handlers read like the contract: extract, authorize, one transaction, answer.
+#![forbid(unsafe_code)]
 
+pub mod error;
+pub mod extract;
+mod middleware;
+pub mod request_id;
+mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit, http::Method};
+use granary_jobs::Config;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+};
+
+pub use error::{ApiError, ApiResult};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The database pool.
+    pub pool: PgPool,
+}
+
+impl AppState {
+    /// Wraps a configuration and a pool.
+    pub fn new(config: Config, pool: PgPool) -> Self {
+        Self { config: Arc::new(config), pool }
+    }
+}
+
+/// The whole router with its middleware stack.
+pub fn app(state: AppState) -> Router {
+    let cors = cors_layer(&state.config);
+    let limit = state.config.max_body_bytes;
+    routes::router()
+        .fallback(middleware::not_found)
+        // Innermost first: tracing sees the matched path; the body limit applies to every route
+        // (the Content-Length check answers before any handler runs, DefaultBodyLimit covers
+        // chunked bodies read by extractors).
+        .layer(middleware::trace_layer())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(axum::middleware::from_fn(request_id::assign))
+        .with_state(state)
+}
+
+fn cors_layer(config: &Config) -> CorsLayer {
+    let origins: Vec<_> = config.cors_allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("idempotency-key"),
+            axum::http::HeaderName::from_static(request_id::HEADER),
+        ])
+        .expose_headers([axum::http::HeaderName::from_static(request_id::HEADER)])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` is cancelled, then drains in-flight
+/// requests (graceful shutdown).
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -162,8 +162,46 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
+    /// Job runtime settings.
+    pub worker: WorkerConfig,
     /// Startup warnings (printed once, never fatal).
     pub warnings: Vec<String>,
+}
+
+/// Job runtime settings (see README, "Job runtime").
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Handlers running at once per queue, unless overridden in `per_queue_concurrency`.
+    pub concurrency: usize,
+    /// `WORKER_CONCURRENCY=send_email=4,fulfill_order=8`.
+    pub per_queue_concurrency: HashMap<String, usize>,
+    /// How often a worker proves it is alive.
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats after which a worker is dead and its jobs are rescued.
+    pub missed_heartbeats: usize,
+    /// Poll interval for delayed, retried and requeued jobs (new jobs wake workers at once
+    /// through LISTEN/NOTIFY).
+    pub poll_interval: Duration,
+    /// Jobs claimed per fetch.
+    pub batch_size: usize,
+    /// First retry delay; doubles per attempt (see `queue::backoff`).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+    /// Completed jobs older than this are pruned; failed ones are kept.
+    pub retention: Duration,
+}
+
+impl WorkerConfig {
+    /// Concurrency for one queue.
+    pub fn concurrency_for(&self, queue: &str) -> usize {
+        self.per_queue_concurrency.get(queue).copied().unwrap_or(self.concurrency)
+    }
+
+    /// The bound within which a dead worker's jobs are picked up again.
+    pub fn rescue_bound(&self) -> Duration {
+        self.heartbeat_interval * (self.missed_heartbeats as u32 + 1)
+    }
 }
 
 type Env = HashMap<String, String>;
@@ -486,6 +524,35 @@ impl Config {
         }
         let shutdown_timeout = Duration::from_secs(r.number("SHUTDOWN_TIMEOUT_SECONDS", 25u64, "use a number of seconds such as 25"));
 
+        let worker = WorkerConfig {
+            concurrency: r.number("WORKER_CONCURRENCY_DEFAULT", 10usize, "use a number such as 10"),
+            per_queue_concurrency: {
+                let mut map = HashMap::new();
+                for pair in r.list("WORKER_CONCURRENCY") {
+                    match pair.split_once('=').map(|(q, n)| (q.trim().to_string(), n.trim().parse::<usize>())) {
+                        Some((q, Ok(n))) if n > 0 => {
+                            map.insert(q, n);
+                        }
+                        _ => r.problem("WORKER_CONCURRENCY", format!("`{pair}` is not queue=number"), "use e.g. send_email=4,fulfill_order=8"),
+                    }
+                }
+                map
+            },
+            heartbeat_interval: Duration::from_millis(r.number("WORKER_HEARTBEAT_MS", 5000u64, "use milliseconds such as 5000")),
+            missed_heartbeats: r.number("WORKER_MISSED_HEARTBEATS", 3usize, "use a number such as 3"),
+            poll_interval: Duration::from_millis(r.number("WORKER_POLL_INTERVAL_MS", 1000u64, "use milliseconds such as 1000")),
+            batch_size: r.number("WORKER_BATCH_SIZE", 10usize, "use a number such as 10"),
+            backoff_base: Duration::from_millis(r.number("JOB_BACKOFF_BASE_MS", 2000u64, "use milliseconds such as 2000")),
+            backoff_cap: Duration::from_secs(r.number("JOB_BACKOFF_CAP_SECONDS", 3600u64, "use seconds such as 3600")),
+            retention: Duration::from_secs(3600 * r.number("JOB_RETENTION_HOURS", 168u64, "use hours such as 168")),
+        };
+        if worker.concurrency == 0 || worker.batch_size == 0 || worker.missed_heartbeats == 0 {
+            r.problem("WORKER_CONCURRENCY_DEFAULT", "concurrency, batch size and missed heartbeats must be at least 1", "use positive numbers");
+        }
+        if worker.heartbeat_interval < Duration::from_millis(200) || worker.poll_interval < Duration::from_millis(20) {
+            r.problem("WORKER_HEARTBEAT_MS", "heartbeat below 200 ms or poll below 20 ms would hammer the database", "use WORKER_HEARTBEAT_MS=5000 and WORKER_POLL_INTERVAL_MS=1000");
+        }
+
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -508,6 +575,7 @@ impl Config {
             dev_auth,
             max_body_bytes,
             shutdown_timeout,
+            worker,
             warnings,
         })
     }

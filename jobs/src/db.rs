@@ -66,3 +66,25 @@ pub async fn ensure_migrated(pool: &PgPool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Development: creates the database named in `url` when it does not exist yet, connecting to
+/// the server's `postgres` database to do it.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection as _, PgConnection, postgres::PgConnectOptions};
+    use std::str::FromStr as _;
+    let opts = PgConnectOptions::from_str(url).context("DATABASE_URL could not be parsed")?;
+    let name = opts.get_database().unwrap_or("postgres").to_string();
+    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres"))
+        .await
+        .with_context(|| "cannot reach PostgreSQL: is it running? (set DATABASE_URL to point elsewhere)".to_string())?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut admin).await?;
+        tracing::info!(database = %name, "created database");
+    }
+    Ok(())
+}

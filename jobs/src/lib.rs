@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod db;
+pub mod handlers;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,3 +1,55 @@
-//! The durable job runtime on apalis-postgres, and what Granary adds to it (see QUEUE.md).
+//! The durable job runtime: apalis-postgres underneath, and what Granary adds on top (see
+//! design/QUEUE.md): enqueue in the caller's transaction with dedupe that never aborts it,
+//! persisted backoff, permanent failures, per-attempt history, crash rescue with unique worker
+//! ids, LISTEN/NOTIFY pickup plus a poll, operator requeue/cancel, and retention.
 
+pub mod backoff;
+pub mod enqueue;
+pub mod error;
+pub mod ops;
+pub mod probe;
+pub mod registry;
+pub mod runtime;
 pub mod stats;
+
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+pub use enqueue::{Enqueued, enqueue};
+pub use error::JobError;
+pub use registry::{JobContext, Registry};
+
+/// A typed job payload. Each kind has its own named queue (never the Rust type name, which
+/// would silently orphan stored jobs on a rename).
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The queue (and job kind) name stored in `apalis.jobs.job_type`.
+    const QUEUE: &'static str;
+    /// Attempts before the job is left failed for an operator.
+    const MAX_ATTEMPTS: i32 = 20;
+
+    /// Jobs with the same key on the same queue are one logical job: enqueueing it again while
+    /// one is waiting to run yields the waiting one.
+    fn dedupe_key(&self) -> Option<String> {
+        None
+    }
+
+    /// The business rows this job works for (order timeline, requeue by order).
+    fn refs(&self) -> JobRefs {
+        JobRefs::default()
+    }
+}
+
+/// Links from a job to the rows it works for.
+#[derive(Debug, Clone, Default)]
+pub struct JobRefs {
+    /// The order.
+    pub order_id: Option<Uuid>,
+    /// The stored webhook event.
+    pub webhook_event_id: Option<Uuid>,
+    /// The digital asset.
+    pub asset_id: Option<Uuid>,
+    /// The email row.
+    pub email_id: Option<Uuid>,
+    /// The Clerk user.
+    pub clerk_user_id: Option<String>,
+}

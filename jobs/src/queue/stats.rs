@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::PgExecutor;
 
 /// How much work is waiting, running and failed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QueueDepth {
     /// Runnable now or later: `Pending`, or `Failed` with attempts left.
     pub pending: i64,

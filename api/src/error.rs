@@ -1,0 +1,180 @@
+//! The api's one error type, mapped once to the JSON error body of API.md:
+//! `{"error": {"code": "...", "message": "...", "fields"?: {...}, "request_id"?: "..."}}`.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::request_id::current_request_id;
+
+/// `Result` with [`ApiError`] as the default error.
+pub type ApiResult<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Every error a handler can answer with. Internal errors keep their cause chain for the log
+/// and show the client only a generic sentence and the request id.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 with a contract code (`invalid_request`, `invalid_json`).
+    #[error("{message}")]
+    BadRequest {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// 401 `unauthenticated`.
+    #[error("authentication required")]
+    Unauthenticated(String),
+    /// 403 with a contract code (`forbidden`, `manual_confirm_disabled`, ...).
+    #[error("{message}")]
+    Forbidden {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// 404 `not_found` (also for other users' rows: no existence leak).
+    #[error("not found")]
+    NotFound,
+    /// 409 with a contract code (`conflict`, `pending_verification`).
+    #[error("{message}")]
+    Conflict {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// 413 `payload_too_large`.
+    #[error("The request body is larger than the limit.")]
+    PayloadTooLarge,
+    /// 422 `validation_failed` with per-field reasons.
+    #[error("validation failed")]
+    Validation(BTreeMap<String, Vec<String>>),
+    /// 422 with another contract code (`checkout_url_missing`).
+    #[error("{message}")]
+    Unprocessable {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// 503 with a contract code (`storage_unavailable`, `database_unavailable`).
+    #[error("{message}")]
+    Unavailable {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// 500; the cause goes to the log only.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 `invalid_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest { code: "invalid_request", message: message.into() }
+    }
+
+    /// A 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict { code: "conflict", message: message.into() }
+    }
+
+    /// A 422 `validation_failed` on one field.
+    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+        Self::Validation(BTreeMap::from([(field.to_string(), vec![reason.into()])]))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+/// Builds the contract's error body.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(id) = current_request_id() {
+        error["request_id"] = json!(id);
+    }
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match self {
+            Self::Internal(err) => {
+                tracing::error!(error = ?err, "internal error");
+                error_body(status, code, "Something went wrong on our side. Quote the request id when reporting it.")
+            }
+            Self::Unauthenticated(why) => {
+                tracing::info!(reason = %why, "unauthenticated");
+                error_body(status, code, "Authentication required: send a valid Clerk session token.")
+            }
+            Self::Validation(fields) => {
+                let mut body = json!({ "error": {
+                    "code": code,
+                    "message": "Some fields are invalid.",
+                    "fields": fields,
+                }});
+                if let Some(id) = current_request_id() {
+                    body["error"]["request_id"] = json!(id);
+                }
+                (status, Json(body)).into_response()
+            }
+            other => error_body(status, code, &other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %err, "database unavailable");
+                Self::Unavailable {
+                    code: "database_unavailable",
+                    message: "The database is unavailable; retry shortly.".into(),
+                }
+            }
+            _ => Self::Internal(err.into()),
+        }
+    }
+}
+
+/// Turns a named constraint violation into a client error, as realworld-axum-sqlx does:
+/// constraint names, not message text, decide client errors.
+pub trait ResultExt<T> {
+    /// Maps a violation of `constraint` to `map()`; other errors pass through.
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> ApiError) -> ApiResult<T>;
+}
+
+impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> ApiError) -> ApiResult<T> {
+        self.map_err(|e| match e.into() {
+            ApiError::Internal(inner) => match inner.downcast_ref::<sqlx::Error>() {
+                Some(sqlx::Error::Database(db)) if db.constraint() == Some(constraint) => map(),
+                _ => ApiError::Internal(inner),
+            },
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! `granary-api`: serves the HTTP API; `--with-worker` also runs the job runtime in-process, and
+//! `dev` is the one command that runs the whole system on embedded defaults.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use granary_api::AppState;
+use granary_jobs::{Config, db};
+use secrecy::ExposeSecret as _;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "granary-api", version, about = "Granary's HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Also run the job runtime in this process (development, small deployments).
+    #[arg(long, global = true)]
+    with_worker: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Development: create and migrate the database, run the API and the worker together, on
+    /// embedded defaults (local storage under var/storage, emails to the outbox table).
+    Dev,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dev = matches!(cli.command, Some(Command::Dev));
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("granary-api cannot start: {e}");
+            std::process::exit(2);
+        }
+    };
+    granary_jobs::telemetry::init(!config.is_development());
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if dev {
+        anyhow::ensure!(config.is_development(), "`granary-api dev` is for development; APP_ENV is production");
+        db::create_database_if_missing(config.database_url.expose_secret()).await?;
+    }
+    let pool = db::pool(&config, 20)?;
+    if dev {
+        db::migrate(&pool).await?;
+    }
+    let with_worker = cli.with_worker || dev;
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
+    granary_jobs::shutdown::cancel_on_signal(shutdown.clone());
+
+    let worker = if with_worker {
+        db::ensure_migrated(&pool).await.context("the in-process worker cannot start")?;
+        let (pool, config, token) = (pool.clone(), config.clone(), shutdown.clone());
+        Some(tokio::spawn(async move {
+            granary_jobs::queue::runtime::run(pool, config, granary_jobs::handlers::registry(), token).await
+        }))
+    } else {
+        None
+    };
+
+    let addr: SocketAddr = format!("{}:{}", config.bind_host, config.port).parse().context("BIND_HOST/PORT do not form an address")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, with_worker, "granary-api listening");
+    if dev {
+        println!("\nGranary is running (api + worker) on http://{local}");
+        println!("  health:    curl http://{local}/api/health/");
+        println!("  catalog:   curl http://{local}/api/products/");
+        println!("  storage:   local files under {:?}; emails: the `emails` table (status outbox)", match &config.storage {
+            granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
+            _ => "the configured backend".into(),
+        });
+        println!("  stop:      ctrl-c\n");
+    }
+    let state = AppState::new((*config).clone(), pool.clone());
+    let served = granary_api::serve(listener, state, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        worker.await.context("worker task panicked")??;
+    }
+    pool.close().await;
+    served.context("server error")
+}
