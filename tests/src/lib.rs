@@ -1,1 +1,224 @@
+//! The test harness: a fresh PostgreSQL database per test (cloned from a migrated template),
+//! the real api on an ephemeral port, the real job runtime in-process or the real
+//! `granary-worker` binary as a child process, and typed helpers around them.
+#![forbid(unsafe_code)]
 
+pub mod db;
+pub mod worker;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use granary_api::AppState;
+use granary_jobs::Config;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use db::TestDb;
+
+/// Settings every test app starts from: development, fast worker timings, no secrets.
+pub fn base_env(database_url: &str) -> HashMap<String, String> {
+    [
+        ("APP_ENV", "development"),
+        ("DATABASE_URL", database_url),
+        ("WORKER_HEARTBEAT_MS", "500"),
+        ("WORKER_MISSED_HEARTBEATS", "2"),
+        ("WORKER_POLL_INTERVAL_MS", "100"),
+        ("JOB_BACKOFF_BASE_MS", "500"),
+        ("SHUTDOWN_TIMEOUT_SECONDS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Builds a [`TestApp`].
+#[derive(Default)]
+pub struct TestAppBuilder {
+    env: HashMap<String, String>,
+    with_worker: bool,
+    database_url: Option<String>,
+}
+
+impl TestAppBuilder {
+    /// Sets (or overrides) one configuration variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Also runs the job runtime in-process.
+    pub fn with_worker(mut self) -> Self {
+        self.with_worker = true;
+        self
+    }
+
+    /// Points the app at this URL instead of a fresh database (for "database down" tests).
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Starts the app.
+    pub async fn spawn(self) -> TestApp {
+        let db = TestDb::new().await;
+        let url = self.database_url.clone().unwrap_or_else(|| db.url.clone());
+        let mut env = base_env(&url);
+        env.extend(self.env);
+        let config = Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
+        let config = Arc::new(config);
+        let pool = granary_jobs::db::pool(&config, 10).expect("pool");
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local addr");
+        let state = AppState::new((*config).clone(), pool.clone());
+        let server = tokio::spawn(granary_api::serve(listener, state, shutdown.clone()));
+        let worker = self.with_worker.then(|| {
+            tokio::spawn(granary_jobs::queue::runtime::run(
+                pool.clone(),
+                config.clone(),
+                granary_jobs::handlers::registry(),
+                shutdown.clone(),
+            ))
+        });
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            pool,
+            db_pool: db.pool.clone(),
+            config,
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            shutdown,
+            server: Some(server),
+            worker,
+            db,
+        }
+    }
+}
+
+/// A running api (and optionally worker) on its own database.
+pub struct TestApp {
+    /// Where the api listens.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub base: String,
+    /// The app's pool.
+    pub pool: PgPool,
+    /// A pool on the test database that stays up whatever the app's configuration.
+    pub db_pool: PgPool,
+    /// The app's configuration.
+    pub config: Arc<Config>,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The test database (dropped with the app).
+    pub db: TestDb,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body as JSON (Null when the body is not JSON).
+    pub json: Value,
+    /// Raw body.
+    pub text: String,
+}
+
+impl TestResponse {
+    async fn read(res: reqwest::Response) -> Self {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("read body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, headers, json, text }
+    }
+
+    /// The contract error code, if this is an error body.
+    pub fn error_code(&self) -> Option<&str> {
+        self.json["error"]["code"].as_str()
+    }
+}
+
+impl TestApp {
+    /// A builder.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// An app with defaults and no worker.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    /// `url` for a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request built by `f` and reads the response.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> TestResponse {
+        TestResponse::read(req.send().await.expect("request sent")).await
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// POST JSON to `path`.
+    pub async fn post_json(&self, path: &str, body: &Value) -> TestResponse {
+        self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    /// Stops the api and the worker gracefully and waits for both.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+        }
+        if let Some(w) = self.worker.take() {
+            let r = tokio::time::timeout(Duration::from_secs(15), w).await;
+            if let Ok(Ok(Err(e))) = r {
+                panic!("worker ended with an error: {e:#}");
+            }
+        }
+    }
+
+    /// Waits until `sql` (a scalar i64 query) returns `want`, or panics after `timeout`.
+    pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
+        wait_for_count(&self.db_pool, sql, want, timeout).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits until the scalar query `sql` returns `want`; panics with the last value after `timeout`.
+pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.ok();
+        if last == Some(want) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("waited {timeout:?} for `{sql}` to be {want}; last value {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scalar i64 query.
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
