@@ -549,6 +549,13 @@ impl Config {
         if worker.concurrency == 0 || worker.batch_size == 0 || worker.missed_heartbeats == 0 {
             r.problem("WORKER_CONCURRENCY_DEFAULT", "concurrency, batch size and missed heartbeats must be at least 1", "use positive numbers");
         }
+        // apalis-postgres registers a worker with a whole-second client timestamp and compares
+        // it with the database clock: a bound under 2 s (or under two heartbeats) would let a
+        // live worker look dead and its running jobs be taken (measured: a slow job ran twice
+        // with 0.5 s x 2).
+        if worker.missed_heartbeats < 2 || worker.heartbeat_interval * (worker.missed_heartbeats as u32) < Duration::from_secs(2) || worker.rescue_bound() < Duration::from_secs(3) {
+            r.problem("WORKER_MISSED_HEARTBEATS", "the rescue bound (heartbeat x missed heartbeats) must be at least 2 s and 2 heartbeats", "use WORKER_HEARTBEAT_MS=5000 and WORKER_MISSED_HEARTBEATS=3");
+        }
         if worker.heartbeat_interval < Duration::from_millis(200) || worker.poll_interval < Duration::from_millis(20) {
             r.problem("WORKER_HEARTBEAT_MS", "heartbeat below 200 ms or poll below 20 ms would hammer the database", "use WORKER_HEARTBEAT_MS=5000 and WORKER_POLL_INTERVAL_MS=1000");
         }

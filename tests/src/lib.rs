@@ -22,8 +22,10 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
     [
         ("APP_ENV", "development"),
         ("DATABASE_URL", database_url),
-        ("WORKER_HEARTBEAT_MS", "500"),
-        ("WORKER_MISSED_HEARTBEATS", "2"),
+        // A dead worker's jobs are rescued after 3 s (the shortest bound config allows is 2 s:
+        // apalis-postgres registers workers with a whole-second client timestamp).
+        ("WORKER_HEARTBEAT_MS", "1000"),
+        ("WORKER_MISSED_HEARTBEATS", "3"),
         ("WORKER_POLL_INTERVAL_MS", "100"),
         ("JOB_BACKOFF_BASE_MS", "500"),
         ("SHUTDOWN_TIMEOUT_SECONDS", "5"),
@@ -191,6 +193,11 @@ impl TestApp {
         }
     }
 
+    /// Enqueues `job` in its own committed transaction; returns its id.
+    pub async fn enqueue<J: granary_jobs::queue::Job>(&self, job: &J) -> String {
+        enqueue(&self.db_pool, job).await
+    }
+
     /// Waits until `sql` (a scalar i64 query) returns `want`, or panics after `timeout`.
     pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
         wait_for_count(&self.db_pool, sql, want, timeout).await
@@ -221,4 +228,12 @@ pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Durati
 /// A scalar i64 query.
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Enqueues `job` in its own committed transaction; returns its id.
+pub async fn enqueue<J: granary_jobs::queue::Job>(pool: &PgPool, job: &J) -> String {
+    let mut tx = pool.begin().await.expect("begin");
+    let id = granary_jobs::queue::enqueue(&mut tx, job).await.expect("enqueue").id().to_string();
+    tx.commit().await.expect("commit");
+    id
 }

@@ -41,9 +41,15 @@ async fn main() -> anyhow::Result<()> {
             db::ensure_migrated(&pool).await.context("the worker cannot start")?;
             let token = tokio_util::sync::CancellationToken::new();
             granary_jobs::shutdown::cancel_on_signal(token.clone());
-            tracing::info!("worker started");
-            token.cancelled().await;
-            Ok(())
+            let result = granary_jobs::queue::runtime::run(
+                pool.clone(),
+                std::sync::Arc::new(config),
+                granary_jobs::handlers::registry(),
+                token,
+            )
+            .await;
+            pool.close().await;
+            result
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError};
+use super::{Job, JobContext, JobError, JobRefs};
 
 /// What the probe should do when it runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Probe {
     /// Dedupe key, if the probe should be deduplicated.
     #[serde(default)]
     pub dedupe: Option<String>,
+    /// The order this probe is linked to (tests of requeue-by-order).
+    #[serde(default)]
+    pub order_id: Option<uuid::Uuid>,
 }
 
 impl Job for Probe {
@@ -39,6 +42,10 @@ impl Job for Probe {
 
     fn dedupe_key(&self) -> Option<String> {
         self.dedupe.clone()
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs { order_id: self.order_id, ..JobRefs::default() }
     }
 }
 
