@@ -79,12 +79,18 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 `invalid_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest { code: "invalid_request", message: message.into() }
+        Self::BadRequest {
+            code: "invalid_request",
+            message: message.into(),
+        }
     }
 
     /// A 409 `conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::Conflict { code: "conflict", message: message.into() }
+        Self::Conflict {
+            code: "conflict",
+            message: message.into(),
+        }
     }
 
     /// A 422 `validation_failed` on one field.
@@ -123,11 +129,19 @@ impl IntoResponse for ApiError {
         match self {
             Self::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
-                error_body(status, code, "Something went wrong on our side. Quote the request id when reporting it.")
+                error_body(
+                    status,
+                    code,
+                    "Something went wrong on our side. Quote the request id when reporting it.",
+                )
             }
             Self::Unauthenticated(why) => {
                 tracing::info!(reason = %why, "unauthenticated");
-                error_body(status, code, "Authentication required: send a valid Clerk session token.")
+                error_body(
+                    status,
+                    code,
+                    "Authentication required: send a valid Clerk session token.",
+                )
             }
             Self::Validation(fields) => {
                 let mut body = json!({ "error": {

@@ -20,14 +20,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(match rejection {
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::BadRequest { code: "invalid_json", message: format!("The body is not valid JSON: {}", e.body_text()) }
-                }
+                JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest {
+                    code: "invalid_json",
+                    message: format!("The body is not valid JSON: {}", e.body_text()),
+                },
                 JsonRejection::JsonDataError(e) => ApiError::bad_request(e.body_text()),
-                JsonRejection::MissingJsonContentType(_) => {
-                    ApiError::bad_request("Send the body as JSON with Content-Type: application/json.")
+                JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+                    "Send the body as JSON with Content-Type: application/json.",
+                ),
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge
                 }
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
                 other => ApiError::bad_request(other.body_text()),
             }),
         }

@@ -34,7 +34,10 @@ pub struct AppState {
 impl AppState {
     /// Wraps a configuration and a pool.
     pub fn new(config: Config, pool: PgPool) -> Self {
-        Self { config: Arc::new(config), pool }
+        Self {
+            config: Arc::new(config),
+            pool,
+        }
     }
 }
 
@@ -57,11 +60,22 @@ pub fn app(state: AppState) -> Router {
 }
 
 fn cors_layer(config: &Config) -> CorsLayer {
-    let origins: Vec<_> = config.cors_allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let origins: Vec<_> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
@@ -74,8 +88,15 @@ fn cors_layer(config: &Config) -> CorsLayer {
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then drains in-flight
 /// requests (graceful shutdown).
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

@@ -46,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     if dev {
-        anyhow::ensure!(config.is_development(), "`granary-api dev` is for development; APP_ENV is production");
+        anyhow::ensure!(
+            config.is_development(),
+            "`granary-api dev` is for development; APP_ENV is production"
+        );
         db::create_database_if_missing(config.database_url.expose_secret()).await?;
     }
     let pool = db::pool(&config, 20)?;
@@ -59,27 +62,42 @@ async fn main() -> anyhow::Result<()> {
     granary_jobs::shutdown::cancel_on_signal(shutdown.clone());
 
     let worker = if with_worker {
-        db::ensure_migrated(&pool).await.context("the in-process worker cannot start")?;
+        db::ensure_migrated(&pool)
+            .await
+            .context("the in-process worker cannot start")?;
         let (pool, config, token) = (pool.clone(), config.clone(), shutdown.clone());
         Some(tokio::spawn(async move {
-            granary_jobs::queue::runtime::run(pool, config, granary_jobs::handlers::registry(), token).await
+            granary_jobs::queue::runtime::run(
+                pool,
+                config,
+                granary_jobs::handlers::registry(),
+                token,
+            )
+            .await
         }))
     } else {
         None
     };
 
-    let addr: SocketAddr = format!("{}:{}", config.bind_host, config.port).parse().context("BIND_HOST/PORT do not form an address")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr: SocketAddr = format!("{}:{}", config.bind_host, config.port)
+        .parse()
+        .context("BIND_HOST/PORT do not form an address")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, with_worker, "granary-api listening");
     if dev {
         println!("\nGranary is running (api + worker) on http://{local}");
         println!("  health:    curl http://{local}/api/health/");
         println!("  catalog:   curl http://{local}/api/products/");
-        println!("  storage:   local files under {:?}; emails: the `emails` table (status outbox)", match &config.storage {
-            granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
-            _ => "the configured backend".into(),
-        });
+        println!(
+            "  storage:   local files under {:?}; emails: the `emails` table (status outbox)",
+            match &config.storage {
+                granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
+                _ => "the configured backend".into(),
+            }
+        );
         println!("  stop:      ctrl-c\n");
     }
     let state = AppState::new((*config).clone(), pool.clone());

@@ -15,13 +15,22 @@ use crate::{ApiError, error::error_body, request_id};
 
 /// A span per request carrying the method, the matched route (never the raw path: it may hold
 /// a download token) and the request id.
-pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request) -> tracing::Span> {
+pub fn trace_layer()
+-> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request) -> tracing::Span> {
     TraceLayer::new_for_http().make_span_with(make_span as fn(&Request) -> tracing::Span)
 }
 
 fn make_span(req: &Request) -> tracing::Span {
-    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("<unmatched>");
-    let request_id = req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("<unmatched>");
+    let request_id = req
+        .headers()
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     tracing::info_span!("http", method = %req.method(), route, request_id)
 }
 
@@ -48,9 +57,18 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         StatusCode::UNAUTHORIZED => ("unauthenticated", "Authentication required."),
         StatusCode::FORBIDDEN => ("forbidden", "You are not allowed to do this."),
         StatusCode::NOT_FOUND => ("not_found", "Not found."),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This method is not allowed on this path."),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "The request body is larger than the limit."),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Send a JSON body with Content-Type: application/json."),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "This method is not allowed on this path.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "The request body is larger than the limit.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "Send a JSON body with Content-Type: application/json.",
+        ),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "Some fields are invalid."),
         StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests."),
         s if s.is_server_error() => ("internal_error", "Something went wrong on our side."),

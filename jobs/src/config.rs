@@ -195,7 +195,10 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// Concurrency for one queue.
     pub fn concurrency_for(&self, queue: &str) -> usize {
-        self.per_queue_concurrency.get(queue).copied().unwrap_or(self.concurrency)
+        self.per_queue_concurrency
+            .get(queue)
+            .copied()
+            .unwrap_or(self.concurrency)
     }
 
     /// The bound within which a dead worker's jobs are picked up again.
@@ -214,11 +217,23 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A set, non-blank value.
     fn get(&self, var: &str) -> Option<&'a str> {
-        self.env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.env
+            .get(var)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
-    fn problem(&mut self, variable: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
-        self.problems.push(ConfigProblem { variable, problem: problem.into(), fix: fix.into() });
+    fn problem(
+        &mut self,
+        variable: &'static str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.problems.push(ConfigProblem {
+            variable,
+            problem: problem.into(),
+            fix: fix.into(),
+        });
     }
 
     fn flag(&mut self, var: &'static str, default: bool) -> bool {
@@ -227,7 +242,11 @@ impl<'a> Reader<'a> {
             Some("1" | "true" | "yes" | "on") => true,
             Some("0" | "false" | "no" | "off") => false,
             Some(other) => {
-                self.problem(var, format!("`{other}` is not a boolean"), "use true or false");
+                self.problem(
+                    var,
+                    format!("`{other}` is not a boolean"),
+                    "use true or false",
+                );
                 default
             }
         }
@@ -248,7 +267,11 @@ impl<'a> Reader<'a> {
         match Url::parse(raw) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             _ => {
-                self.problem(var, format!("`{raw}` is not an http(s) URL"), "use a full URL such as https://example.com");
+                self.problem(
+                    var,
+                    format!("`{raw}` is not an http(s) URL"),
+                    "use a full URL such as https://example.com",
+                );
                 None
             }
         }
@@ -256,7 +279,12 @@ impl<'a> Reader<'a> {
 
     fn list(&self, var: &str) -> Vec<String> {
         self.get(var)
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -290,23 +318,36 @@ impl Config {
 
     /// Builds and validates the configuration from a map of variables.
     pub fn from_map(env: &Env) -> Result<Self, ConfigError> {
-        let mut r = Reader { env, problems: Vec::new() };
+        let mut r = Reader {
+            env,
+            problems: Vec::new(),
+        };
         let mut warnings = Vec::new();
 
         let app_env = match r.get("APP_ENV").unwrap_or("development") {
             "development" | "dev" => AppEnv::Development,
             "production" | "prod" => AppEnv::Production,
             other => {
-                r.problem("APP_ENV", format!("`{other}` is not an environment"), "use development or production");
+                r.problem(
+                    "APP_ENV",
+                    format!("`{other}` is not an environment"),
+                    "use development or production",
+                );
                 AppEnv::Development
             }
         };
         let dev = app_env == AppEnv::Development;
 
         let database_url = match r.get("DATABASE_URL") {
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u.to_string(),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                u.to_string()
+            }
             Some(_) => {
-                r.problem("DATABASE_URL", "is not a PostgreSQL URL", "use postgres://user:password@host:5432/dbname");
+                r.problem(
+                    "DATABASE_URL",
+                    "is not a PostgreSQL URL",
+                    "use postgres://user:password@host:5432/dbname",
+                );
                 String::new()
             }
             None if dev => "postgres://postgres@127.0.0.1:5432/granary".to_string(),
@@ -317,7 +358,10 @@ impl Config {
         };
 
         let port = r.number("PORT", 8000u16, "use a port number such as 8000");
-        let bind_host = r.get("BIND_HOST").unwrap_or(if dev { "127.0.0.1" } else { "0.0.0.0" }).to_string();
+        let bind_host = r
+            .get("BIND_HOST")
+            .unwrap_or(if dev { "127.0.0.1" } else { "0.0.0.0" })
+            .to_string();
 
         let cors_allowed_origins = {
             let list = r.list("CORS_ALLOWED_ORIGINS");
@@ -335,7 +379,10 @@ impl Config {
                 }
             }
             if out.is_empty() && dev {
-                out = vec!["http://localhost:5173".into(), "http://127.0.0.1:5173".into()];
+                out = vec![
+                    "http://localhost:5173".into(),
+                    "http://127.0.0.1:5173".into(),
+                ];
             }
             out
         };
@@ -345,17 +392,29 @@ impl Config {
 
         // Clerk.
         let domain = r.get("CLERK_DOMAIN").map(|d| {
-            d.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string()
+            d.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
         });
         let jwks_url = r.url("CLERK_JWKS_URL").or_else(|| {
-            domain.as_ref().and_then(|d| Url::parse(&format!("https://{d}/.well-known/jwks.json")).ok())
+            domain
+                .as_ref()
+                .and_then(|d| Url::parse(&format!("https://{d}/.well-known/jwks.json")).ok())
         });
-        let issuer = r.get("CLERK_JWT_ISSUER").map(str::to_string).or_else(|| domain.as_ref().map(|d| format!("https://{d}")));
+        let issuer = r
+            .get("CLERK_JWT_ISSUER")
+            .map(str::to_string)
+            .or_else(|| domain.as_ref().map(|d| format!("https://{d}")));
         let secret_key = r.secret("CLERK_SECRET_KEY");
         if let Some(k) = &secret_key
             && !k.expose_secret().starts_with("sk_")
         {
-            r.problem("CLERK_SECRET_KEY", "does not start with `sk_`", "copy the secret key from Clerk Dashboard → API keys");
+            r.problem(
+                "CLERK_SECRET_KEY",
+                "does not start with `sk_`",
+                "copy the secret key from Clerk Dashboard → API keys",
+            );
         }
         let webhook_secret = match r.get("CLERK_WEBHOOK_SIGNING_SECRET") {
             None => None,
@@ -387,10 +446,18 @@ impl Config {
         };
         let dev_auth = r.flag("GRANARY_DEV_AUTH", false);
         if !dev && jwks_url.is_none() {
-            r.problem("CLERK_DOMAIN", "neither CLERK_DOMAIN nor CLERK_JWKS_URL is set, so no token can be verified", "set CLERK_DOMAIN to your Clerk instance domain");
+            r.problem(
+                "CLERK_DOMAIN",
+                "neither CLERK_DOMAIN nor CLERK_JWKS_URL is set, so no token can be verified",
+                "set CLERK_DOMAIN to your Clerk instance domain",
+            );
         }
         if !dev && issuer.is_none() {
-            r.problem("CLERK_JWT_ISSUER", "is not set and cannot be derived", "set CLERK_DOMAIN or CLERK_JWT_ISSUER");
+            r.problem(
+                "CLERK_JWT_ISSUER",
+                "is not set and cannot be derived",
+                "set CLERK_DOMAIN or CLERK_JWT_ISSUER",
+            );
         }
         if dev && jwks_url.is_none() && !dev_auth {
             warnings.push("CLERK_DOMAIN/CLERK_JWKS_URL unset: only public routes work (set GRANARY_DEV_AUTH=true for local development tokens)".into());
@@ -402,7 +469,10 @@ impl Config {
             issuer,
             audience: r.get("CLERK_JWT_AUDIENCE").map(str::to_string),
             authorized_parties: r.list("CLERK_AUTHORIZED_PARTIES"),
-            billing_claim: r.get("CLERK_BILLING_CLAIM").unwrap_or("entitlements").to_string(),
+            billing_claim: r
+                .get("CLERK_BILLING_CLAIM")
+                .unwrap_or("entitlements")
+                .to_string(),
             webhook_secret,
         };
         if clerk.webhook_secret.is_none() && stripe_webhook_secret.is_none() {
@@ -410,7 +480,10 @@ impl Config {
         }
 
         // Storage.
-        let backend = r.get("ASSET_STORAGE_BACKEND").unwrap_or(if dev { "fs" } else { "s3" }).to_string();
+        let backend = r
+            .get("ASSET_STORAGE_BACKEND")
+            .unwrap_or(if dev { "fs" } else { "s3" })
+            .to_string();
         let bucket = r.get("ASSET_STORAGE_BUCKET").map(str::to_string);
         let storage = match backend.as_str() {
             "fs" => StorageConfig::Fs {
@@ -419,25 +492,48 @@ impl Config {
             "s3" => {
                 let missing: Vec<&str> = [
                     ("ASSET_STORAGE_BUCKET", bucket.is_some()),
-                    ("ASSET_STORAGE_S3_ACCESS_KEY_ID", r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID").is_some()),
-                    ("ASSET_STORAGE_S3_SECRET_ACCESS_KEY", r.get("ASSET_STORAGE_S3_SECRET_ACCESS_KEY").is_some()),
+                    (
+                        "ASSET_STORAGE_S3_ACCESS_KEY_ID",
+                        r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID").is_some(),
+                    ),
+                    (
+                        "ASSET_STORAGE_S3_SECRET_ACCESS_KEY",
+                        r.get("ASSET_STORAGE_S3_SECRET_ACCESS_KEY").is_some(),
+                    ),
                 ]
                 .into_iter()
                 .filter_map(|(v, ok)| (!ok).then_some(v))
                 .collect();
                 if missing.is_empty() {
                     StorageConfig::S3 {
-                        endpoint: r.url("ASSET_STORAGE_S3_ENDPOINT_URL").map(|u| u.to_string().trim_end_matches('/').to_string()),
-                        region: r.get("ASSET_STORAGE_S3_REGION").unwrap_or("us-east-1").to_string(),
+                        endpoint: r
+                            .url("ASSET_STORAGE_S3_ENDPOINT_URL")
+                            .map(|u| u.to_string().trim_end_matches('/').to_string()),
+                        region: r
+                            .get("ASSET_STORAGE_S3_REGION")
+                            .unwrap_or("us-east-1")
+                            .to_string(),
                         bucket: bucket.clone().unwrap_or_default(),
-                        access_key_id: r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID").unwrap_or_default().to_string(),
-                        secret_access_key: r.secret("ASSET_STORAGE_S3_SECRET_ACCESS_KEY").expect("checked above"),
+                        access_key_id: r
+                            .get("ASSET_STORAGE_S3_ACCESS_KEY_ID")
+                            .unwrap_or_default()
+                            .to_string(),
+                        secret_access_key: r
+                            .secret("ASSET_STORAGE_S3_SECRET_ACCESS_KEY")
+                            .expect("checked above"),
                     }
                 } else {
-                    StorageConfig::Unavailable { backend: backend.clone(), reason: format!("missing {}", missing.join(", ")) }
+                    StorageConfig::Unavailable {
+                        backend: backend.clone(),
+                        reason: format!("missing {}", missing.join(", ")),
+                    }
                 }
             }
-            "supabase" => match (r.url("SUPABASE_URL"), r.secret("SUPABASE_SERVICE_ROLE_KEY"), bucket.clone()) {
+            "supabase" => match (
+                r.url("SUPABASE_URL"),
+                r.secret("SUPABASE_SERVICE_ROLE_KEY"),
+                bucket.clone(),
+            ) {
                 (Some(url), Some(key), Some(bucket)) => StorageConfig::Supabase {
                     url: url.to_string().trim_end_matches('/').to_string(),
                     bucket,
@@ -452,31 +548,57 @@ impl Config {
                     .into_iter()
                     .filter_map(|(v, ok)| (!ok).then_some(v))
                     .collect();
-                    StorageConfig::Unavailable { backend: backend.clone(), reason: format!("missing {}", missing.join(", ")) }
+                    StorageConfig::Unavailable {
+                        backend: backend.clone(),
+                        reason: format!("missing {}", missing.join(", ")),
+                    }
                 }
             },
             other => {
-                r.problem("ASSET_STORAGE_BACKEND", format!("`{other}` is not a storage backend"), "use fs, s3 or supabase");
-                StorageConfig::Unavailable { backend: other.into(), reason: "unknown backend".into() }
+                r.problem(
+                    "ASSET_STORAGE_BACKEND",
+                    format!("`{other}` is not a storage backend"),
+                    "use fs, s3 or supabase",
+                );
+                StorageConfig::Unavailable {
+                    backend: other.into(),
+                    reason: "unknown backend".into(),
+                }
             }
         };
         if let StorageConfig::Unavailable { backend, reason } = &storage {
             warnings.push(format!("asset storage `{backend}` is not usable ({reason}): download and asset routes answer 503 storage_unavailable"));
         }
-        let signed_url_ttl = Duration::from_secs(r.number("ASSET_STORAGE_SIGNED_URL_TTL_SECONDS", 600u64, "use a number of seconds such as 600"));
+        let signed_url_ttl = Duration::from_secs(r.number(
+            "ASSET_STORAGE_SIGNED_URL_TTL_SECONDS",
+            600u64,
+            "use a number of seconds such as 600",
+        ));
         if signed_url_ttl.is_zero() || signed_url_ttl > Duration::from_secs(7 * 24 * 3600) {
-            r.problem("ASSET_STORAGE_SIGNED_URL_TTL_SECONDS", "must be between 1 second and 7 days", "use a number of seconds such as 600");
+            r.problem(
+                "ASSET_STORAGE_SIGNED_URL_TTL_SECONDS",
+                "must be between 1 second and 7 days",
+                "use a number of seconds such as 600",
+            );
         }
         let download_signing_key = match r.get("DOWNLOAD_URL_SIGNING_KEY") {
             Some(k) if k.len() >= 32 => SecretString::from(k.to_string()),
             Some(_) => {
-                r.problem("DOWNLOAD_URL_SIGNING_KEY", "is shorter than 32 characters", "generate one with: openssl rand -hex 32");
+                r.problem(
+                    "DOWNLOAD_URL_SIGNING_KEY",
+                    "is shorter than 32 characters",
+                    "generate one with: openssl rand -hex 32",
+                );
                 SecretString::from(String::new())
             }
             // Development: a per-database-URL key is good enough and needs no setup.
             None if dev => SecretString::from(format!("granary-dev-signing-key::{database_url}")),
             None => {
-                r.problem("DOWNLOAD_URL_SIGNING_KEY", "is not set", "generate one with: openssl rand -hex 32");
+                r.problem(
+                    "DOWNLOAD_URL_SIGNING_KEY",
+                    "is not set",
+                    "generate one with: openssl rand -hex 32",
+                );
                 SecretString::from(String::new())
             }
         };
@@ -486,11 +608,19 @@ impl Config {
         if let Some(k) = &resend_api_key
             && !k.expose_secret().starts_with("re_")
         {
-            r.problem("RESEND_API_KEY", "does not start with `re_`", "create an API key in the Resend dashboard");
+            r.problem(
+                "RESEND_API_KEY",
+                "does not start with `re_`",
+                "create an API key in the Resend dashboard",
+            );
         }
         let resend_from = r.get("RESEND_FROM_EMAIL").map(str::to_string);
         if resend_api_key.is_some() && resend_from.is_none() {
-            r.problem("RESEND_FROM_EMAIL", "is not set while RESEND_API_KEY is", "set it to a sender on a domain verified in Resend, e.g. Acme <orders@example.com>");
+            r.problem(
+                "RESEND_FROM_EMAIL",
+                "is not set while RESEND_API_KEY is",
+                "set it to a sender on a domain verified in Resend, e.g. Acme <orders@example.com>",
+            );
         }
         if resend_api_key.is_none() {
             warnings.push("RESEND_API_KEY unset: emails are recorded in the local outbox (emails table, status outbox) instead of sent".into());
@@ -503,61 +633,128 @@ impl Config {
         };
 
         let order_confirm_allow_manual = r.flag("ORDER_CONFIRM_ALLOW_MANUAL", false);
-        let order_confirm_allow_client_side_clerk_confirm = r.flag("ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM", false);
+        let order_confirm_allow_client_side_clerk_confirm =
+            r.flag("ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM", false);
         let dev_manual_checkout = r.flag("DEV_MANUAL_CHECKOUT", false);
         if !dev {
             for (var, on) in [
                 ("ORDER_CONFIRM_ALLOW_MANUAL", order_confirm_allow_manual),
-                ("ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM", order_confirm_allow_client_side_clerk_confirm),
+                (
+                    "ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM",
+                    order_confirm_allow_client_side_clerk_confirm,
+                ),
                 ("DEV_MANUAL_CHECKOUT", dev_manual_checkout),
                 ("GRANARY_DEV_AUTH", dev_auth),
             ] {
                 if on {
-                    r.problem(var, "is a development-only switch and APP_ENV is production", "remove it (or set it to false) in production");
+                    r.problem(
+                        var,
+                        "is a development-only switch and APP_ENV is production",
+                        "remove it (or set it to false) in production",
+                    );
                 }
             }
         }
 
-        let max_body_bytes = r.number("MAX_BODY_BYTES", 1024 * 1024usize, "use a number of bytes such as 1048576");
+        let max_body_bytes = r.number(
+            "MAX_BODY_BYTES",
+            1024 * 1024usize,
+            "use a number of bytes such as 1048576",
+        );
         if max_body_bytes < 1024 {
-            r.problem("MAX_BODY_BYTES", "is below 1024 bytes", "use a number of bytes such as 1048576");
+            r.problem(
+                "MAX_BODY_BYTES",
+                "is below 1024 bytes",
+                "use a number of bytes such as 1048576",
+            );
         }
-        let shutdown_timeout = Duration::from_secs(r.number("SHUTDOWN_TIMEOUT_SECONDS", 25u64, "use a number of seconds such as 25"));
+        let shutdown_timeout = Duration::from_secs(r.number(
+            "SHUTDOWN_TIMEOUT_SECONDS",
+            25u64,
+            "use a number of seconds such as 25",
+        ));
 
         let worker = WorkerConfig {
-            concurrency: r.number("WORKER_CONCURRENCY_DEFAULT", 10usize, "use a number such as 10"),
+            concurrency: r.number(
+                "WORKER_CONCURRENCY_DEFAULT",
+                10usize,
+                "use a number such as 10",
+            ),
             per_queue_concurrency: {
                 let mut map = HashMap::new();
                 for pair in r.list("WORKER_CONCURRENCY") {
-                    match pair.split_once('=').map(|(q, n)| (q.trim().to_string(), n.trim().parse::<usize>())) {
+                    match pair
+                        .split_once('=')
+                        .map(|(q, n)| (q.trim().to_string(), n.trim().parse::<usize>()))
+                    {
                         Some((q, Ok(n))) if n > 0 => {
                             map.insert(q, n);
                         }
-                        _ => r.problem("WORKER_CONCURRENCY", format!("`{pair}` is not queue=number"), "use e.g. send_email=4,fulfill_order=8"),
+                        _ => r.problem(
+                            "WORKER_CONCURRENCY",
+                            format!("`{pair}` is not queue=number"),
+                            "use e.g. send_email=4,fulfill_order=8",
+                        ),
                     }
                 }
                 map
             },
-            heartbeat_interval: Duration::from_millis(r.number("WORKER_HEARTBEAT_MS", 5000u64, "use milliseconds such as 5000")),
-            missed_heartbeats: r.number("WORKER_MISSED_HEARTBEATS", 3usize, "use a number such as 3"),
-            poll_interval: Duration::from_millis(r.number("WORKER_POLL_INTERVAL_MS", 1000u64, "use milliseconds such as 1000")),
+            heartbeat_interval: Duration::from_millis(r.number(
+                "WORKER_HEARTBEAT_MS",
+                5000u64,
+                "use milliseconds such as 5000",
+            )),
+            missed_heartbeats: r.number(
+                "WORKER_MISSED_HEARTBEATS",
+                3usize,
+                "use a number such as 3",
+            ),
+            poll_interval: Duration::from_millis(r.number(
+                "WORKER_POLL_INTERVAL_MS",
+                1000u64,
+                "use milliseconds such as 1000",
+            )),
             batch_size: r.number("WORKER_BATCH_SIZE", 10usize, "use a number such as 10"),
-            backoff_base: Duration::from_millis(r.number("JOB_BACKOFF_BASE_MS", 2000u64, "use milliseconds such as 2000")),
-            backoff_cap: Duration::from_secs(r.number("JOB_BACKOFF_CAP_SECONDS", 3600u64, "use seconds such as 3600")),
-            retention: Duration::from_secs(3600 * r.number("JOB_RETENTION_HOURS", 168u64, "use hours such as 168")),
+            backoff_base: Duration::from_millis(r.number(
+                "JOB_BACKOFF_BASE_MS",
+                2000u64,
+                "use milliseconds such as 2000",
+            )),
+            backoff_cap: Duration::from_secs(r.number(
+                "JOB_BACKOFF_CAP_SECONDS",
+                3600u64,
+                "use seconds such as 3600",
+            )),
+            retention: Duration::from_secs(
+                3600 * r.number("JOB_RETENTION_HOURS", 168u64, "use hours such as 168"),
+            ),
         };
         if worker.concurrency == 0 || worker.batch_size == 0 || worker.missed_heartbeats == 0 {
-            r.problem("WORKER_CONCURRENCY_DEFAULT", "concurrency, batch size and missed heartbeats must be at least 1", "use positive numbers");
+            r.problem(
+                "WORKER_CONCURRENCY_DEFAULT",
+                "concurrency, batch size and missed heartbeats must be at least 1",
+                "use positive numbers",
+            );
         }
         // apalis-postgres registers a worker with a whole-second client timestamp and compares
         // it with the database clock: a bound under 2 s (or under two heartbeats) would let a
         // live worker look dead and its running jobs be taken (measured: a slow job ran twice
         // with 0.5 s x 2).
-        if worker.missed_heartbeats < 2 || worker.heartbeat_interval * (worker.missed_heartbeats as u32) < Duration::from_secs(2) || worker.rescue_bound() < Duration::from_secs(3) {
+        if worker.missed_heartbeats < 2
+            || worker.heartbeat_interval * (worker.missed_heartbeats as u32)
+                < Duration::from_secs(2)
+            || worker.rescue_bound() < Duration::from_secs(3)
+        {
             r.problem("WORKER_MISSED_HEARTBEATS", "the rescue bound (heartbeat x missed heartbeats) must be at least 2 s and 2 heartbeats", "use WORKER_HEARTBEAT_MS=5000 and WORKER_MISSED_HEARTBEATS=3");
         }
-        if worker.heartbeat_interval < Duration::from_millis(200) || worker.poll_interval < Duration::from_millis(20) {
-            r.problem("WORKER_HEARTBEAT_MS", "heartbeat below 200 ms or poll below 20 ms would hammer the database", "use WORKER_HEARTBEAT_MS=5000 and WORKER_POLL_INTERVAL_MS=1000");
+        if worker.heartbeat_interval < Duration::from_millis(200)
+            || worker.poll_interval < Duration::from_millis(20)
+        {
+            r.problem(
+                "WORKER_HEARTBEAT_MS",
+                "heartbeat below 200 ms or poll below 20 ms would hammer the database",
+                "use WORKER_HEARTBEAT_MS=5000 and WORKER_POLL_INTERVAL_MS=1000",
+            );
         }
 
         if !r.problems.is_empty() {
@@ -598,7 +795,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -611,12 +811,24 @@ mod tests {
 
     #[test]
     fn a_malformed_svix_secret_names_the_variable_and_the_fix() {
-        let err = Config::from_map(&env(&[("CLERK_WEBHOOK_SIGNING_SECRET", "not-a-secret")])).unwrap_err();
-        let p = err.about("CLERK_WEBHOOK_SIGNING_SECRET").expect("names the variable");
+        let err = Config::from_map(&env(&[("CLERK_WEBHOOK_SIGNING_SECRET", "not-a-secret")]))
+            .unwrap_err();
+        let p = err
+            .about("CLERK_WEBHOOK_SIGNING_SECRET")
+            .expect("names the variable");
         assert!(p.problem.contains("whsec_"), "{p}");
         assert!(p.fix.contains("Clerk Dashboard"), "{p}");
-        let err = Config::from_map(&env(&[("CLERK_WEBHOOK_SIGNING_SECRET", "whsec_!!!notbase64")])).unwrap_err();
-        assert!(err.about("CLERK_WEBHOOK_SIGNING_SECRET").unwrap().problem.contains("base64"));
+        let err = Config::from_map(&env(&[(
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+            "whsec_!!!notbase64",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.about("CLERK_WEBHOOK_SIGNING_SECRET")
+                .unwrap()
+                .problem
+                .contains("base64")
+        );
     }
 
     #[test]
@@ -627,8 +839,17 @@ mod tests {
             ("GRANARY_DEV_AUTH", "true"),
         ]))
         .unwrap_err();
-        for var in ["DATABASE_URL", "DEV_MANUAL_CHECKOUT", "GRANARY_DEV_AUTH", "CLERK_DOMAIN", "DOWNLOAD_URL_SIGNING_KEY"] {
-            assert!(err.about(var).is_some(), "expected a problem about {var} in {err}");
+        for var in [
+            "DATABASE_URL",
+            "DEV_MANUAL_CHECKOUT",
+            "GRANARY_DEV_AUTH",
+            "CLERK_DOMAIN",
+            "DOWNLOAD_URL_SIGNING_KEY",
+        ] {
+            assert!(
+                err.about(var).is_some(),
+                "expected a problem about {var} in {err}"
+            );
         }
     }
 
@@ -641,14 +862,19 @@ mod tests {
         ]))
         .unwrap();
         let printed = format!("{c:?}");
-        assert!(!printed.contains("hunter2secret") && !printed.contains("re_topsecretvalue"), "{printed}");
+        assert!(
+            !printed.contains("hunter2secret") && !printed.contains("re_topsecretvalue"),
+            "{printed}"
+        );
     }
 
     #[test]
     fn incomplete_storage_is_a_warning_not_an_error() {
         let c = Config::from_map(&env(&[("ASSET_STORAGE_BACKEND", "s3")])).unwrap();
         match &c.storage {
-            StorageConfig::Unavailable { reason, .. } => assert!(reason.contains("ASSET_STORAGE_BUCKET")),
+            StorageConfig::Unavailable { reason, .. } => {
+                assert!(reason.contains("ASSET_STORAGE_BUCKET"))
+            }
             other => panic!("expected unavailable storage, got {other:?}"),
         }
         assert!(c.warnings.iter().any(|w| w.contains("storage_unavailable")));
@@ -656,7 +882,14 @@ mod tests {
 
     #[test]
     fn bad_numbers_and_flags_are_reported_together() {
-        let err = Config::from_map(&env(&[("PORT", "eighty"), ("DEV_MANUAL_CHECKOUT", "maybe")])).unwrap_err();
-        assert!(err.about("PORT").is_some() && err.about("DEV_MANUAL_CHECKOUT").is_some(), "{err}");
+        let err = Config::from_map(&env(&[
+            ("PORT", "eighty"),
+            ("DEV_MANUAL_CHECKOUT", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.about("PORT").is_some() && err.about("DEV_MANUAL_CHECKOUT").is_some(),
+            "{err}"
+        );
     }
 }

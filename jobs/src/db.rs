@@ -28,7 +28,10 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     apalis_postgres::PostgresStorage::setup(pool)
         .await
         .context("applying the job queue's migrations (apalis schema)")?;
-    MIGRATOR.run(pool).await.context("applying Granary's migrations")?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying Granary's migrations")?;
     Ok(())
 }
 
@@ -76,14 +79,20 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     let name = opts.get_database().unwrap_or("postgres").to_string();
     let mut admin = PgConnection::connect_with(&opts.clone().database("postgres"))
         .await
-        .with_context(|| "cannot reach PostgreSQL: is it running? (set DATABASE_URL to point elsewhere)".to_string())?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+        .with_context(|| {
+            "cannot reach PostgreSQL: is it running? (set DATABASE_URL to point elsewhere)"
+                .to_string()
+        })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .execute(&mut admin)
+            .await?;
         tracing::info!(database = %name, "created database");
     }
     Ok(())

@@ -9,7 +9,9 @@ pub fn init(json: bool) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,apalis=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
-        registry.with(fmt::layer().json().flatten_event(true)).try_init()
+        registry
+            .with(fmt::layer().json().flatten_event(true))
+            .try_init()
     } else {
         registry.with(fmt::layer().compact()).try_init()
     };

@@ -11,8 +11,10 @@ use sqlx::{
 /// The server tests run against: `DATABASE_URL` when set (its database name is ignored), else
 /// the local server at 127.0.0.1:5432 as user postgres.
 pub fn server_options() -> PgConnectOptions {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    PgConnectOptions::from_str(&url).unwrap_or_else(|e| panic!("DATABASE_URL is not a PostgreSQL URL: {e}"))
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("DATABASE_URL is not a PostgreSQL URL: {e}"))
 }
 
 fn url_for(opts: &PgConnectOptions, database: &str) -> String {
@@ -44,7 +46,10 @@ async fn admin(opts: &PgConnectOptions) -> PgConnection {
 /// The template's name changes whenever any migration does, so a stale template is never used.
 fn template_name() -> String {
     let mut h = Sha256::new();
-    for m in apalis_postgres::PostgresStorage::migrations().iter().chain(granary_jobs::db::MIGRATOR.iter()) {
+    for m in apalis_postgres::PostgresStorage::migrations()
+        .iter()
+        .chain(granary_jobs::db::MIGRATOR.iter())
+    {
         h.update(m.version.to_le_bytes());
         h.update(&m.checksum);
     }
@@ -54,29 +59,49 @@ fn template_name() -> String {
 async fn ensure_template(conn: &mut PgConnection, opts: &PgConnectOptions) -> String {
     let name = template_name();
     // Serialises template creation across concurrently running test binaries.
-    sqlx::query("SELECT pg_advisory_lock(hashtext('granary-test-template'))").execute(&mut *conn).await.expect("lock");
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut *conn)
+    sqlx::query("SELECT pg_advisory_lock(hashtext('granary-test-template'))")
+        .execute(&mut *conn)
         .await
-        .expect("query pg_database");
+        .expect("lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("query pg_database");
     if !exists {
         // Built under another name and renamed when complete: a half-migrated template is never
         // visible under the real name.
         let building = format!("{name}_build");
-        exec(conn, &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).await;
+        exec(
+            conn,
+            &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+        )
+        .await;
         exec(conn, &format!("CREATE DATABASE {building}")).await;
-        let pool = PgPoolOptions::new().max_connections(2).connect(&url_for(opts, &building)).await.expect("connect template");
-        granary_jobs::db::migrate(&pool).await.unwrap_or_else(|e| panic!("migrating the test template: {e:#}"));
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url_for(opts, &building))
+            .await
+            .expect("connect template");
+        granary_jobs::db::migrate(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrating the test template: {e:#}"));
         pool.close().await;
         exec(conn, &format!("ALTER DATABASE {building} RENAME TO {name}")).await;
     }
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('granary-test-template'))").execute(&mut *conn).await.expect("unlock");
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('granary-test-template'))")
+        .execute(&mut *conn)
+        .await
+        .expect("unlock");
     name
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// A database of its own for one test.
@@ -97,10 +122,23 @@ impl TestDb {
         let mut conn = admin(&opts).await;
         let template = ensure_template(&mut conn, &opts).await;
         let name = format!("granary_test_{}", uuid::Uuid::new_v4().simple());
-        exec(&mut conn, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+        exec(
+            &mut conn,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        )
+        .await;
         let url = url_for(&opts, &name);
-        let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.expect("connect test database");
-        Self { name, url, pool, opts }
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await
+            .expect("connect test database");
+        Self {
+            name,
+            url,
+            pool,
+            opts,
+        }
     }
 
     /// An empty database (no migrations), for migration tests.
@@ -110,8 +148,17 @@ impl TestDb {
         let name = format!("granary_test_{}", uuid::Uuid::new_v4().simple());
         exec(&mut conn, &format!("CREATE DATABASE {name}")).await;
         let url = url_for(&opts, &name);
-        let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.expect("connect test database");
-        Self { name, url, pool, opts }
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await
+            .expect("connect test database");
+        Self {
+            name,
+            url,
+            pool,
+            opts,
+        }
     }
 }
 
@@ -120,10 +167,17 @@ impl Drop for TestDb {
         // Drop runs outside async; a short-lived thread with its own runtime drops the database.
         let (opts, name) = (self.opts.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect_with(&opts.database("postgres")).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })

@@ -68,11 +68,14 @@ impl TestAppBuilder {
         let url = self.database_url.clone().unwrap_or_else(|| db.url.clone());
         let mut env = base_env(&url);
         env.extend(self.env);
-        let config = Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
+        let config =
+            Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
         let config = Arc::new(config);
         let pool = granary_jobs::db::pool(&config, 10).expect("pool");
         let shutdown = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr");
         let state = AppState::new((*config).clone(), pool.clone());
         let server = tokio::spawn(granary_api::serve(listener, state, shutdown.clone()));
@@ -90,7 +93,10 @@ impl TestAppBuilder {
             pool,
             db_pool: db.pool.clone(),
             config,
-            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
             shutdown,
             server: Some(server),
             worker,
@@ -139,7 +145,12 @@ impl TestResponse {
         let headers = res.headers().clone();
         let text = res.text().await.expect("read body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, headers, json, text }
+        Self {
+            status,
+            headers,
+            json,
+            text,
+        }
     }
 
     /// The contract error code, if this is an error body.
@@ -214,7 +225,10 @@ impl Drop for TestApp {
 pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.ok();
+        let last: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(pool)
+            .await
+            .ok();
         if last == Some(want) {
             return;
         }
@@ -227,13 +241,20 @@ pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Durati
 
 /// A scalar i64 query.
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Enqueues `job` in its own committed transaction; returns its id.
 pub async fn enqueue<J: granary_jobs::queue::Job>(pool: &PgPool, job: &J) -> String {
     let mut tx = pool.begin().await.expect("begin");
-    let id = granary_jobs::queue::enqueue(&mut tx, job).await.expect("enqueue").id().to_string();
+    let id = granary_jobs::queue::enqueue(&mut tx, job)
+        .await
+        .expect("enqueue")
+        .id()
+        .to_string();
     tx.commit().await.expect("commit");
     id
 }

@@ -14,11 +14,20 @@ pub fn binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "granary-worker", "--bin", "granary-worker"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "granary-worker",
+                "--bin",
+                "granary-worker",
+            ])
             .status()
             .expect("run cargo build for granary-worker");
         assert!(status.success(), "building granary-worker failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
         target.join("debug").join("granary-worker")
     })
     .clone()
@@ -33,11 +42,20 @@ impl WorkerProcess {
     /// Starts `granary-worker run` with `env` (on top of nothing from the parent but PATH).
     pub fn start(env: &[(String, String)]) -> Self {
         let mut cmd = Command::new(binary());
-        cmd.arg("run").current_dir(std::env::temp_dir()).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "warn");
+        cmd.arg("run")
+            .current_dir(std::env::temp_dir())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn granary-worker");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn granary-worker");
         Self { child }
     }
 

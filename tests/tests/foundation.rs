@@ -22,7 +22,15 @@ async fn health_reports_the_database_and_queue_figures() {
 async fn health_counts_pending_and_failed_jobs() {
     let app = TestApp::spawn().await;
     let mut tx = app.db_pool.begin().await.unwrap();
-    granary_jobs::queue::enqueue(&mut tx, &granary_jobs::queue::probe::Probe { key: "a".into(), ..Default::default() }).await.unwrap();
+    granary_jobs::queue::enqueue(
+        &mut tx,
+        &granary_jobs::queue::probe::Probe {
+            key: "a".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     sqlx::query("INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts) VALUES ('01HZZZZZZZZZZZZZZZZZZZZZZZ', 'probe', '\\x7b7d', 'Failed', 3, 3)")
         .execute(&app.db_pool)
@@ -32,13 +40,21 @@ async fn health_counts_pending_and_failed_jobs() {
     let res = app.get("/api/health/").await;
     assert_eq!(res.json["queue"]["pending"], 1, "{}", res.json);
     assert_eq!(res.json["queue"]["failed"], 1, "{}", res.json);
-    assert!(res.json["queue"]["oldest_pending_age_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(
+        res.json["queue"]["oldest_pending_age_seconds"]
+            .as_f64()
+            .unwrap()
+            >= 0.0
+    );
 }
 
 #[tokio::test]
 async fn health_reports_an_unreachable_database_as_unhealthy_instead_of_crashing() {
     // Nothing listens on port 1: the pool cannot connect.
-    let app = TestApp::builder().database_url("postgres://postgres@127.0.0.1:1/none").spawn().await;
+    let app = TestApp::builder()
+        .database_url("postgres://postgres@127.0.0.1:1/none")
+        .spawn()
+        .await;
     let res = app.get("/api/health/").await;
     assert_eq!(res.status, 503, "{}", res.text);
     assert_eq!(res.json["status"], "unhealthy");
@@ -71,42 +87,76 @@ async fn a_wrong_method_is_a_json_405() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413_payload_too_large() {
-    let app = TestApp::builder().env("MAX_BODY_BYTES", "4096").spawn().await;
+    let app = TestApp::builder()
+        .env("MAX_BODY_BYTES", "4096")
+        .spawn()
+        .await;
     let big = "x".repeat(5000);
-    let res = app.send(app.client.post(app.url("/api/health/")).body(big.clone())).await;
+    let res = app
+        .send(app.client.post(app.url("/api/health/")).body(big.clone()))
+        .await;
     assert_eq!(res.status, 413, "{}", res.text);
     assert_eq!(res.error_code(), Some("payload_too_large"));
     // Also on a path that does not exist: the limit applies to every route.
-    let res = app.send(app.client.post(app.url("/api/anything/")).body(big)).await;
+    let res = app
+        .send(app.client.post(app.url("/api/anything/")).body(big))
+        .await;
     assert_eq!(res.status, 413);
     assert_eq!(res.error_code(), Some("payload_too_large"));
     // A body under the limit gets past it.
-    let res = app.send(app.client.post(app.url("/api/health/")).body("x".repeat(100))).await;
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/health/"))
+                .body("x".repeat(100)),
+        )
+        .await;
     assert_eq!(res.status, 405);
 }
 
 #[tokio::test]
 async fn a_sane_incoming_request_id_is_kept_and_a_hostile_one_replaced() {
     let app = TestApp::spawn().await;
-    let res = app.send(app.client.get(app.url("/api/health/")).header("x-request-id", "trace-abc_123")).await;
+    let res = app
+        .send(
+            app.client
+                .get(app.url("/api/health/"))
+                .header("x-request-id", "trace-abc_123"),
+        )
+        .await;
     assert_eq!(res.headers["x-request-id"], "trace-abc_123");
-    let res = app.send(app.client.get(app.url("/api/health/")).header("x-request-id", "bad id with spaces")).await;
+    let res = app
+        .send(
+            app.client
+                .get(app.url("/api/health/"))
+                .header("x-request-id", "bad id with spaces"),
+        )
+        .await;
     assert_ne!(res.headers["x-request-id"], "bad id with spaces");
     assert_eq!(res.headers["x-request-id"].len(), 36);
 }
 
 #[tokio::test]
 async fn cors_allows_configured_origins_only() {
-    let app = TestApp::builder().env("CORS_ALLOWED_ORIGINS", "https://shop.example.com").spawn().await;
+    let app = TestApp::builder()
+        .env("CORS_ALLOWED_ORIGINS", "https://shop.example.com")
+        .spawn()
+        .await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/api/health/"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
     };
     let ok = app.send(preflight("https://shop.example.com")).await;
-    assert_eq!(ok.headers["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
     assert_eq!(ok.headers["access-control-allow-credentials"], "true");
     let foreign = app.send(preflight("https://evil.example.net")).await;
     assert!(foreign.headers.get("access-control-allow-origin").is_none());
@@ -115,22 +165,53 @@ async fn cors_allows_configured_origins_only() {
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
     let db = TestDb::empty().await;
-    assert!(!granary_jobs::db::pending_migrations(&db.pool).await.unwrap().is_empty());
+    assert!(
+        !granary_jobs::db::pending_migrations(&db.pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(granary_jobs::db::ensure_migrated(&db.pool).await.is_err());
-    granary_jobs::db::migrate(&db.pool).await.expect("first run");
+    granary_jobs::db::migrate(&db.pool)
+        .await
+        .expect("first run");
     let applied = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await
         + count(&db.pool, "SELECT count(*) FROM apalis._sqlx_migrations").await;
-    granary_jobs::db::migrate(&db.pool).await.expect("second run is a no-op");
+    granary_jobs::db::migrate(&db.pool)
+        .await
+        .expect("second run is a no-op");
     let again = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await
         + count(&db.pool, "SELECT count(*) FROM apalis._sqlx_migrations").await;
     assert_eq!(applied, again);
-    assert!(granary_jobs::db::pending_migrations(&db.pool).await.unwrap().is_empty());
+    assert!(
+        granary_jobs::db::pending_migrations(&db.pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     granary_jobs::db::ensure_migrated(&db.pool).await.unwrap();
     // Every table of the data model exists.
     for table in [
-        "profiles", "customer_accounts", "products", "prices", "orders", "order_items", "payment_transactions",
-        "subscriptions", "webhook_events", "entitlements", "digital_assets", "download_grants", "download_events",
-        "service_offers", "bookings", "emails", "job_attempts", "operator_actions", "apalis.jobs", "apalis.workers",
+        "profiles",
+        "customer_accounts",
+        "products",
+        "prices",
+        "orders",
+        "order_items",
+        "payment_transactions",
+        "subscriptions",
+        "webhook_events",
+        "entitlements",
+        "digital_assets",
+        "download_grants",
+        "download_events",
+        "service_offers",
+        "bookings",
+        "emails",
+        "job_attempts",
+        "operator_actions",
+        "apalis.jobs",
+        "apalis.workers",
     ] {
         count(&db.pool, &format!("SELECT count(*) FROM {table}")).await;
     }
@@ -140,21 +221,46 @@ async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
 async fn schema_constraints_hold_the_promises() {
     let db = TestDb::new().await;
     let p = &db.pool;
-    let profile: uuid::Uuid = sqlx::query_scalar("INSERT INTO profiles (clerk_user_id) VALUES ('user_1') RETURNING id").fetch_one(p).await.unwrap();
+    let profile: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO profiles (clerk_user_id) VALUES ('user_1') RETURNING id")
+            .fetch_one(p)
+            .await
+            .unwrap();
     // Money can't be negative, currency must be ISO.
-    let product: uuid::Uuid = sqlx::query_scalar("INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'P', 'p-1') RETURNING id")
-        .bind(profile)
-        .fetch_one(p)
-        .await
-        .unwrap();
-    let neg = sqlx::query("INSERT INTO prices (product_id, amount_cents, currency) VALUES ($1, -1, 'USD')").bind(product).execute(p).await;
+    let product: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'P', 'p-1') RETURNING id",
+    )
+    .bind(profile)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    let neg = sqlx::query(
+        "INSERT INTO prices (product_id, amount_cents, currency) VALUES ($1, -1, 'USD')",
+    )
+    .bind(product)
+    .execute(p)
+    .await;
     assert_constraint(neg, "prices_amount_check");
-    let cur = sqlx::query("INSERT INTO prices (product_id, amount_cents, currency) VALUES ($1, 1, 'usd')").bind(product).execute(p).await;
+    let cur = sqlx::query(
+        "INSERT INTO prices (product_id, amount_cents, currency) VALUES ($1, 1, 'usd')",
+    )
+    .bind(product)
+    .execute(p)
+    .await;
     assert_constraint(cur, "prices_currency_check");
     // Slugs are unique and well-formed.
-    let dup = sqlx::query("INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'Q', 'p-1')").bind(profile).execute(p).await;
+    let dup =
+        sqlx::query("INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'Q', 'p-1')")
+            .bind(profile)
+            .execute(p)
+            .await;
     assert_constraint(dup, "products_slug_key");
-    let bad = sqlx::query("INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'Q', 'Bad Slug')").bind(profile).execute(p).await;
+    let bad = sqlx::query(
+        "INSERT INTO products (seller_profile_id, name, slug) VALUES ($1, 'Q', 'Bad Slug')",
+    )
+    .bind(profile)
+    .execute(p)
+    .await;
     assert_constraint(bad, "products_slug_format");
     // One default price per product.
     sqlx::query("INSERT INTO prices (product_id, amount_cents, currency, is_default) VALUES ($1, 1, 'USD', true)").bind(product).execute(p).await.unwrap();
@@ -162,8 +268,17 @@ async fn schema_constraints_hold_the_promises() {
     assert_constraint(second, "prices_one_default_per_product");
     // A webhook event is stored once per provider + id, but rejected deliveries never block it.
     sqlx::query("INSERT INTO webhook_events (provider, event_id, status, rejection_reason, body) VALUES ('clerk', 'evt_1', 'rejected', 'signature_mismatch', '')").execute(p).await.unwrap();
-    sqlx::query("INSERT INTO webhook_events (provider, event_id, body) VALUES ('clerk', 'evt_1', '')").execute(p).await.unwrap();
-    let twice = sqlx::query("INSERT INTO webhook_events (provider, event_id, body) VALUES ('clerk', 'evt_1', '')").execute(p).await;
+    sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, body) VALUES ('clerk', 'evt_1', '')",
+    )
+    .execute(p)
+    .await
+    .unwrap();
+    let twice = sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, body) VALUES ('clerk', 'evt_1', '')",
+    )
+    .execute(p)
+    .await;
     assert_constraint(twice, "webhook_events_provider_event_key");
     // Entitlements are unique per source and feature; emails per dedupe key.
     sqlx::query("INSERT INTO entitlements (profile_id, feature_key, source_type, source_id) VALUES ($1, 'pro', 'manual', 'm1')").bind(profile).execute(p).await.unwrap();

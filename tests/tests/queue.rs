@@ -14,7 +14,10 @@ use granary_tests::{TestApp, base_env, count, wait_for_count, worker::WorkerProc
 use sqlx::PgPool;
 
 fn probe(key: &str) -> Probe {
-    Probe { key: key.into(), ..Probe::default() }
+    Probe {
+        key: key.into(),
+        ..Probe::default()
+    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -36,15 +39,21 @@ async fn attempts(pool: &PgPool, job_id: &str) -> Vec<AttemptRow> {
 }
 
 async fn job_state(pool: &PgPool, job_id: &str) -> String {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {} FROM apalis.jobs WHERE id = $1", ops::STATE_SQL)))
-        .bind(job_id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM apalis.jobs WHERE id = $1",
+        ops::STATE_SQL
+    )))
+    .bind(job_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 fn actor() -> Actor {
-    Actor { name: "cli:test".into(), reason: Some("testing".into()) }
+    Actor {
+        name: "cli:test".into(),
+        reason: Some("testing".into()),
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -55,35 +64,70 @@ async fn a_rollback_leaves_no_job_and_a_commit_leaves_exactly_one() {
     let mut tx = app.db_pool.begin().await.unwrap();
     enqueue(&mut tx, &probe("rolled-back")).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await, 0);
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_refs").await, 0);
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
+        0
+    );
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM job_refs").await,
+        0
+    );
 
     let mut tx = app.db_pool.begin().await.unwrap();
     let id = enqueue(&mut tx, &probe("committed")).await.unwrap();
     tx.commit().await.unwrap();
     assert!(matches!(id, Enqueued::New(_)));
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'probe' AND status = 'Pending'").await, 1);
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_refs WHERE queue = 'probe'").await, 1);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'probe' AND status = 'Pending'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'probe'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_duplicate_enqueue_yields_one_job_and_the_callers_transaction_stays_usable() {
     let app = TestApp::spawn().await;
-    let job = Probe { dedupe: Some("order-42".into()), ..probe("d") };
+    let job = Probe {
+        dedupe: Some("order-42".into()),
+        ..probe("d")
+    };
     let mut tx = app.db_pool.begin().await.unwrap();
     let first = enqueue(&mut tx, &job).await.unwrap();
     let second = enqueue(&mut tx, &job).await.unwrap();
     assert!(matches!(first, Enqueued::New(_)));
     assert_eq!(second, Enqueued::Existing(first.id().to_string()));
     // The transaction is not aborted: it can still write, and commit.
-    sqlx::query("INSERT INTO profiles (clerk_user_id) VALUES ('still-usable')").execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO profiles (clerk_user_id) VALUES ('still-usable')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await, 1);
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM profiles").await, 1);
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
+        1
+    );
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM profiles").await,
+        1
+    );
 
     // Two transactions racing on the same key: the second waits for the first and finds its job.
     let mut tx1 = app.db_pool.begin().await.unwrap();
-    let other = Probe { dedupe: Some("order-43".into()), ..probe("e") };
+    let other = Probe {
+        dedupe: Some("order-43".into()),
+        ..probe("e")
+    };
     let a = enqueue(&mut tx1, &other).await.unwrap();
     let pool = app.db_pool.clone();
     let racer = {
@@ -99,20 +143,46 @@ async fn a_duplicate_enqueue_yields_one_job_and_the_callers_transaction_stays_us
     tx1.commit().await.unwrap();
     let b = racer.await.unwrap();
     assert_eq!(b, Enqueued::Existing(a.id().to_string()));
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_refs WHERE dedupe_key = 'order-43'").await, 1);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE dedupe_key = 'order-43'"
+        )
+        .await,
+        1
+    );
 
     // Without a key, two enqueues are two jobs.
     app.enqueue(&probe("f")).await;
     app.enqueue(&probe("f")).await;
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await, 4);
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
+        4
+    );
 }
 
 #[tokio::test]
 async fn a_job_failing_twice_then_succeeding_has_three_attempts_and_backoff_gaps() {
     let app = TestApp::builder().with_worker().spawn().await;
-    let id = app.enqueue(&Probe { fail_times: 2, ..probe("flaky") }).await;
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'flaky'", 1, WAIT).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"), 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            fail_times: 2,
+            ..probe("flaky")
+        })
+        .await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'flaky'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        1,
+        WAIT,
+    )
+    .await;
 
     let rows = attempts(&app.db_pool, &id).await;
     let outcomes: Vec<_> = rows.iter().map(|r| r.outcome.as_str()).collect();
@@ -120,7 +190,11 @@ async fn a_job_failing_twice_then_succeeding_has_three_attempts_and_backoff_gaps
     for (i, r) in rows.iter().take(2).enumerate() {
         let err = r.error.as_deref().unwrap();
         // The whole cause chain is kept.
-        assert!(err.contains(&format!("told to fail on attempt {}", i + 1)) && err.contains("simulated outage"), "{err}");
+        assert!(
+            err.contains(&format!("told to fail on attempt {}", i + 1))
+                && err.contains("simulated outage"),
+            "{err}"
+        );
         assert!(r.worker_id.starts_with("probe@"), "{}", r.worker_id);
     }
     let base = app.config.worker.backoff_base;
@@ -129,60 +203,154 @@ async fn a_job_failing_twice_then_succeeding_has_three_attempts_and_backoff_gaps
         let failed_at = rows[n].finished_at.unwrap();
         let retry_at = rows[n].retry_at.unwrap();
         let next_start = rows[n + 1].started_at;
-        let floor = chrono::Duration::from_std(backoff::base_delay(n as i32 + 1, base, cap)).unwrap();
-        assert!(retry_at - failed_at >= floor, "attempt {}: retry planned {:?} after failure, formula says {floor:?}", n + 1, retry_at - failed_at);
-        assert!(next_start >= retry_at, "attempt {} started before its run_at", n + 2);
+        let floor =
+            chrono::Duration::from_std(backoff::base_delay(n as i32 + 1, base, cap)).unwrap();
+        assert!(
+            retry_at - failed_at >= floor,
+            "attempt {}: retry planned {:?} after failure, formula says {floor:?}",
+            n + 1,
+            retry_at - failed_at
+        );
+        assert!(
+            next_start >= retry_at,
+            "attempt {} started before its run_at",
+            n + 2
+        );
     }
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'flaky'").await, 3);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'flaky'"
+        )
+        .await,
+        3
+    );
 }
 
 #[tokio::test]
 async fn a_retry_after_from_the_handler_is_honoured() {
     let app = TestApp::builder().with_worker().spawn().await;
-    let id = app.enqueue(&Probe { fail_times: 1, retry_after_ms: Some(1500), ..probe("429") }).await;
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = '429'", 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            fail_times: 1,
+            retry_after_ms: Some(1500),
+            ..probe("429")
+        })
+        .await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = '429'",
+        1,
+        WAIT,
+    )
+    .await;
     let rows = attempts(&app.db_pool, &id).await;
     assert_eq!(rows.len(), 2);
     let gap = rows[1].started_at - rows[0].finished_at.unwrap();
-    assert!(gap >= chrono::Duration::milliseconds(1500), "retried after {gap:?}, asked for 1.5 s");
+    assert!(
+        gap >= chrono::Duration::milliseconds(1500),
+        "retried after {gap:?}, asked for 1.5 s"
+    );
 }
 
 #[tokio::test]
 async fn a_permanent_error_stops_at_once_with_its_reason() {
     let app = TestApp::builder().with_worker().spawn().await;
-    let id = app.enqueue(&Probe { permanent: true, ..probe("doomed") }).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'discarded'"), 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            permanent: true,
+            ..probe("doomed")
+        })
+        .await;
+    app.wait_for_count(
+        &format!(
+            "SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'discarded'"
+        ),
+        1,
+        WAIT,
+    )
+    .await;
     // Give a retry every chance to happen (the poll is 100 ms, the backoff 0.5 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let rows = attempts(&app.db_pool, &id).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].error.as_deref().unwrap().contains("told to fail permanently"));
+    assert!(
+        rows[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("told to fail permanently")
+    );
     assert!(rows[0].retry_at.is_none());
     assert_eq!(job_state(&app.db_pool, &id).await, "failed");
-    let last: serde_json::Value = sqlx::query_scalar("SELECT last_result FROM apalis.jobs WHERE id = $1").bind(&id).fetch_one(&app.db_pool).await.unwrap();
-    assert!(last["Err"].as_str().unwrap().contains("told to fail permanently"));
+    let last: serde_json::Value =
+        sqlx::query_scalar("SELECT last_result FROM apalis.jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert!(
+        last["Err"]
+            .as_str()
+            .unwrap()
+            .contains("told to fail permanently")
+    );
 }
 
 #[tokio::test]
 async fn a_panic_is_recorded_as_a_failed_attempt_and_retried() {
     let app = TestApp::builder().with_worker().spawn().await;
-    let id = app.enqueue(&Probe { panic_times: 1, ..probe("panicky") }).await;
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'panicky'", 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            panic_times: 1,
+            ..probe("panicky")
+        })
+        .await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'panicky'",
+        1,
+        WAIT,
+    )
+    .await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["panicked", "succeeded"]);
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["panicked", "succeeded"]
+    );
     let err = rows[0].error.as_deref().unwrap();
-    assert!(err.contains("panicked: probe panicky told to panic on attempt 1"), "{err}");
+    assert!(
+        err.contains("panicked: probe panicky told to panic on attempt 1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn an_exhausted_job_stays_visible_as_failed_and_is_not_retried() {
-    let app = TestApp::builder().env("JOB_BACKOFF_BASE_MS", "20").with_worker().spawn().await;
-    let id = app.enqueue(&Probe { fail_times: 100, ..probe("always") }).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'failed'"), 1, WAIT).await;
+    let app = TestApp::builder()
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .with_worker()
+        .spawn()
+        .await;
+    let id = app
+        .enqueue(&Probe {
+            fail_times: 100,
+            ..probe("always")
+        })
+        .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'failed'"),
+        1,
+        WAIT,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let rows = attempts(&app.db_pool, &id).await;
     // Probe::MAX_ATTEMPTS is 5: four retries, then failed.
-    assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["retry", "retry", "retry", "retry", "failed"]);
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["retry", "retry", "retry", "retry", "failed"]
+    );
     assert_eq!(job_state(&app.db_pool, &id).await, "failed");
     let health = app.get("/api/health/").await;
     assert_eq!(health.json["queue"]["failed"], 1, "{}", health.json);
@@ -190,43 +358,122 @@ async fn an_exhausted_job_stays_visible_as_failed_and_is_not_retried() {
 
 #[tokio::test]
 async fn requeue_and_cancel_behave_and_are_audited() {
-    let app = TestApp::builder().env("JOB_BACKOFF_BASE_MS", "20").with_worker().spawn().await;
+    let app = TestApp::builder()
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .with_worker()
+        .spawn()
+        .await;
     // Fails its 5 attempts, then succeeds on the 6th: only a requeue gets it there.
-    let id = app.enqueue(&Probe { fail_times: 5, ..probe("requeued") }).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'failed'"), 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            fail_times: 5,
+            ..probe("requeued")
+        })
+        .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'failed'"),
+        1,
+        WAIT,
+    )
+    .await;
 
     // Only failed or cancelled jobs can be requeued; only waiting or failed ones cancelled.
     ops::requeue(&app.db_pool, &id, &actor()).await.unwrap();
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'requeued'", 1, WAIT).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"), 1, WAIT).await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'requeued'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        1,
+        WAIT,
+    )
+    .await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(rows.len(), 6, "history is kept and numbering continues: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        6,
+        "history is kept and numbering continues: {rows:?}"
+    );
     assert_eq!(rows[5].outcome, "succeeded");
-    assert!(matches!(ops::requeue(&app.db_pool, &id, &actor()).await, Err(OpError::WrongState { .. })));
-    assert!(matches!(ops::cancel(&app.db_pool, &id, &actor()).await, Err(OpError::WrongState { .. })));
-    assert!(matches!(ops::requeue(&app.db_pool, "01HNOSUCHJOB0000000000000A", &actor()).await, Err(OpError::NotFound(_))));
+    assert!(matches!(
+        ops::requeue(&app.db_pool, &id, &actor()).await,
+        Err(OpError::WrongState { .. })
+    ));
+    assert!(matches!(
+        ops::cancel(&app.db_pool, &id, &actor()).await,
+        Err(OpError::WrongState { .. })
+    ));
+    assert!(matches!(
+        ops::requeue(&app.db_pool, "01HNOSUCHJOB0000000000000A", &actor()).await,
+        Err(OpError::NotFound(_))
+    ));
 
     // A job due in an hour is cancelled and never runs; a cancelled job can be requeued.
     let mut tx = app.db_pool.begin().await.unwrap();
-    let later = granary_jobs::queue::enqueue::enqueue_at(&mut tx, &probe("cancelled"), Some(Utc::now() + chrono::Duration::hours(1))).await.unwrap();
+    let later = granary_jobs::queue::enqueue::enqueue_at(
+        &mut tx,
+        &probe("cancelled"),
+        Some(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    ops::cancel(&app.db_pool, later.id(), &actor()).await.unwrap();
+    ops::cancel(&app.db_pool, later.id(), &actor())
+        .await
+        .unwrap();
     assert_eq!(job_state(&app.db_pool, later.id()).await, "cancelled");
-    ops::requeue(&app.db_pool, later.id(), &actor()).await.unwrap();
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'cancelled'", 1, WAIT).await;
+    ops::requeue(&app.db_pool, later.id(), &actor())
+        .await
+        .unwrap();
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'cancelled'",
+        1,
+        WAIT,
+    )
+    .await;
 
     let audit: Vec<(String, String, String, Option<String>)> =
-        sqlx::query_as("SELECT actor, action, target_id, reason FROM operator_actions ORDER BY id").fetch_all(&app.db_pool).await.unwrap();
-    let actions: Vec<_> = audit.iter().map(|(_, a, t, _)| (a.as_str(), t.as_str())).collect();
-    assert_eq!(actions, [("job.requeue", id.as_str()), ("job.cancel", later.id()), ("job.requeue", later.id())]);
-    assert!(audit.iter().all(|(who, _, _, why)| who == "cli:test" && why.as_deref() == Some("testing")));
+        sqlx::query_as("SELECT actor, action, target_id, reason FROM operator_actions ORDER BY id")
+            .fetch_all(&app.db_pool)
+            .await
+            .unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .map(|(_, a, t, _)| (a.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("job.requeue", id.as_str()),
+            ("job.cancel", later.id()),
+            ("job.requeue", later.id())
+        ]
+    );
+    assert!(
+        audit
+            .iter()
+            .all(|(who, _, _, why)| who == "cli:test" && why.as_deref() == Some("testing"))
+    );
 }
 
 #[tokio::test]
 async fn requeue_by_order_requeues_exactly_that_orders_failed_jobs() {
-    let app = TestApp::builder().env("JOB_BACKOFF_BASE_MS", "20").with_worker().spawn().await;
+    let app = TestApp::builder()
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .with_worker()
+        .spawn()
+        .await;
     let p = &app.db_pool;
-    let profile: uuid::Uuid = sqlx::query_scalar("INSERT INTO profiles (clerk_user_id) VALUES ('u') RETURNING id").fetch_one(p).await.unwrap();
+    let profile: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO profiles (clerk_user_id) VALUES ('u') RETURNING id")
+            .fetch_one(p)
+            .await
+            .unwrap();
     let mut orders = Vec::new();
     for public in ["ord_a", "ord_b"] {
         let id: uuid::Uuid = sqlx::query_scalar("INSERT INTO orders (public_id, customer_profile_id, currency, subtotal_cents, total_cents) VALUES ($1, $2, 'USD', 0, 0) RETURNING id")
@@ -237,20 +484,46 @@ async fn requeue_by_order_requeues_exactly_that_orders_failed_jobs() {
             .unwrap();
         orders.push(id);
     }
-    let failing = |key: &str, order| Probe { fail_times: 5, order_id: Some(order), ..probe(key) };
+    let failing = |key: &str, order| Probe {
+        fail_times: 5,
+        order_id: Some(order),
+        ..probe(key)
+    };
     let a1 = app.enqueue(&failing("a1", orders[0])).await;
     let a2 = app.enqueue(&failing("a2", orders[0])).await;
     let b1 = app.enqueue(&failing("b1", orders[1])).await;
-    app.wait_for_count("SELECT count(*) FROM job_attempts WHERE outcome = 'failed'", 3, WAIT).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM job_attempts WHERE outcome = 'failed'",
+        3,
+        WAIT,
+    )
+    .await;
 
     let mut requeued = ops::requeue_order(p, orders[0], &actor()).await.unwrap();
     requeued.sort();
     let mut want = vec![a1, a2];
     want.sort();
     assert_eq!(requeued, want);
-    wait_for_count(p, "SELECT count(*) FROM job_probe_effects WHERE probe_key IN ('a1', 'a2')", 2, WAIT).await;
-    assert_eq!(job_state(p, &b1).await, "failed", "the other order's job is untouched");
-    assert_eq!(count(p, "SELECT count(*) FROM operator_actions WHERE action = 'order.requeue_failed_jobs'").await, 1);
+    wait_for_count(
+        p,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key IN ('a1', 'a2')",
+        2,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        job_state(p, &b1).await,
+        "failed",
+        "the other order's job is untouched"
+    );
+    assert_eq!(
+        count(
+            p,
+            "SELECT count(*) FROM operator_actions WHERE action = 'order.requeue_failed_jobs'"
+        )
+        .await,
+        1
+    );
 }
 
 fn process_env(app: &TestApp) -> Vec<(String, String)> {
@@ -262,19 +535,52 @@ async fn a_sigkilled_workers_job_is_finished_by_another_worker_and_applied_once(
     let app = TestApp::spawn().await;
     let env = process_env(&app);
     let first = WorkerProcess::start(&env);
-    let id = app.enqueue(&Probe { sleep_ms: 3000, ..probe("killed-mid-job") }).await;
+    let id = app
+        .enqueue(&Probe {
+            sleep_ms: 3000,
+            ..probe("killed-mid-job")
+        })
+        .await;
     // Wait until the first worker is inside the job, then SIGKILL it.
-    app.wait_for_count(&format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'running'"), 1, WAIT).await;
-    let victim: String = sqlx::query_scalar("SELECT worker_id FROM job_attempts WHERE job_id = $1").bind(&id).fetch_one(&app.db_pool).await.unwrap();
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'running'"),
+        1,
+        WAIT,
+    )
+    .await;
+    let victim: String = sqlx::query_scalar("SELECT worker_id FROM job_attempts WHERE job_id = $1")
+        .bind(&id)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
     first.kill9();
 
     let second = WorkerProcess::start(&env);
-    app.wait_for_count(&format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"), 1, Duration::from_secs(30)).await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(), ["abandoned", "succeeded"], "{rows:?}");
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["abandoned", "succeeded"],
+        "{rows:?}"
+    );
     assert_eq!(rows[0].worker_id, victim);
-    assert_ne!(rows[1].worker_id, victim, "another worker (a new process id) finished it");
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'killed-mid-job'").await, 1);
+    assert_ne!(
+        rows[1].worker_id, victim,
+        "another worker (a new process id) finished it"
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'killed-mid-job'"
+        )
+        .await,
+        1
+    );
     assert!(second.terminate());
 }
 
@@ -286,10 +592,27 @@ async fn a_slow_job_past_the_heartbeat_bound_is_not_run_twice() {
     // of this bound is the SIGKILL test). This job takes 8 s while two workers watch the queue.
     let a = WorkerProcess::start(&env);
     let b = WorkerProcess::start(&env);
-    let id = app.enqueue(&Probe { sleep_ms: 8000, ..probe("slow") }).await;
-    app.wait_for_count(&format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"), 1, WAIT).await;
+    let id = app
+        .enqueue(&Probe {
+            sleep_ms: 8000,
+            ..probe("slow")
+        })
+        .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        1,
+        WAIT,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'slow'").await, 1);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_probe_runs WHERE probe_key = 'slow'"
+        )
+        .await,
+        1
+    );
     assert_eq!(attempts(&app.db_pool, &id).await.len(), 1);
     assert!(a.terminate() && b.terminate());
 }
@@ -300,10 +623,20 @@ async fn worker_ids_are_unique_per_process_and_never_reused() {
     let env = process_env(&app);
     let a = WorkerProcess::start(&env);
     let b = WorkerProcess::start(&env);
-    app.wait_for_count("SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'", 2, WAIT).await;
+    app.wait_for_count(
+        "SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'",
+        2,
+        WAIT,
+    )
+    .await;
     assert!(a.terminate());
     let c = WorkerProcess::start(&env);
-    app.wait_for_count("SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'", 3, WAIT).await;
+    app.wait_for_count(
+        "SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'",
+        3,
+        WAIT,
+    )
+    .await;
     assert!(b.terminate() && c.terminate());
 }
 
@@ -314,9 +647,24 @@ async fn graceful_shutdown_finishes_running_jobs_and_hands_back_the_rest() {
     env.push(("SHUTDOWN_TIMEOUT_SECONDS".into(), "3".into()));
     // One job that finishes within the shutdown timeout, one that cannot.
     let worker = WorkerProcess::start(&env);
-    let quick = app.enqueue(&Probe { sleep_ms: 1000, ..probe("quick") }).await;
-    let long = app.enqueue(&Probe { sleep_ms: 15_000, ..probe("long") }).await;
-    app.wait_for_count("SELECT count(*) FROM job_attempts WHERE outcome = 'running'", 2, WAIT).await;
+    let quick = app
+        .enqueue(&Probe {
+            sleep_ms: 1000,
+            ..probe("quick")
+        })
+        .await;
+    let long = app
+        .enqueue(&Probe {
+            sleep_ms: 15_000,
+            ..probe("long")
+        })
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM job_attempts WHERE outcome = 'running'",
+        2,
+        WAIT,
+    )
+    .await;
     assert!(worker.terminate(), "the worker exits cleanly on SIGTERM");
     assert_eq!(job_state(&app.db_pool, &quick).await, "completed");
     // The long one was handed back at once, its attempt closed as abandoned.
@@ -324,22 +672,66 @@ async fn graceful_shutdown_finishes_running_jobs_and_hands_back_the_rest() {
     assert_eq!(attempts(&app.db_pool, &long).await[0].outcome, "abandoned");
     // A new worker finishes it: nothing was lost.
     let next = WorkerProcess::start(&process_env(&app));
-    wait_for_count(&app.db_pool, "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'long'", 1, Duration::from_secs(30)).await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'long'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(next.terminate());
 }
 
 #[tokio::test]
 async fn retention_prunes_completed_jobs_and_keeps_failed_ones() {
-    let app = TestApp::builder().env("JOB_BACKOFF_BASE_MS", "20").with_worker().spawn().await;
+    let app = TestApp::builder()
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .with_worker()
+        .spawn()
+        .await;
     let done = app.enqueue(&probe("done")).await;
-    let failed = app.enqueue(&Probe { permanent: true, ..probe("failed") }).await;
-    app.wait_for_count("SELECT count(*) FROM job_attempts WHERE outcome IN ('succeeded', 'discarded')", 2, WAIT).await;
+    let failed = app
+        .enqueue(&Probe {
+            permanent: true,
+            ..probe("failed")
+        })
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM job_attempts WHERE outcome IN ('succeeded', 'discarded')",
+        2,
+        WAIT,
+    )
+    .await;
     // Nothing is old enough yet.
-    assert_eq!(runtime::prune_completed(&app.db_pool, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        runtime::prune_completed(&app.db_pool, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(runtime::prune_completed(&app.db_pool, Duration::from_millis(10)).await.unwrap(), 1);
-    assert_eq!(count(&app.db_pool, &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{done}'")).await, 0);
-    assert_eq!(count(&app.db_pool, &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{done}'")).await, 0);
+    assert_eq!(
+        runtime::prune_completed(&app.db_pool, Duration::from_millis(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{done}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{done}'")
+        )
+        .await,
+        0
+    );
     assert_eq!(job_state(&app.db_pool, &failed).await, "failed");
     assert_eq!(attempts(&app.db_pool, &failed).await.len(), 1);
 }

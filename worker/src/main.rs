@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use granary_jobs::{Config, db};
 
 #[derive(Parser)]
-#[command(name = "granary-worker", version, about = "Granary's worker and operator commands")]
+#[command(
+    name = "granary-worker",
+    version,
+    about = "Granary's worker and operator commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run => {
             let pool = db::pool(&config, 10)?;
-            db::ensure_migrated(&pool).await.context("the worker cannot start")?;
+            db::ensure_migrated(&pool)
+                .await
+                .context("the worker cannot start")?;
             let token = tokio_util::sync::CancellationToken::new();
             granary_jobs::shutdown::cancel_on_signal(token.clone());
             let result = granary_jobs::queue::runtime::run(

@@ -49,7 +49,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             Some(match e {
                 sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_string(),
                 sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "cannot connect".to_string(),
-                sqlx::Error::Database(db) => format!("database error {}", db.code().unwrap_or_default()),
+                sqlx::Error::Database(db) => {
+                    format!("database error {}", db.code().unwrap_or_default())
+                }
                 _ => "query failed".to_string(),
             })
         }
@@ -67,13 +69,21 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         None
     };
     let reachable = error.is_none();
-    let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(Health {
             status: if reachable { "ok" } else { "unhealthy" },
             version: env!("CARGO_PKG_VERSION"),
-            database: DatabaseHealth { reachable, latency_ms, error },
+            database: DatabaseHealth {
+                reachable,
+                latency_ms,
+                error,
+            },
             queue,
         }),
     )

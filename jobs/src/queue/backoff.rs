@@ -37,7 +37,10 @@ mod tests {
     fn doubles_from_base_and_stops_at_the_cap() {
         let (b, c) = (Duration::from_secs(2), Duration::from_secs(3600));
         let secs: Vec<u64> = (1..=13).map(|n| base_delay(n, b, c).as_secs()).collect();
-        assert_eq!(secs, [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]);
+        assert_eq!(
+            secs,
+            [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]
+        );
         assert_eq!(base_delay(1000, b, c), c);
     }
 

@@ -44,9 +44,12 @@ pub async fn enqueue_at<J: Job>(
     let dedupe_key = job.dedupe_key();
     if let Some(key) = &dedupe_key {
         let lock_key = format!("granary-job:{}:{key}", J::QUEUE);
-        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_key)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            lock_key
+        )
+        .execute(&mut *conn)
+        .await?;
         let existing = sqlx::query_scalar!(
             r#"
             SELECT j.id

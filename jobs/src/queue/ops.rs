@@ -43,7 +43,14 @@ pub const STATE_SQL: &str = "CASE WHEN status = 'Failed' AND attempts >= max_att
      WHEN status IN ('Queued', 'Running') THEN 'running' WHEN status = 'Done' THEN 'completed' \
      ELSE 'pending' END";
 
-async fn audit(conn: &mut PgConnection, actor: &Actor, action: &str, target_type: &str, target_id: &str, details: serde_json::Value) -> sqlx::Result<()> {
+async fn audit(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    details: serde_json::Value,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO operator_actions (actor, action, target_type, target_id, reason, details) VALUES ($1, $2, $3, $4, $5, $6)",
         actor.name,
@@ -64,10 +71,23 @@ pub async fn requeue(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<(), O
     let mut tx = pool.begin().await?;
     let state = job_state(&mut tx, job_id).await?;
     if !matches!(state.as_str(), "failed" | "cancelled") {
-        return Err(OpError::WrongState { id: job_id.into(), state, action: "requeue", allowed: "failed or cancelled jobs" });
+        return Err(OpError::WrongState {
+            id: job_id.into(),
+            state,
+            action: "requeue",
+            allowed: "failed or cancelled jobs",
+        });
     }
     requeue_locked(&mut tx, job_id).await?;
-    audit(&mut tx, actor, "job.requeue", "job", job_id, json!({ "previous_state": state })).await?;
+    audit(
+        &mut tx,
+        actor,
+        "job.requeue",
+        "job",
+        job_id,
+        json!({ "previous_state": state }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -125,7 +145,12 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<(), Op
     let mut tx = pool.begin().await?;
     let state = job_state(&mut tx, job_id).await?;
     if !matches!(state.as_str(), "pending" | "retrying" | "failed") {
-        return Err(OpError::WrongState { id: job_id.into(), state, action: "cancel", allowed: "pending, retrying or failed jobs" });
+        return Err(OpError::WrongState {
+            id: job_id.into(),
+            state,
+            action: "cancel",
+            allowed: "pending, retrying or failed jobs",
+        });
     }
     sqlx::query!(
         "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL WHERE id = $1",
@@ -133,13 +158,25 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<(), Op
     )
     .execute(&mut *tx)
     .await?;
-    audit(&mut tx, actor, "job.cancel", "job", job_id, json!({ "previous_state": state })).await?;
+    audit(
+        &mut tx,
+        actor,
+        "job.cancel",
+        "job",
+        job_id,
+        json!({ "previous_state": state }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Requeues every failed job linked to an order; returns their ids.
-pub async fn requeue_order(pool: &PgPool, order_id: Uuid, actor: &Actor) -> Result<Vec<String>, OpError> {
+pub async fn requeue_order(
+    pool: &PgPool,
+    order_id: Uuid,
+    actor: &Actor,
+) -> Result<Vec<String>, OpError> {
     let mut tx = pool.begin().await?;
     let ids: Vec<String> = sqlx::query_scalar!(
         r#"
@@ -155,7 +192,15 @@ pub async fn requeue_order(pool: &PgPool, order_id: Uuid, actor: &Actor) -> Resu
     for id in &ids {
         requeue_locked(&mut tx, id).await?;
     }
-    audit(&mut tx, actor, "order.requeue_failed_jobs", "order", &order_id.to_string(), json!({ "jobs": ids })).await?;
+    audit(
+        &mut tx,
+        actor,
+        "order.requeue_failed_jobs",
+        "order",
+        &order_id.to_string(),
+        json!({ "jobs": ids }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(ids)
 }

@@ -45,7 +45,10 @@ impl Job for Probe {
     }
 
     fn refs(&self) -> JobRefs {
-        JobRefs { order_id: self.order_id, ..JobRefs::default() }
+        JobRefs {
+            order_id: self.order_id,
+            ..JobRefs::default()
+        }
     }
 }
 
@@ -61,13 +64,22 @@ pub async fn handle(ctx: JobContext, probe: Probe) -> Result<(), JobError> {
     .execute(&ctx.pool)
     .await?;
     if ctx.attempt <= probe.panic_times {
-        panic!("probe {} told to panic on attempt {}", probe.key, ctx.attempt);
+        panic!(
+            "probe {} told to panic on attempt {}",
+            probe.key, ctx.attempt
+        );
     }
     if probe.permanent {
-        return Err(JobError::permanent(anyhow::anyhow!("probe {} told to fail permanently", probe.key)));
+        return Err(JobError::permanent(anyhow::anyhow!(
+            "probe {} told to fail permanently",
+            probe.key
+        )));
     }
     if ctx.attempt <= probe.fail_times {
-        let err = anyhow::anyhow!("simulated outage").context(format!("probe {} told to fail on attempt {}", probe.key, ctx.attempt));
+        let err = anyhow::anyhow!("simulated outage").context(format!(
+            "probe {} told to fail on attempt {}",
+            probe.key, ctx.attempt
+        ));
         return Err(match probe.retry_after_ms {
             Some(ms) => JobError::RetryAfter(Duration::from_millis(ms), err),
             None => JobError::Retry(err),

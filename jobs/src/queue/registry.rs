@@ -56,7 +56,10 @@ impl Registry {
                     Box::pin(async move { handler(ctx, job).await })
                 }
                 Err(e) => Box::pin(async move {
-                    Err(JobError::permanent(anyhow::Error::new(e).context(format!("the payload is not a valid {} job", J::QUEUE))))
+                    Err(JobError::permanent(anyhow::Error::new(e).context(format!(
+                        "the payload is not a valid {} job",
+                        J::QUEUE
+                    ))))
                 }),
             }),
         );

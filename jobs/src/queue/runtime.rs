@@ -13,7 +13,8 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use apalis::prelude::{
-    BackendExt, BoxDynError, Data, Monitor, Strategy, TaskId, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+    BackendExt, BoxDynError, Data, Monitor, Strategy, TaskId, WorkerBuilder, WorkerBuilderExt,
+    WorkerContext,
 };
 use apalis_postgres::{PostgresStorage, Pubsub};
 use futures::FutureExt as _;
@@ -22,8 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{
-    JobError,
-    backoff,
+    JobError, backoff,
     registry::{Handler, JobContext, Registry},
 };
 use crate::Config;
@@ -39,13 +39,25 @@ struct Binding {
 /// A process-unique worker id prefix: host, pid and 32 random bits. A restarted process never
 /// reuses an id, so it can never mistake its predecessor's orphaned jobs for its own.
 pub fn process_id() -> String {
-    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "host".into());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Runs every queue in `registry` until `shutdown` is cancelled, then lets running jobs finish
 /// for up to `config.shutdown_timeout` and hands back whatever it could not finish.
-pub async fn run(pool: PgPool, config: Arc<Config>, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    pool: PgPool,
+    config: Arc<Config>,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let process = process_id();
     let settings = config.worker.clone();
     let mut monitor = Monitor::new().shutdown_timeout(config.shutdown_timeout);
@@ -53,7 +65,12 @@ pub async fn run(pool: PgPool, config: Arc<Config>, registry: Registry, shutdown
     for (queue, handler) in registry.handlers {
         let worker_id = format!("{queue}@{process}");
         worker_ids.push(worker_id.clone());
-        let binding = Binding { queue, handler, pool: pool.clone(), config: config.clone() };
+        let binding = Binding {
+            queue,
+            handler,
+            pool: pool.clone(),
+            config: config.clone(),
+        };
         let pg_config = apalis_postgres::Config::default()
             .queue(queue)
             .batch_size(settings.batch_size)
@@ -66,7 +83,9 @@ pub async fn run(pool: PgPool, config: Arc<Config>, registry: Registry, shutdown
         monitor = monitor.register(move |_restarts| {
             // New jobs wake the worker at once through NOTIFY; the interval poll catches what
             // NOTIFY cannot announce: delayed jobs coming due, retries, requeues, rescues.
-            let strategy = Strategy::new().stream(Pubsub::new(pool.clone(), queue.to_string())).interval(poll);
+            let strategy = Strategy::new()
+                .stream(Pubsub::new(pool.clone(), queue.to_string()))
+                .interval(poll);
             let storage = PostgresStorage::<serde_json::Value>::new(&pool)
                 .with_config(pg_config.clone())
                 .poll_with_strategy(strategy);
@@ -79,7 +98,11 @@ pub async fn run(pool: PgPool, config: Arc<Config>, registry: Registry, shutdown
     }
     tracing::info!(process = %process, rescue_bound_s = settings.rescue_bound().as_secs(), "job runtime starting");
 
-    let maintenance = tokio::spawn(maintenance_loop(pool.clone(), config.clone(), shutdown.clone()));
+    let maintenance = tokio::spawn(maintenance_loop(
+        pool.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     let signal = shutdown.clone();
     let result = monitor
         .run_with_signal(async move {
@@ -93,8 +116,13 @@ pub async fn run(pool: PgPool, config: Arc<Config>, registry: Registry, shutdown
     // hand it back now rather than waiting for the rescue bound.
     match release_claims(&pool, &worker_ids).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(jobs = n, "released unfinished jobs at shutdown; they will run again"),
-        Err(e) => tracing::error!(error = %e, "could not release claims at shutdown; the rescue will pick them up"),
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "released unfinished jobs at shutdown; they will run again"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not release claims at shutdown; the rescue will pick them up")
+        }
     }
     tracing::info!("job runtime stopped");
     result.map_err(|e| anyhow::anyhow!("job monitor failed: {e}"))
@@ -150,7 +178,10 @@ async fn execute(
         worker_id: worker_id.clone(),
     };
     let span = tracing::info_span!("job", job_id = %job_id, queue = b.queue, attempt);
-    let outcome = AssertUnwindSafe((b.handler)(ctx, payload)).catch_unwind().instrument(span.clone()).await;
+    let outcome = AssertUnwindSafe((b.handler)(ctx, payload))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
 
     let (kind, error, retry_in) = match outcome {
         Ok(Ok(())) => {
@@ -177,7 +208,9 @@ async fn execute(
             let text = err.to_string();
             match err {
                 JobError::Permanent(_) => ("discarded", text, None),
-                JobError::RetryAfter(d, _) => ("retry", text, Some(d.min(backoff::MAX_RETRY_AFTER))),
+                JobError::RetryAfter(d, _) => {
+                    ("retry", text, Some(d.min(backoff::MAX_RETRY_AFTER)))
+                }
                 JobError::Retry(_) => ("retry", text, None),
             }
         }
@@ -197,8 +230,12 @@ async fn execute(
         _ if exhausted => ("failed", None),
         k => {
             let w = &b.config.worker;
-            let delay = retry_in.unwrap_or_else(|| backoff::delay(attempt, w.backoff_base, w.backoff_cap));
-            (if k == "panicked" { "panicked" } else { "retry" }, Some(chrono::Utc::now() + delay))
+            let delay =
+                retry_in.unwrap_or_else(|| backoff::delay(attempt, w.backoff_base, w.backoff_cap));
+            (
+                if k == "panicked" { "panicked" } else { "retry" },
+                Some(chrono::Utc::now() + delay),
+            )
         }
     };
     // A job that will not run again gets max_attempts = attempts: apalis's fetch
@@ -275,8 +312,12 @@ pub async fn prune_completed(pool: &PgPool, older_than: Duration) -> sqlx::Resul
     )
     .fetch_all(&mut *tx)
     .await?;
-    sqlx::query!("DELETE FROM job_attempts WHERE job_id = ANY($1)", &ids).execute(&mut *tx).await?;
-    sqlx::query!("DELETE FROM job_refs WHERE job_id = ANY($1)", &ids).execute(&mut *tx).await?;
+    sqlx::query!("DELETE FROM job_attempts WHERE job_id = ANY($1)", &ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!("DELETE FROM job_refs WHERE job_id = ANY($1)", &ids)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(ids.len() as u64)
 }
