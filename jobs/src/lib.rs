@@ -5,8 +5,11 @@
 pub mod config;
 pub mod db;
 pub mod handlers;
+pub mod orders;
 pub mod queue;
 pub mod shutdown;
+pub mod subscriptions;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::Config;

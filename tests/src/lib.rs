@@ -258,3 +258,74 @@ pub async fn enqueue<J: granary_jobs::queue::Job>(pool: &PgPool, job: &J) -> Str
     tx.commit().await.expect("commit");
     id
 }
+
+/// Webhook signing exactly as the providers do it.
+pub mod sign {
+    /// The Clerk (Svix) secret the tests configure.
+    pub const CLERK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    /// The Stripe secret the tests configure.
+    pub const STRIPE_SECRET: &str = "whsec_test_granary_stripe_0123456789";
+
+    /// Svix headers for `body`: `svix-id`, `svix-timestamp`, `svix-signature` (`v1,<base64>`).
+    pub fn svix_headers(
+        secret: &str,
+        msg_id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let sig = svix::webhooks::Webhook::new(secret)
+            .expect("secret")
+            .sign(msg_id, timestamp, body)
+            .expect("sign");
+        vec![
+            ("svix-id", msg_id.to_string()),
+            ("svix-timestamp", timestamp.to_string()),
+            ("svix-signature", sig),
+        ]
+    }
+
+    /// `Stripe-Signature: t=<t>,v1=<hex>`.
+    pub fn stripe_header(secret: &str, t: i64, body: &[u8]) -> String {
+        granary_jobs::webhooks::verify::stripe_signature_header(secret, t, body)
+    }
+
+    /// Now, in seconds.
+    pub fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+}
+
+impl TestApp {
+    /// An app configured with both webhook secrets (and a worker when asked).
+    pub fn webhooks() -> TestAppBuilder {
+        Self::builder()
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", sign::CLERK_SECRET)
+            .env("STRIPE_WEBHOOK_SECRET", sign::STRIPE_SECRET)
+    }
+
+    /// Delivers a Clerk event signed now, with Svix message id `msg_id`.
+    pub async fn deliver_clerk(&self, msg_id: &str, body: &Value) -> TestResponse {
+        let raw = serde_json::to_vec(body).expect("json");
+        let mut req = self
+            .client
+            .post(self.url("/api/webhooks/clerk/"))
+            .header("content-type", "application/json");
+        for (k, v) in sign::svix_headers(sign::CLERK_SECRET, msg_id, sign::now(), &raw) {
+            req = req.header(k, v);
+        }
+        self.send(req.body(raw)).await
+    }
+
+    /// Delivers a Stripe event signed now.
+    pub async fn deliver_stripe(&self, body: &Value) -> TestResponse {
+        let raw = serde_json::to_vec(body).expect("json");
+        let header = sign::stripe_header(sign::STRIPE_SECRET, sign::now(), &raw);
+        self.send(
+            self.client
+                .post(self.url("/api/webhooks/stripe/"))
+                .header("stripe-signature", header)
+                .body(raw),
+        )
+        .await
+    }
+}

@@ -1,0 +1,89 @@
+//! `POST /api/webhooks/clerk/` and `POST /api/webhooks/stripe/`: verify the signature over the
+//! exact bytes, store the event and enqueue its processing in one transaction, answer after the
+//! commit. Rejected deliveries are stored too, with their reason, and answered 4xx with a code
+//! that names it. No provider is ever called and no job awaited on this path.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use granary_jobs::webhooks::{
+    Provider,
+    ingest::{self, Stored},
+    verify::{self, Rejection, Verified},
+};
+use serde_json::json;
+
+use crate::{ApiError, AppState, error::error_body};
+
+/// Clerk (Svix-signed) deliveries.
+#[tracing::instrument(skip_all, fields(provider = "clerk"))]
+pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let verified = verify::clerk(state.config.clerk.webhook_secret.as_ref(), &body, &headers);
+    receive(&state, Provider::Clerk, verified, &headers, &body).await
+}
+
+/// Stripe deliveries.
+#[tracing::instrument(skip_all, fields(provider = "stripe"))]
+pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    let verified = verify::stripe(
+        state.config.stripe_webhook_secret.as_ref(),
+        &body,
+        &headers,
+        now,
+    );
+    receive(&state, Provider::Stripe, verified, &headers, &body).await
+}
+
+async fn receive(
+    state: &AppState,
+    provider: Provider,
+    verified: Result<Verified, Rejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    match verified {
+        Ok(v) => match ingest::store_accepted(&state.pool, provider, &v, headers, body).await {
+            Ok(Stored::New(id)) => {
+                tracing::info!(event_id = %v.event_id, event_type = %v.event_type, webhook_event_id = %id, "webhook stored");
+                (
+                    StatusCode::OK,
+                    Json(json!({ "received": true, "duplicate": false })),
+                )
+                    .into_response()
+            }
+            Ok(Stored::Duplicate) => {
+                tracing::info!(event_id = %v.event_id, "duplicate delivery; already stored");
+                (
+                    StatusCode::OK,
+                    Json(json!({ "received": true, "duplicate": true })),
+                )
+                    .into_response()
+            }
+            // Not stored means not acknowledged: a 5xx makes the provider deliver again.
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Err(rejection) => {
+            tracing::warn!(reason = rejection.code, detail = %rejection.detail, "webhook rejected");
+            if let Err(e) = ingest::store_rejected(
+                &state.pool,
+                provider,
+                rejection.code,
+                &rejection.detail,
+                headers,
+                body,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "could not record a rejected webhook delivery");
+            }
+            let status =
+                StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            error_body(status, rejection.code, &rejection.detail)
+        }
+    }
+}

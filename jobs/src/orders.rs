@@ -1,0 +1,217 @@
+//! Order state changes that imply work, each writing rows and enqueueing jobs in the caller's
+//! transaction: a payment marks the order paid and enqueues `fulfill_order`; a refund or a
+//! dispute records the reversal and enqueues `revoke_source`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::queue::{self, Job, JobContext, JobError, JobRefs};
+
+/// `fulfill_order`: entitlements, download grants, bookings and the receipt for a paid order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FulfillOrder {
+    /// `orders.id`.
+    pub order_id: Uuid,
+}
+
+impl Job for FulfillOrder {
+    const QUEUE: &'static str = "fulfill_order";
+    const MAX_ATTEMPTS: i32 = 25;
+
+    fn dedupe_key(&self) -> Option<String> {
+        Some(self.order_id.to_string())
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs {
+            order_id: Some(self.order_id),
+            ..Default::default()
+        }
+    }
+}
+
+/// `revoke_source`: revoke exactly what one order granted (refund, dispute, cancellation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeSource {
+    /// `orders.id` whose items' entitlements and grants are revoked.
+    pub order_id: Uuid,
+    /// Why (kept on every revoked row).
+    pub reason: String,
+}
+
+impl Job for RevokeSource {
+    const QUEUE: &'static str = "revoke_source";
+
+    fn dedupe_key(&self) -> Option<String> {
+        Some(self.order_id.to_string())
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs {
+            order_id: Some(self.order_id),
+            ..Default::default()
+        }
+    }
+}
+
+/// A provider's confirmation of money moving.
+#[derive(Debug, Clone)]
+pub struct Payment<'a> {
+    /// `clerk`, `stripe` or `manual`.
+    pub provider: &'a str,
+    /// The provider's id for it (unique per provider and kind).
+    pub provider_payment_id: &'a str,
+    /// `payment`, `refund` or `dispute`.
+    pub kind: &'a str,
+    /// Minor units.
+    pub amount_cents: i64,
+    /// ISO currency, upper case.
+    pub currency: &'a str,
+    /// The stored event that reported it.
+    pub webhook_event_id: Option<Uuid>,
+    /// Provider payload, for the audit.
+    pub raw: Value,
+}
+
+/// What a payment did to its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaidOutcome {
+    /// The order became paid; `fulfill_order` is enqueued.
+    NewlyPaid,
+    /// The order was already paid (or later): nothing changed.
+    AlreadyPaid,
+}
+
+/// Records a payment and marks its order paid, enqueueing fulfillment, in the caller's
+/// transaction. Idempotent: the payment is unique by provider id, and only an order that is not
+/// yet paid changes. A payment for a cancelled or failed order still marks it paid: the money
+/// was taken, so the customer must get what they paid for.
+pub async fn record_payment(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    p: &Payment<'_>,
+) -> sqlx::Result<PaidOutcome> {
+    insert_transaction(conn, order_id, p).await?;
+    let newly = sqlx::query_scalar!(
+        r#"
+        UPDATE orders SET status = 'paid', paid_at = now()
+        WHERE id = $1 AND status IN ('pending', 'canceled', 'failed')
+        RETURNING id
+        "#,
+        order_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if newly.is_none() {
+        return Ok(PaidOutcome::AlreadyPaid);
+    }
+    queue::enqueue(conn, &FulfillOrder { order_id }).await?;
+    Ok(PaidOutcome::NewlyPaid)
+}
+
+/// Records a refund or dispute. A full reversal moves the order to `refunded`/`disputed` and
+/// enqueues `revoke_source`; a partial refund is recorded only.
+pub async fn record_reversal(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    p: &Payment<'_>,
+    full: bool,
+) -> sqlx::Result<bool> {
+    insert_transaction(conn, order_id, p).await?;
+    if !full {
+        return Ok(false);
+    }
+    let status = if p.kind == "dispute" {
+        "disputed"
+    } else {
+        "refunded"
+    };
+    sqlx::query!(
+        r#"
+        UPDATE orders SET status = $2, refunded_at = coalesce(refunded_at, now())
+        WHERE id = $1 AND status IN ('paid', 'fulfilled', 'disputed')
+        "#,
+        order_id,
+        status
+    )
+    .execute(&mut *conn)
+    .await?;
+    queue::enqueue(
+        conn,
+        &RevokeSource {
+            order_id,
+            reason: format!("order {status} ({} {})", p.provider, p.provider_payment_id),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn insert_transaction(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    p: &Payment<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        INSERT INTO payment_transactions (order_id, provider, provider_payment_id, kind, status, amount_cents, currency, webhook_event_id, raw)
+        VALUES ($1, $2, $3, $4, 'succeeded', $5, $6, $7, $8)
+        ON CONFLICT (provider, kind, provider_payment_id) DO NOTHING
+        "#,
+        order_id,
+        p.provider,
+        p.provider_payment_id,
+        p.kind,
+        p.amount_cents,
+        p.currency,
+        p.webhook_event_id,
+        p.raw,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Runs `revoke_source`: revokes the entitlements and download grants sourced from the order's
+/// items, and cancels their open bookings. What another purchase granted has its own source rows
+/// and is untouched. Idempotent: `revoked_at` is set once.
+pub async fn revoke_source(ctx: JobContext, job: RevokeSource) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let ents = sqlx::query!(
+        r#"
+        UPDATE entitlements SET revoked_at = now(), revoke_reason = $2
+        WHERE source_type = 'order_item' AND revoked_at IS NULL
+          AND source_id IN (SELECT id::text FROM order_items WHERE order_id = $1)
+        "#,
+        job.order_id,
+        job.reason
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let grants = sqlx::query!(
+        r#"
+        UPDATE download_grants SET revoked_at = now(), revoke_reason = $2
+        WHERE revoked_at IS NULL AND order_item_id IN (SELECT id FROM order_items WHERE order_id = $1)
+        "#,
+        job.order_id,
+        job.reason
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query!(
+        r#"
+        UPDATE bookings SET status = 'canceled'
+        WHERE status IN ('requested', 'confirmed') AND order_item_id IN (SELECT id FROM order_items WHERE order_id = $1)
+        "#,
+        job.order_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(order_id = %job.order_id, entitlements = ents, grants, "revoked what the order granted");
+    Ok(())
+}

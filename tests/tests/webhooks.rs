@@ -1,0 +1,885 @@
+//! Webhook ingestion and application, over real HTTP with signatures computed exactly as Svix
+//! and Stripe compute them.
+
+use std::time::Duration;
+
+use granary_jobs::queue::ops::Actor;
+use granary_tests::{
+    TestApp, count,
+    sign::{self, CLERK_SECRET, STRIPE_SECRET},
+    wait_for_count,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A bad delivery: name, headers, body, expected status, expected code.
+type BadCase = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+fn user_event(ty: &str, user: &str, ts_ms: i64, email: &str, role: Option<&str>) -> Value {
+    json!({
+        "type": ty, "object": "event", "timestamp": ts_ms,
+        "data": {
+            "id": user, "first_name": "Ada", "last_name": "L",
+            "primary_email_address_id": "idn_1",
+            "email_addresses": [{"id": "idn_0", "email_address": "old@example.com"}, {"id": "idn_1", "email_address": email}],
+            "public_metadata": role.map(|r| json!({"role": r})).unwrap_or(json!({})),
+        }
+    })
+}
+
+fn item_event(
+    ty: &str,
+    user: &str,
+    item: &str,
+    status: &str,
+    ts_ms: i64,
+    period_end_ms: i64,
+) -> Value {
+    json!({
+        "type": ty, "object": "event", "timestamp": ts_ms,
+        "data": {
+            "id": item, "status": status, "payer": {"user_id": user},
+            "plan": {"id": "cplan_pro", "slug": "pro", "features": [{"slug": "ai_coach"}, {"slug": "priority_support"}]},
+            "period_start": ts_ms, "period_end": period_end_ms,
+        }
+    })
+}
+
+async fn rejected_reasons(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT rejection_reason FROM webhook_events WHERE status = 'rejected' ORDER BY received_at")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_clerk_delivery_is_stored_with_one_job_and_duplicates_store_nothing() {
+    let app = TestApp::webhooks().spawn().await;
+    let body = user_event(
+        "user.created",
+        "user_1",
+        1_700_000_000_000,
+        "ada@example.com",
+        None,
+    );
+    let res = app.deliver_clerk("msg_1", &body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.json["duplicate"], false);
+    // The exact bytes are kept.
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM webhook_events WHERE event_id = 'msg_1'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, serde_json::to_vec(&body).unwrap());
+
+    // The same delivery ten times at once: one row, one job, every answer 2xx.
+    let raw = serde_json::to_vec(
+        &json!({"type": "user.updated", "timestamp": 1, "data": {"id": "user_2"}}),
+    )
+    .unwrap();
+    let headers = sign::svix_headers(CLERK_SECRET, "msg_dup", sign::now(), &raw);
+    let sends = (0..10).map(|_| {
+        let mut req = app.client.post(app.url("/api/webhooks/clerk/"));
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        app.send(req.body(raw.clone()))
+    });
+    let answers = futures::future::join_all(sends).await;
+    assert!(
+        answers.iter().all(|r| r.status == 200),
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.json["duplicate"] == false)
+            .count(),
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM webhook_events WHERE event_id = 'msg_dup'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'process_webhook_event'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn every_bad_delivery_gets_the_right_status_and_a_rejected_row_with_its_reason() {
+    let app = TestApp::webhooks().spawn().await;
+    let body = br#"{"type":"user.created","timestamp":1,"data":{"id":"user_x"}}"#.to_vec();
+    let now = sign::now();
+    let good = sign::svix_headers(CLERK_SECRET, "msg_bad", now, &body);
+    let good_sig = good[2].1.clone();
+    let clerk = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut req = app.client.post(app.url("/api/webhooks/clerk/"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        app.send(req.body(body))
+    };
+    let wrong_secret = sign::svix_headers(
+        "whsec_dGhpcyBpcyBub3QgdGhlIHJpZ2h0IHNlY3JldA==",
+        "msg_bad",
+        now,
+        &body,
+    );
+    let mut altered = body.clone();
+    altered[10] ^= 1;
+    let stale = sign::svix_headers(CLERK_SECRET, "msg_bad", now - 301, &body);
+    let future = sign::svix_headers(CLERK_SECRET, "msg_bad", now + 301, &body);
+    let truncated = vec![
+        good[0].clone(),
+        good[1].clone(),
+        ("svix-signature", good_sig[..good_sig.len() - 4].to_string()),
+    ];
+    let cases: Vec<BadCase> = vec![
+        (
+            "wrong secret",
+            wrong_secret,
+            body.clone(),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "one changed body byte",
+            good.clone(),
+            altered,
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "stale timestamp",
+            stale,
+            body.clone(),
+            401,
+            "stale_timestamp",
+        ),
+        (
+            "future timestamp",
+            future,
+            body.clone(),
+            401,
+            "future_timestamp",
+        ),
+        (
+            "missing headers",
+            vec![],
+            body.clone(),
+            400,
+            "missing_signature_headers",
+        ),
+        (
+            "truncated signature",
+            truncated,
+            body.clone(),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "malformed JSON",
+            sign::svix_headers(CLERK_SECRET, "msg_json", now, b"{not json"),
+            b"{not json".to_vec(),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (name, headers, body, status, code) in &cases {
+        let res = clerk(headers.clone(), body.clone()).await;
+        assert_eq!(res.status, *status, "{name}: {}", res.text);
+        assert_eq!(res.error_code(), Some(*code), "{name}");
+    }
+    let reasons = rejected_reasons(&app.db_pool).await;
+    assert_eq!(
+        reasons,
+        cases.iter().map(|c| c.4.to_string()).collect::<Vec<_>>()
+    );
+    let headers: Value = sqlx::query_scalar(
+        "SELECT headers FROM webhook_events WHERE status = 'rejected' ORDER BY received_at LIMIT 1",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        headers["svix-id"], "msg_bad",
+        "headers are kept for the audit"
+    );
+
+    // Secret rotation: several signatures, one of them good → accepted.
+    let rotated = vec![
+        good[0].clone(),
+        good[1].clone(),
+        (
+            "svix-signature",
+            format!("v1,bm90IHRoZSByaWdodCBvbmU= {good_sig}"),
+        ),
+    ];
+    let res = clerk(rotated, body.clone()).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    // The webhook-* header names work too.
+    let unbranded = sign::svix_headers(CLERK_SECRET, "msg_unbranded", now, &body)
+        .into_iter()
+        .map(|(k, v)| (k.replace("svix-", "webhook-"), v))
+        .collect::<Vec<_>>();
+    let mut req = app.client.post(app.url("/api/webhooks/clerk/"));
+    for (k, v) in unbranded {
+        req = req.header(k, v);
+    }
+    assert_eq!(app.send(req.body(body.clone())).await.status, 200);
+
+    // Stripe without a v1 signature, and with a bad one.
+    let sbody =
+        br#"{"id":"evt_1","type":"checkout.session.completed","created":1,"data":{"object":{}}}"#
+            .to_vec();
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/stripe/"))
+                .header("stripe-signature", format!("t={now}"))
+                .body(sbody.clone()),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (400, Some("invalid_signature_header"))
+    );
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/stripe/"))
+                .header(
+                    "stripe-signature",
+                    sign::stripe_header("whsec_other_secret_123456", now, &sbody),
+                )
+                .body(sbody.clone()),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (401, Some("signature_mismatch"))
+    );
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/stripe/"))
+                .header(
+                    "stripe-signature",
+                    sign::stripe_header(STRIPE_SECRET, now, &sbody),
+                )
+                .body(sbody),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM webhook_events WHERE status = 'rejected' AND provider = 'stripe'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_official_svix_vector_is_recognised_and_rejected_only_for_its_age() {
+    let app = TestApp::webhooks().spawn().await;
+    let body = br#"{"test": 2432232314}"#.to_vec();
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/clerk/"))
+                .header("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek")
+                .header("svix-timestamp", "1614265330")
+                .header(
+                    "svix-signature",
+                    "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+                )
+                .body(body),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (401, Some("stale_timestamp"))
+    );
+}
+
+#[tokio::test]
+async fn no_secret_configured_is_a_recorded_rejection_not_a_silent_drop() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .deliver_clerk("msg_1", &json!({"type": "user.created", "data": {}}))
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (503, Some("webhook_secret_not_configured"))
+    );
+    assert_eq!(
+        rejected_reasons(&app.db_pool).await,
+        ["webhook_secret_not_configured"]
+    );
+}
+
+#[tokio::test]
+async fn the_body_limit_applies_before_any_work() {
+    let app = TestApp::webhooks()
+        .env("MAX_BODY_BYTES", "2048")
+        .spawn()
+        .await;
+    let body = json!({"type": "user.created", "data": {"pad": "x".repeat(4000)}});
+    let res = app.deliver_clerk("msg_big", &body).await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (413, Some("payload_too_large"))
+    );
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM webhook_events").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_at_ingest_is_answered_5xx_never_2xx() {
+    let app = TestApp::webhooks()
+        .database_url("postgres://postgres@127.0.0.1:1/none")
+        .spawn()
+        .await;
+    let res = app
+        .deliver_clerk(
+            "msg_down",
+            &user_event("user.created", "user_1", 1, "a@b.c", None),
+        )
+        .await;
+    assert!(res.status >= 500, "{} {}", res.status, res.text);
+}
+
+#[tokio::test]
+async fn user_events_upsert_profiles_and_a_late_older_event_changes_nothing() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    app.deliver_clerk(
+        "msg_u2",
+        &user_event(
+            "user.updated",
+            "user_7",
+            2_000,
+            "new@example.com",
+            Some("seller"),
+        ),
+    )
+    .await;
+    app.deliver_clerk(
+        "msg_u1",
+        &user_event("user.created", "user_7", 1_000, "first@example.com", None),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status IN ('processed', 'ignored')",
+        2,
+        WAIT,
+    )
+    .await;
+    let (email, role): (String, String) =
+        sqlx::query_as("SELECT email, role FROM profiles WHERE clerk_user_id = 'user_7'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (email.as_str(), role.as_str()),
+        ("new@example.com", "seller")
+    );
+    app.deliver_clerk("msg_u3", &json!({"type": "user.deleted", "timestamp": 3_000, "data": {"id": "user_7", "deleted": true}})).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM profiles WHERE deleted_at IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
+    // An unknown type is stored, answered 2xx and marked ignored.
+    let res = app
+        .deliver_clerk(
+            "msg_x",
+            &json!({"type": "organization.created", "data": {}}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    app.wait_for_count("SELECT count(*) FROM webhook_events WHERE event_type = 'organization.created' AND status = 'ignored'", 1, WAIT).await;
+}
+
+async fn subscription_state(pool: &PgPool, user: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let subs: Vec<(String, String)> = sqlx::query_as("SELECT status, coalesce(plan_id, '') FROM subscriptions WHERE clerk_user_id = $1 ORDER BY provider_subscription_id")
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let ents: Vec<String> = sqlx::query_scalar(
+        "SELECT e.feature_key FROM entitlements e JOIN profiles p ON p.id = e.profile_id WHERE p.clerk_user_id = $1 AND e.revoked_at IS NULL ORDER BY 1",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (subs, ents)
+}
+
+#[tokio::test]
+async fn subscription_events_out_of_order_converge_to_the_in_order_result() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let future_end = (chrono::Utc::now() + chrono::Duration::days(30)).timestamp_millis();
+    let past_end = (chrono::Utc::now() - chrono::Duration::days(1)).timestamp_millis();
+    // Scenario A: created → updated → active (features granted).
+    // Scenario B: created → active → canceled, period already over (features revoked).
+    let a = |u: &str| {
+        vec![
+            item_event(
+                "subscriptionItem.created",
+                u,
+                &format!("csubi_{u}"),
+                "upcoming",
+                1_000,
+                future_end,
+            ),
+            item_event(
+                "subscriptionItem.updated",
+                u,
+                &format!("csubi_{u}"),
+                "upcoming",
+                2_000,
+                future_end,
+            ),
+            item_event(
+                "subscriptionItem.active",
+                u,
+                &format!("csubi_{u}"),
+                "active",
+                3_000,
+                future_end,
+            ),
+        ]
+    };
+    let b = |u: &str| {
+        vec![
+            item_event(
+                "subscriptionItem.created",
+                u,
+                &format!("csubi_{u}"),
+                "active",
+                1_000,
+                past_end,
+            ),
+            item_event(
+                "subscriptionItem.active",
+                u,
+                &format!("csubi_{u}"),
+                "active",
+                2_000,
+                past_end,
+            ),
+            item_event(
+                "subscriptionItem.canceled",
+                u,
+                &format!("csubi_{u}"),
+                "canceled",
+                3_000,
+                past_end,
+            ),
+        ]
+    };
+    let mut n = 0;
+    let mut deliver = |events: Vec<Value>, order: &[usize]| {
+        let batch: Vec<(String, Value)> = order
+            .iter()
+            .map(|i| {
+                n += 1;
+                (format!("msg_{n}"), events[*i].clone())
+            })
+            .collect();
+        batch
+    };
+    let runs = [
+        ("a_in", deliver(a("a_in"), &[0, 1, 2])),
+        ("a_out", deliver(a("a_out"), &[1, 0, 2])), // updated before created
+        ("b_in", deliver(b("b_in"), &[0, 1, 2])),
+        ("b_out", deliver(b("b_out"), &[2, 1, 0])), // canceled before active before created
+    ];
+    for (_, batch) in &runs {
+        for (id, ev) in batch {
+            // Each delivered twice, as providers do.
+            assert_eq!(app.deliver_clerk(id, ev).await.status, 200);
+            assert_eq!(app.deliver_clerk(id, ev).await.status, 200);
+        }
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status IN ('processed', 'ignored')",
+        12,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'sync_entitlements' AND status <> 'Done' AND run_at <= now()", 0, WAIT).await;
+    let a_in = subscription_state(&app.db_pool, "a_in").await;
+    let a_out = subscription_state(&app.db_pool, "a_out").await;
+    assert_eq!(a_in, a_out);
+    assert_eq!(a_in.0, [("active".to_string(), "cplan_pro".to_string())]);
+    assert_eq!(a_in.1, ["ai_coach", "priority_support"]);
+    let b_in = subscription_state(&app.db_pool, "b_in").await;
+    let b_out = subscription_state(&app.db_pool, "b_out").await;
+    assert_eq!(b_in, b_out);
+    assert_eq!(b_in.0, [("canceled".to_string(), "cplan_pro".to_string())]);
+    assert!(
+        b_in.1.is_empty(),
+        "a canceled item past its period grants nothing: {:?}",
+        b_in.1
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_item_keeps_its_features_until_its_period_ends() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let end = (chrono::Utc::now() + chrono::Duration::seconds(3)).timestamp_millis();
+    app.deliver_clerk(
+        "m1",
+        &item_event(
+            "subscriptionItem.active",
+            "u1",
+            "csubi_1",
+            "active",
+            1_000,
+            end,
+        ),
+    )
+    .await;
+    app.deliver_clerk(
+        "m2",
+        &item_event(
+            "subscriptionItem.canceled",
+            "u1",
+            "csubi_1",
+            "canceled",
+            2_000,
+            end,
+        ),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed'",
+        2,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM entitlements WHERE revoked_at IS NULL AND expires_at IS NOT NULL",
+        2,
+        WAIT,
+    )
+    .await;
+    // The sync scheduled for the period end revokes them.
+    app.wait_for_count(
+        "SELECT count(*) FROM entitlements WHERE revoked_at IS NULL",
+        0,
+        WAIT,
+    )
+    .await;
+}
+
+/// A seller's product with a price, and a buyer's pending order for it.
+async fn seed_order(
+    pool: &PgPool,
+    buyer: &str,
+    plan: Option<&str>,
+    total: i64,
+) -> (Uuid, String, Uuid) {
+    let seller: Uuid = sqlx::query_scalar(
+        "INSERT INTO profiles (clerk_user_id, role) VALUES ($1, 'seller') RETURNING id",
+    )
+    .bind(format!("seller_{buyer}"))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let customer: Uuid = sqlx::query_scalar("INSERT INTO profiles (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) DO UPDATE SET email = profiles.email RETURNING id")
+        .bind(buyer)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let product: Uuid = sqlx::query_scalar("INSERT INTO products (seller_profile_id, name, slug, visibility, feature_keys) VALUES ($1, 'Bundle', $2, 'published', '{templates}') RETURNING id")
+        .bind(seller)
+        .bind(format!("bundle-{}", Uuid::new_v4().simple()))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let price: Uuid = sqlx::query_scalar("INSERT INTO prices (product_id, amount_cents, currency, clerk_plan_id) VALUES ($1, $2, 'USD', $3) RETURNING id")
+        .bind(product)
+        .bind(total)
+        .bind(plan)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let public_id = format!("ord_{}", Uuid::new_v4().simple());
+    let order: Uuid = sqlx::query_scalar("INSERT INTO orders (public_id, customer_profile_id, currency, subtotal_cents, total_cents) VALUES ($1, $2, 'USD', $3, $3) RETURNING id")
+        .bind(&public_id)
+        .bind(customer)
+        .bind(total)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let item: Uuid = sqlx::query_scalar("INSERT INTO order_items (order_id, product_id, price_id, product_name, unit_amount_cents, total_cents, currency) VALUES ($1, $2, $3, 'Bundle', $4, $4, 'USD') RETURNING id")
+        .bind(order)
+        .bind(product)
+        .bind(price)
+        .bind(total)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (order, public_id, item)
+}
+
+fn checkout(evt: &str, ty: &str, public_id: &str, amount: i64) -> Value {
+    json!({
+        "id": evt, "type": ty, "created": 1_700_000_000,
+        "data": {"object": {
+            "id": "cs_test_1", "object": "checkout.session", "client_reference_id": public_id,
+            "payment_status": "paid", "amount_total": amount, "currency": "usd", "payment_intent": "pi_1"
+        }}
+    })
+}
+
+#[tokio::test]
+async fn a_stripe_payment_marks_the_order_paid_and_enqueues_fulfillment_once_and_a_refund_revokes()
+{
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, public_id, item) = seed_order(&app.db_pool, "buyer_1", None, 2900).await;
+    // completed, then async_payment_succeeded for the same session, each delivered twice.
+    for ev in [
+        checkout("evt_1", "checkout.session.completed", &public_id, 2900),
+        checkout(
+            "evt_2",
+            "checkout.session.async_payment_succeeded",
+            &public_id,
+            2900,
+        ),
+    ] {
+        assert_eq!(app.deliver_stripe(&ev).await.status, 200);
+        assert_eq!(app.deliver_stripe(&ev).await.status, 200);
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed'",
+        2,
+        WAIT,
+    )
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paid");
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM payment_transactions WHERE kind = 'payment'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&app.db_pool, &format!("SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order' AND order_id = '{order}'")).await, 1);
+    // The event links to the order it changed.
+    assert_eq!(count(&app.db_pool, &format!("SELECT count(*) FROM webhook_event_effects WHERE entity = 'order' AND entity_id = '{order}'")).await, 2);
+
+    // What fulfillment would have granted, then a full refund.
+    sqlx::query("INSERT INTO entitlements (profile_id, feature_key, source_type, source_id) SELECT customer_profile_id, 'templates', 'order_item', $2 FROM orders WHERE id = $1")
+        .bind(order)
+        .bind(item.to_string())
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let refund = json!({"id": "evt_r1", "type": "charge.refunded", "created": 1_700_000_100, "data": {"object": {
+        "id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount": 2900, "amount_refunded": 2900, "refunded": true, "currency": "usd"
+    }}});
+    assert_eq!(app.deliver_stripe(&refund).await.status, 200);
+    app.wait_for_count(
+        "SELECT count(*) FROM entitlements WHERE revoked_at IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "refunded");
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM payment_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'revoke_source'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_payment_for_the_wrong_amount_is_not_fulfilled_and_fails_visibly() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_2", None, 2900).await;
+    app.deliver_stripe(&checkout(
+        "evt_w",
+        "checkout.session.completed",
+        &public_id,
+        100,
+    ))
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'failed'",
+        1,
+        WAIT,
+    )
+    .await;
+    let err: String =
+        sqlx::query_scalar("SELECT last_error FROM webhook_events WHERE event_id = 'evt_w'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert!(
+        err.contains("paid 100 USD for an order of 2900 USD"),
+        "{err}"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+}
+
+#[tokio::test]
+async fn a_clerk_paid_payment_attempt_pays_the_matching_pending_order() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, _, _) = seed_order(&app.db_pool, "buyer_3", Some("cplan_bundle"), 2900).await;
+    let attempt = |status: &str| {
+        json!({"type": "paymentAttempt.updated", "timestamp": 5_000, "data": {
+            "id": "cpa_1", "status": status, "payer": {"user_id": "buyer_3"},
+            "subscription_items": [{"plan": {"id": "cplan_bundle"}}],
+            "amount": {"amount": 2900, "currency": "USD"}
+        }})
+    };
+    app.deliver_clerk("msg_pa0", &attempt("pending")).await;
+    app.deliver_clerk("msg_pa1", &attempt("paid")).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status IN ('processed', 'ignored')",
+        2,
+        WAIT,
+    )
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paid");
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn replaying_a_processed_event_applies_it_once_and_is_audited() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (_, public_id, _) = seed_order(&app.db_pool, "buyer_4", None, 500).await;
+    app.deliver_stripe(&checkout(
+        "evt_p",
+        "checkout.session.completed",
+        &public_id,
+        500,
+    ))
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed'",
+        1,
+        WAIT,
+    )
+    .await;
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM webhook_events WHERE event_id = 'evt_p'")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let actor = Actor {
+        name: "cli:ops".into(),
+        reason: Some("customer says nothing happened".into()),
+    };
+    granary_jobs::webhooks::ingest::replay(&app.db_pool, id, &actor)
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed' AND process_attempts = 2",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM payment_transactions").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM operator_actions WHERE action = 'webhook.replay'"
+        )
+        .await,
+        1
+    );
+    // A rejected delivery cannot be replayed.
+    app.send(app.client.post(app.url("/api/webhooks/stripe/")).body("{}"))
+        .await;
+    let rejected: Uuid =
+        sqlx::query_scalar("SELECT id FROM webhook_events WHERE status = 'rejected'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert!(
+        granary_jobs::webhooks::ingest::replay(&app.db_pool, rejected, &actor)
+            .await
+            .is_err()
+    );
+    wait_for_count(&app.db_pool, "SELECT count(*) FROM webhook_events", 2, WAIT).await;
+}
