@@ -2,11 +2,13 @@
 //! router. Handlers read like the contract: extract, authorize, one transaction, answer.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod middleware;
 pub mod request_id;
 mod routes;
+mod validate;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,14 +31,30 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The database pool.
     pub pool: PgPool,
+    /// Session token verification (JWKS cache).
+    pub verifier: Arc<auth::Verifier>,
 }
 
 impl AppState {
-    /// Wraps a configuration and a pool.
+    /// Wraps a configuration and a pool. In development with `GRANARY_DEV_AUTH=true`, the local
+    /// development key is trusted too.
     pub fn new(config: Config, pool: PgPool) -> Self {
+        let dev_key = if config.dev_auth && config.is_development() {
+            match auth::dev::decoding_key() {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "GRANARY_DEV_AUTH is on but the development key is unusable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let verifier = Arc::new(auth::Verifier::new(&config, dev_key));
         Self {
             config: Arc::new(config),
             pool,
+            verifier,
         }
     }
 }

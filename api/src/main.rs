@@ -26,15 +26,39 @@ enum Command {
     /// Serve the API (the default).
     Serve,
     /// Development: create and migrate the database, run the API and the worker together, on
-    /// embedded defaults (local storage under var/storage, emails to the outbox table).
+    /// embedded defaults (local storage under var/storage, emails to the outbox table,
+    /// development tokens trusted).
     Dev,
+    /// Development: print a session token for a user, signed by the local development key
+    /// (trusted when GRANARY_DEV_AUTH=true, which `dev` turns on), and set the user's role.
+    Token {
+        /// The Clerk-style user id (the token's `sub`).
+        #[arg(long, default_value = "user_dev")]
+        user: String,
+        /// buyer, seller or admin.
+        #[arg(long, default_value = "buyer")]
+        role: String,
+        /// Email claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: i64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let dev = matches!(cli.command, Some(Command::Dev));
-    let config = match Config::from_env() {
+    // The one-command setup trusts local development tokens (`granary-api token`) unless told
+    // otherwise; config validation refuses the switch in production.
+    let defaults: &[(&str, &str)] = if dev {
+        &[("GRANARY_DEV_AUTH", "true")]
+    } else {
+        &[]
+    };
+    let config = match Config::from_env_with_defaults(defaults) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("granary-api cannot start: {e}");
@@ -91,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
         println!("\nGranary is running (api + worker) on http://{local}");
         println!("  health:    curl http://{local}/api/health/");
         println!("  catalog:   curl http://{local}/api/products/");
+        println!(
+            "  a token:   cargo run --bin granary-api -- token --user user_seller --role seller"
+        );
+        println!("  contract:  curl http://{local}/api/openapi.json");
         println!(
             "  storage:   local files under {:?}; emails: the `emails` table (status outbox)",
             match &config.storage {

@@ -308,12 +308,22 @@ pub fn decode_svix_secret(raw: &str) -> Result<Vec<u8>, String> {
 impl Config {
     /// Reads the process environment, loading `.env` first in development.
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_with_defaults(&[])
+    }
+
+    /// [`Config::from_env`], with defaults for variables that are not set.
+    pub fn from_env_with_defaults(defaults: &[(&str, &str)]) -> Result<Self, ConfigError> {
         let is_production = std::env::var("APP_ENV").is_ok_and(|v| v.trim() == "production");
         if !is_production {
             // A missing .env is normal; a malformed one is reported by the values it leaves out.
             let _ = dotenvy::dotenv();
         }
-        Self::from_map(&std::env::vars().collect())
+        let mut env: Env = std::env::vars().collect();
+        for (k, v) in defaults {
+            env.entry((*k).to_string())
+                .or_insert_with(|| (*v).to_string());
+        }
+        Self::from_map(&env)
     }
 
     /// Builds and validates the configuration from a map of variables.

@@ -3,6 +3,7 @@
 //! `granary-worker` binary as a child process, and typed helpers around them.
 #![forbid(unsafe_code)]
 
+pub mod clerk;
 pub mod db;
 pub mod worker;
 
@@ -40,6 +41,7 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
     with_worker: bool,
+    with_clerk: bool,
     database_url: Option<String>,
 }
 
@@ -56,6 +58,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Starts a Clerk stand-in (JWKS on loopback) and configures the app to trust it.
+    pub fn with_clerk(mut self) -> Self {
+        self.with_clerk = true;
+        self
+    }
+
     /// Points the app at this URL instead of a fresh database (for "database down" tests).
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url = Some(url.into());
@@ -67,6 +75,16 @@ impl TestAppBuilder {
         let db = TestDb::new().await;
         let url = self.database_url.clone().unwrap_or_else(|| db.url.clone());
         let mut env = base_env(&url);
+        let clerk = if self.with_clerk {
+            let c = clerk::ClerkStandIn::start().await;
+            env.insert("CLERK_JWKS_URL".into(), c.jwks_url.clone());
+            env.insert("CLERK_JWT_ISSUER".into(), clerk::ISSUER.into());
+            env.insert("CLERK_AUTHORIZED_PARTIES".into(), clerk::AZP.into());
+            env.insert("CORS_ALLOWED_ORIGINS".into(), clerk::AZP.into());
+            Some(c)
+        } else {
+            None
+        };
         env.extend(self.env);
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
@@ -100,6 +118,7 @@ impl TestAppBuilder {
             shutdown,
             server: Some(server),
             worker,
+            clerk,
             db,
         }
     }
@@ -122,6 +141,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The Clerk stand-in, when started.
+    pub clerk: Option<clerk::ClerkStandIn>,
     /// The test database (dropped with the app).
     pub db: TestDb,
 }
@@ -202,6 +223,46 @@ impl TestApp {
                 panic!("worker ended with an error: {e:#}");
             }
         }
+    }
+
+    /// A session token for `user` with `role` (set on the profile, where roles live).
+    pub async fn token(&self, user: &str, role: &str) -> String {
+        sqlx::query("INSERT INTO profiles (clerk_user_id, role, email) VALUES ($1, $2, $3) ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role")
+            .bind(user)
+            .bind(role)
+            .bind(format!("{user}@example.com"))
+            .execute(&self.db_pool)
+            .await
+            .expect("profile");
+        clerk::sign(&clerk::claims(user))
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> TestResponse {
+        self.send(self.client.get(self.url(path)).bearer_auth(token))
+            .await
+    }
+
+    /// POST JSON with a bearer token.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> TestResponse {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// PATCH JSON with a bearer token.
+    pub async fn patch_as(&self, token: &str, path: &str, body: &Value) -> TestResponse {
+        self.send(
+            self.client
+                .patch(self.url(path))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
     }
 
     /// Enqueues `job` in its own committed transaction; returns its id.

@@ -1,0 +1,859 @@
+//! The storefront and seller contract over real HTTP, with tokens signed by a test RSA key
+//! served from a local JWKS endpoint.
+
+use base64::Engine as _;
+use granary_tests::{
+    TestApp,
+    clerk::{self, AZP},
+    count,
+};
+use serde_json::{Value, json};
+
+async fn app() -> TestApp {
+    TestApp::builder().with_clerk().spawn().await
+}
+
+/// A seller's published product with a priced checkout URL; returns (product id, price id).
+async fn seed_catalog(
+    app: &TestApp,
+    seller: &str,
+    slug: &str,
+    checkout_url: Option<&str>,
+) -> (String, String) {
+    let product = app
+        .post_as(seller, "/api/seller/products/", &json!({"name": "Creator Bundle", "slug": slug, "product_type": "digital", "visibility": "published", "feature_keys": ["templates_pack"]}))
+        .await;
+    assert_eq!(product.status, 201, "{}", product.text);
+    let pid = product.json["id"].as_str().unwrap().to_string();
+    let metadata = checkout_url
+        .map(|u| json!({"checkout_url": u}))
+        .unwrap_or(json!({}));
+    let price = app
+        .post_as(seller, &format!("/api/seller/products/{pid}/prices/"), &json!({"name": "One-off", "amount_cents": 2900, "currency": "USD", "is_default": true, "metadata": metadata}))
+        .await;
+    assert_eq!(price.status, 201, "{}", price.text);
+    (pid, price.json["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn the_whole_seller_to_buyer_walkthrough_works() {
+    let app = TestApp::builder()
+        .with_clerk()
+        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+        .spawn()
+        .await;
+    let seller = app.token("user_seller", "seller").await;
+    let buyer = app.token("user_buyer", "buyer").await;
+    let (pid, price_id) = seed_catalog(
+        &app,
+        &seller,
+        "creator-bundle",
+        Some("https://checkout.example.com/c/1"),
+    )
+    .await;
+
+    // Seller views, edits, lists; adds an asset and a service offer.
+    assert_eq!(
+        app.get_as(&seller, &format!("/api/seller/products/{pid}/"))
+            .await
+            .json["slug"],
+        "creator-bundle"
+    );
+    let patched = app
+        .patch_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/"),
+            &json!({"description": "Templates"}),
+        )
+        .await;
+    assert_eq!(patched.json["description"], "Templates");
+    assert_eq!(
+        app.get_as(&seller, "/api/seller/products/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get_as(&seller, &format!("/api/seller/products/{pid}/prices/"))
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let price = app
+        .patch_as(
+            &seller,
+            &format!("/api/seller/prices/{price_id}/"),
+            &json!({"clerk_plan_id": "cplan_1"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            price.json["clerk_plan_id"].as_str(),
+            price.json["metadata"]["checkout_url"].as_str()
+        ),
+        (Some("cplan_1"), Some("https://checkout.example.com/c/1"))
+    );
+    let asset = app
+        .post_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/assets/"),
+            &json!({"title": "Bundle ZIP", "file_path": "files/creator-bundle-v1.zip"}),
+        )
+        .await;
+    assert_eq!(
+        (asset.status, asset.json["status"].as_str()),
+        (201, Some("pending")),
+        "{}",
+        asset.text
+    );
+    let aid = asset.json["id"].as_str().unwrap();
+    assert_eq!(
+        app.get_as(&seller, &format!("/api/seller/assets/{aid}/"))
+            .await
+            .json["title"],
+        "Bundle ZIP"
+    );
+    assert_eq!(
+        app.get_as(&seller, &format!("/api/seller/products/{pid}/assets/"))
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let offer = app
+        .send(
+            app.client
+                .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))
+                .bearer_auth(&seller)
+                .json(&json!({"duration_minutes": 30, "capacity": 1, "booking_window_days": 30})),
+        )
+        .await;
+    assert_eq!(offer.status, 200, "{}", offer.text);
+    let offer_id = offer.json["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.patch_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/service-offer/"),
+            &json!({"capacity": 2})
+        )
+        .await
+        .json["capacity"],
+        2
+    );
+
+    // Buyer: catalog, detail, order, confirm.
+    let catalog = app.get("/api/products/").await;
+    assert_eq!(catalog.json.as_array().unwrap().len(), 1);
+    assert_eq!(catalog.json[0]["active_price_id"], price_id.as_str());
+    assert_eq!(
+        app.get("/api/products/creator-bundle/").await.json["id"],
+        pid.as_str()
+    );
+    let order = app
+        .post_as(
+            &buyer,
+            "/api/account/orders/create/",
+            &json!({"price_id": price_id, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    assert_eq!(
+        order.json["total_cents"], 5800,
+        "totals are computed server-side"
+    );
+    assert_eq!(
+        order.json["checkout_url"],
+        "https://checkout.example.com/c/1"
+    );
+    let public_id = order.json["public_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.get_as(&buyer, "/api/account/orders/").await.json[0]["public_id"],
+        public_id.as_str()
+    );
+    let confirmed = app
+        .post_as(
+            &buyer,
+            &format!("/api/account/orders/{public_id}/confirm/"),
+            &json!({"method": "manual"}),
+        )
+        .await;
+    assert_eq!(
+        (confirmed.status, confirmed.json["status"].as_str()),
+        (200, Some("paid")),
+        "{}",
+        confirmed.text
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        1
+    );
+    // Confirming again changes nothing.
+    app.post_as(
+        &buyer,
+        &format!("/api/account/orders/{public_id}/confirm/"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM payment_transactions").await,
+        1
+    );
+
+    // Account pages.
+    let customer = app.get_as(&buyer, "/api/account/customer/").await;
+    assert_eq!(customer.json["billing_email"], "user_buyer@example.com");
+    let patched = app
+        .patch_as(
+            &buyer,
+            "/api/account/customer/",
+            &json!({"full_name": "Ada L", "country": "DE"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            patched.json["full_name"].as_str(),
+            patched.json["country"].as_str()
+        ),
+        (Some("Ada L"), Some("DE"))
+    );
+    assert_eq!(
+        app.patch_as(
+            &buyer,
+            "/api/account/customer/",
+            &json!({"country": "Germany"})
+        )
+        .await
+        .error_code(),
+        Some("validation_failed")
+    );
+    assert!(
+        app.get_as(&buyer, "/api/account/subscriptions/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        app.get_as(&buyer, "/api/account/entitlements/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let downloads = app.get_as(&buyer, "/api/account/downloads/").await;
+    assert_eq!(
+        (
+            downloads.status,
+            downloads.headers["cache-control"].to_str().unwrap()
+        ),
+        (200, "no-store")
+    );
+    let starts = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let booking = app
+        .post_as(
+            &buyer,
+            "/api/account/bookings/",
+            &json!({"service_offer_id": offer_id, "starts_at": starts, "notes": "hi"}),
+        )
+        .await;
+    assert_eq!(booking.status, 201, "{}", booking.text);
+    assert_eq!(
+        app.get_as(&buyer, "/api/account/bookings/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Who am I.
+    let me = app.get_as(&buyer, "/api/me/").await;
+    assert_eq!(
+        (me.json["clerk_user_id"].as_str(), me.json["role"].as_str()),
+        (Some("user_buyer"), Some("buyer"))
+    );
+    assert_eq!(
+        app.get_as(&buyer, "/api/profile/").await.json["clerk_user_id"],
+        "user_buyer"
+    );
+    assert_eq!(
+        app.get_as(&buyer, "/api/me/clerk/").await.json["claims"]["azp"],
+        AZP
+    );
+    sqlx::query("INSERT INTO entitlements (profile_id, feature_key, source_type, source_id) SELECT id, 'pro', 'manual', 'm1' FROM profiles WHERE clerk_user_id = 'user_buyer'")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get_as(&buyer, "/api/billing/features/").await.json["features"],
+        json!(["pro"])
+    );
+    assert_eq!(
+        app.get_as(&buyer, "/api/billing/features/?feature=pro")
+            .await
+            .json,
+        json!({"feature": "pro", "enabled": true})
+    );
+    assert_eq!(
+        app.get_as(&buyer, "/api/billing/features/?feature=ai")
+            .await
+            .json["enabled"],
+        false
+    );
+
+    // Deleting a product that orders refer to archives it.
+    let del = app
+        .send(
+            app.client
+                .delete(app.url(&format!("/api/seller/products/{pid}/")))
+                .bearer_auth(&seller),
+        )
+        .await;
+    assert_eq!(del.status, 204);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM products WHERE deleted_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert!(
+        app.get("/api/products/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_billing_claim_adds_features() {
+    let app = app().await;
+    app.token("user_claim", "buyer").await;
+    let mut claims = clerk::claims("user_claim");
+    claims["entitlements"] = json!("u:ai_coach,u:reports");
+    let token = clerk::sign(&claims);
+    assert_eq!(
+        app.get_as(&token, "/api/billing/features/").await.json["features"],
+        json!(["ai_coach", "reports"])
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401() {
+    let app = app().await;
+    let good = app.token("user_1", "buyer").await;
+    assert_eq!(app.get_as(&good, "/api/me/").await.status, 200);
+    let now = chrono::Utc::now().timestamp();
+    let with = |patch: Value| {
+        let mut c = clerk::claims("user_1");
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        clerk::sign(&c)
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = b64.encode(serde_json::to_vec(&clerk::claims("user_1")).unwrap());
+    let alg_none = format!(
+        "{}.{payload}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    // HS256 "signed" with the public key, the classic confusion attack.
+    let hs256 = {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(clerk::KID.into());
+        jsonwebtoken::encode(
+            &h,
+            &clerk::claims("user_1"),
+            &jsonwebtoken::EncodingKey::from_secret(clerk::key().public_pem.as_bytes()),
+        )
+        .unwrap()
+    };
+    let cases = [
+        (
+            "expired",
+            with(json!({"exp": now - 60, "iat": now - 700, "nbf": now - 700})),
+        ),
+        ("not yet valid", with(json!({"nbf": now + 120}))),
+        ("wrong issuer", with(json!({"iss": "https://evil.example"}))),
+        ("wrong azp", with(json!({"azp": "https://evil.example"}))),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256),
+        (
+            "unknown kid",
+            clerk::sign_with(
+                &clerk::claims("user_1"),
+                &clerk::rogue_key().private_pem,
+                "kid_unknown",
+            ),
+        ),
+        (
+            "served kid, wrong key",
+            clerk::sign_with(
+                &clerk::claims("user_1"),
+                &clerk::rogue_key().private_pem,
+                clerk::KID,
+            ),
+        ),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    for (name, token) in &cases {
+        let res = app.get_as(token, "/api/me/").await;
+        assert_eq!(
+            (res.status, res.error_code()),
+            (401, Some("unauthenticated")),
+            "{name}"
+        );
+    }
+    assert_eq!(app.get("/api/me/").await.status, 401, "no token");
+}
+
+#[tokio::test]
+async fn a_flood_of_random_kids_costs_at_most_one_jwks_fetch() {
+    let app = app().await;
+    let futs = (0..1000).map(|i| {
+        let token = clerk::sign_with(
+            &clerk::claims("user_flood"),
+            &clerk::rogue_key().private_pem,
+            &format!("kid_{i}"),
+        );
+        let app = &app;
+        async move { app.get_as(&token, "/api/me/").await.status }
+    });
+    let statuses = futures::future::join_all(futs).await;
+    assert!(statuses.iter().all(|s| *s == 401));
+    assert_eq!(app.clerk.as_ref().unwrap().fetches(), 1);
+}
+
+#[tokio::test]
+async fn roles_and_ownership_are_enforced_without_leaking_existence() {
+    let app = TestApp::builder()
+        .with_clerk()
+        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+        .spawn()
+        .await;
+    let seller = app.token("s1", "seller").await;
+    let other_seller = app.token("s2", "seller").await;
+    let buyer = app.token("b1", "buyer").await;
+    let thief = app.token("b2", "buyer").await;
+    let admin = app.token("a1", "admin").await;
+    let (pid, price_id) = seed_catalog(&app, &seller, "owned", Some("https://c.example/x")).await;
+
+    let res = app
+        .post_as(
+            &buyer,
+            "/api/seller/products/",
+            &json!({"name": "x", "slug": "x"}),
+        )
+        .await;
+    assert_eq!((res.status, res.error_code()), (403, Some("forbidden")));
+    assert_eq!(
+        app.get_as(&buyer, "/api/seller/products/").await.status,
+        403
+    );
+    // Another seller's product is not found, not forbidden; an admin sees it.
+    assert_eq!(
+        app.get_as(&other_seller, &format!("/api/seller/products/{pid}/"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.patch_as(
+            &other_seller,
+            &format!("/api/seller/prices/{price_id}/"),
+            &json!({"amount_cents": 1})
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        app.get_as(&admin, &format!("/api/seller/products/{pid}/"))
+            .await
+            .status,
+        200
+    );
+
+    let order = app
+        .post_as(
+            &buyer,
+            "/api/account/orders/create/",
+            &json!({"price_id": price_id}),
+        )
+        .await;
+    let public_id = order.json["public_id"].as_str().unwrap();
+    let res = app
+        .post_as(
+            &thief,
+            &format!("/api/account/orders/{public_id}/confirm/"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((res.status, res.error_code()), (404, Some("not_found")));
+    assert!(
+        app.get_as(&thief, "/api/account/orders/")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn cookie_requests_from_a_foreign_origin_are_refused() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let body = json!({"name": "Cookie", "slug": "cookie"});
+    let post = |origin: Option<&'static str>| {
+        let mut req = app
+            .client
+            .post(app.url("/api/seller/products/"))
+            .header("cookie", format!("__session={seller}"))
+            .json(&body);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req
+    };
+    let res = app.send(post(Some("https://evil.example"))).await;
+    assert_eq!((res.status, res.error_code()), (403, Some("forbidden")));
+    assert_eq!(
+        app.send(post(None)).await.status,
+        403,
+        "no Origin and no Referer"
+    );
+    assert_eq!(app.send(post(Some(AZP))).await.status, 201);
+    // A cookie GET needs no origin; a bearer POST is not a CSRF vector.
+    assert_eq!(
+        app.send(
+            app.client
+                .get(app.url("/api/me/"))
+                .header("cookie", format!("a=b; __session={seller}"))
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn order_confirm_rules_answer_their_exact_codes() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let buyer = app.token("b1", "buyer").await;
+    let (_, price_id) = seed_catalog(&app, &seller, "rules", Some("https://c.example/x")).await;
+    let order = app
+        .post_as(
+            &buyer,
+            "/api/account/orders/create/",
+            &json!({"price_id": price_id}),
+        )
+        .await;
+    let confirm = format!(
+        "/api/account/orders/{}/confirm/",
+        order.json["public_id"].as_str().unwrap()
+    );
+    let res = app
+        .post_as(&buyer, &confirm, &json!({"method": "manual"}))
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (403, Some("manual_confirm_disabled"))
+    );
+    let res = app
+        .post_as(&buyer, &confirm, &json!({"method": "clerk"}))
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (409, Some("pending_verification"))
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM orders WHERE status = 'pending'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_retry_returns_the_same_order() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let buyer = app.token("b1", "buyer").await;
+    let (_, price_id) = seed_catalog(&app, &seller, "idem", Some("https://c.example/x")).await;
+    let create = || {
+        app.send(
+            app.client
+                .post(app.url("/api/account/orders/create/"))
+                .bearer_auth(&buyer)
+                .header("idempotency-key", "abc-123")
+                .json(&json!({"price_id": price_id})),
+        )
+    };
+    let (first, second) = (create().await, create().await);
+    assert_eq!((first.status, second.status), (201, 200));
+    assert_eq!(first.json["public_id"], second.json["public_id"]);
+    // Concurrent retries too.
+    let many = futures::future::join_all((0..5).map(|_| {
+        app.send(
+            app.client
+                .post(app.url("/api/account/orders/create/"))
+                .bearer_auth(&buyer)
+                .header("idempotency-key", "xyz")
+                .json(&json!({"price_id": price_id})),
+        )
+    }))
+    .await;
+    assert!(
+        many.iter()
+            .all(|r| r.json["public_id"] == many[0].json["public_id"])
+    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 2);
+}
+
+#[tokio::test]
+async fn drafts_and_priceless_products_are_not_in_the_catalog() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    app.post_as(
+        &seller,
+        "/api/seller/products/",
+        &json!({"name": "Draft", "slug": "draft", "visibility": "draft"}),
+    )
+    .await;
+    app.post_as(
+        &seller,
+        "/api/seller/products/",
+        &json!({"name": "No price", "slug": "no-price", "visibility": "published"}),
+    )
+    .await;
+    let (pid, price_id) = seed_catalog(&app, &seller, "visible", None).await;
+    let inactive = app
+        .post_as(
+            &seller,
+            "/api/seller/products/",
+            &json!({"name": "Inactive", "slug": "inactive", "visibility": "published"}),
+        )
+        .await;
+    let iid = inactive.json["id"].as_str().unwrap();
+    app.post_as(
+        &seller,
+        &format!("/api/seller/products/{iid}/prices/"),
+        &json!({"amount_cents": 100, "currency": "USD", "is_active": false}),
+    )
+    .await;
+    let slugs: Vec<String> = app
+        .get("/api/products/")
+        .await
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["slug"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(slugs, ["visible"]);
+    for slug in ["draft", "no-price", "inactive"] {
+        assert_eq!(
+            app.get(&format!("/api/products/{slug}/")).await.status,
+            404,
+            "{slug}"
+        );
+    }
+    // Without a checkout URL, an order is refused unless dev manual checkout is on.
+    let buyer = app.token("b1", "buyer").await;
+    let res = app
+        .post_as(
+            &buyer,
+            "/api/account/orders/create/",
+            &json!({"price_id": price_id}),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (422, Some("checkout_url_missing"))
+    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 0);
+    let _ = pid;
+}
+
+#[tokio::test]
+async fn dev_manual_checkout_allows_orders_without_a_checkout_url() {
+    let app = TestApp::builder()
+        .with_clerk()
+        .env("DEV_MANUAL_CHECKOUT", "true")
+        .spawn()
+        .await;
+    let seller = app.token("s1", "seller").await;
+    let buyer = app.token("b1", "buyer").await;
+    let (_, price_id) = seed_catalog(&app, &seller, "manual", None).await;
+    let res = app
+        .post_as(
+            &buyer,
+            "/api/account/orders/create/",
+            &json!({"items": [{"price_id": price_id, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert!(res.json["checkout_url"].is_null());
+}
+
+#[tokio::test]
+async fn validation_and_conflicts_use_the_contract_codes() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let res = app.post_as(&seller, "/api/seller/products/", &json!({"name": "", "slug": "Bad Slug", "visibility": "public", "feature_keys": ["ok", "no spaces"]})).await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (422, Some("validation_failed"))
+    );
+    for field in ["name", "slug", "visibility", "feature_keys"] {
+        assert!(
+            res.json["error"]["fields"][field].is_array(),
+            "{field}: {}",
+            res.json
+        );
+    }
+    let (pid, _) = seed_catalog(&app, &seller, "taken", None).await;
+    let res = app
+        .post_as(
+            &seller,
+            "/api/seller/products/",
+            &json!({"name": "Again", "slug": "taken"}),
+        )
+        .await;
+    assert_eq!((res.status, res.error_code()), (409, Some("conflict")));
+    let res = app
+        .post_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/prices/"),
+            &json!({"amount_cents": -1, "currency": "usd", "billing_period": "daily"}),
+        )
+        .await;
+    assert_eq!(res.status, 422);
+    for field in ["amount_cents", "currency", "billing_period"] {
+        assert!(
+            res.json["error"]["fields"][field].is_array(),
+            "{field}: {}",
+            res.json
+        );
+    }
+    // A second default price demotes the first: one default per product.
+    let second = app
+        .post_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/prices/"),
+            &json!({"amount_cents": 100, "currency": "USD", "is_default": true}),
+        )
+        .await;
+    assert_eq!(second.status, 201);
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM prices WHERE is_default").await,
+        1
+    );
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/seller/products/"))
+                .bearer_auth(&seller)
+                .header("content-type", "application/json")
+                .body("{nope"),
+        )
+        .await;
+    assert_eq!((res.status, res.error_code()), (400, Some("invalid_json")));
+    let res = app
+        .post_as(
+            &seller,
+            "/api/seller/products/",
+            &json!({"name": 5, "slug": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (400, Some("invalid_request"))
+    );
+}
+
+#[tokio::test]
+async fn bookings_respect_capacity_and_the_window() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let (pid, _) = seed_catalog(&app, &seller, "session", Some("https://c.example/x")).await;
+    app.send(
+        app.client
+            .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))
+            .bearer_auth(&seller)
+            .json(&json!({"capacity": 2, "booking_window_days": 7, "min_notice_hours": 24})),
+    )
+    .await;
+    let slot = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let buyer = app.token(&format!("b{i}"), "buyer").await;
+        statuses.push(
+            app.post_as(
+                &buyer,
+                "/api/account/bookings/",
+                &json!({"product_id": pid, "starts_at": slot}),
+            )
+            .await
+            .status,
+        );
+    }
+    assert_eq!(statuses, [201, 201, 409]);
+    let buyer = app.token("late", "buyer").await;
+    for when in [chrono::Duration::hours(2), chrono::Duration::days(30)] {
+        let res = app
+            .post_as(
+                &buyer,
+                "/api/account/bookings/",
+                &json!({"product_id": pid, "starts_at": (chrono::Utc::now() + when).to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{}", res.text);
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_contract_is_published() {
+    let app = app().await;
+    let res = app.get("/api/openapi.json").await;
+    assert_eq!(res.status, 200);
+    let paths = res.json["paths"].as_object().unwrap();
+    for p in [
+        "/api/products/",
+        "/api/account/orders/create/",
+        "/api/seller/products/{id}/",
+        "/api/billing/features/",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+}
