@@ -33,6 +33,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Session token verification (JWKS cache).
     pub verifier: Arc<auth::Verifier>,
+    /// Asset storage, or why it is unusable (routes that need it answer 503).
+    pub storage: Result<granary_jobs::storage::Storage, String>,
 }
 
 impl AppState {
@@ -51,11 +53,24 @@ impl AppState {
             None
         };
         let verifier = Arc::new(auth::Verifier::new(&config, dev_key));
+        let storage = granary_jobs::storage::Storage::from_config(&config);
+        if let Err(e) = &storage {
+            tracing::warn!("{e}: download and asset routes answer 503 storage_unavailable");
+        }
         Self {
             config: Arc::new(config),
             pool,
             verifier,
+            storage,
         }
+    }
+
+    /// The storage backend, or 503 `storage_unavailable`.
+    pub fn storage(&self) -> Result<&granary_jobs::storage::Storage, ApiError> {
+        self.storage.as_ref().map_err(|e| ApiError::Unavailable {
+            code: "storage_unavailable",
+            message: format!("Asset storage is unavailable: {e}."),
+        })
     }
 }
 

@@ -71,14 +71,19 @@ pub enum StorageConfig {
         /// Secret access key.
         secret_access_key: SecretString,
     },
-    /// Supabase Storage.
+    /// Supabase Storage, through its S3-compatible endpoint (`<SUPABASE_URL>/storage/v1/s3`):
+    /// OpenDAL 0.59 no longer ships a native Supabase service.
     Supabase {
         /// Project URL.
         url: String,
         /// Bucket name.
         bucket: String,
-        /// Service role key.
-        service_role_key: SecretString,
+        /// Signing region.
+        region: String,
+        /// S3 access key id (Supabase Dashboard → Storage → S3 access keys).
+        access_key_id: String,
+        /// S3 secret access key.
+        secret_access_key: SecretString,
     },
     /// Chosen backend, but its configuration is incomplete; the string says what is missing.
     Unavailable {
@@ -148,6 +153,10 @@ pub struct Config {
     pub signed_url_ttl: Duration,
     /// Key for HMAC-signed `fs` download URLs.
     pub download_signing_key: SecretString,
+    /// Days a download grant lasts unless its product says otherwise (None: no expiry).
+    pub download_default_expiry_days: Option<i32>,
+    /// Downloads a grant allows unless its product says otherwise (None: unlimited).
+    pub download_default_max: Option<i32>,
     /// Email delivery.
     pub resend: ResendConfig,
     /// `ORDER_CONFIRM_ALLOW_MANUAL`.
@@ -541,18 +550,25 @@ impl Config {
             }
             "supabase" => match (
                 r.url("SUPABASE_URL"),
-                r.secret("SUPABASE_SERVICE_ROLE_KEY"),
+                r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID"),
+                r.secret("ASSET_STORAGE_S3_SECRET_ACCESS_KEY"),
                 bucket.clone(),
             ) {
-                (Some(url), Some(key), Some(bucket)) => StorageConfig::Supabase {
+                (Some(url), Some(key_id), Some(secret), Some(bucket)) => StorageConfig::Supabase {
                     url: url.to_string().trim_end_matches('/').to_string(),
                     bucket,
-                    service_role_key: key,
+                    region: r
+                        .get("ASSET_STORAGE_S3_REGION")
+                        .unwrap_or("us-east-1")
+                        .to_string(),
+                    access_key_id: key_id.to_string(),
+                    secret_access_key: secret,
                 },
-                (url, key, bucket) => {
+                (url, key_id, secret, bucket) => {
                     let missing: Vec<&str> = [
                         ("SUPABASE_URL", url.is_some()),
-                        ("SUPABASE_SERVICE_ROLE_KEY", key.is_some()),
+                        ("ASSET_STORAGE_S3_ACCESS_KEY_ID", key_id.is_some()),
+                        ("ASSET_STORAGE_S3_SECRET_ACCESS_KEY", secret.is_some()),
                         ("ASSET_STORAGE_BUCKET", bucket.is_some()),
                     ]
                     .into_iter()
@@ -610,6 +626,39 @@ impl Config {
                     "generate one with: openssl rand -hex 32",
                 );
                 SecretString::from(String::new())
+            }
+        };
+
+        let download_default_expiry_days = match r.number(
+            "DOWNLOAD_DEFAULT_EXPIRY_DAYS",
+            30i32,
+            "use a number of days such as 30; 0 means no expiry",
+        ) {
+            0 => None,
+            d if d > 0 => Some(d),
+            _ => {
+                r.problem(
+                    "DOWNLOAD_DEFAULT_EXPIRY_DAYS",
+                    "must not be negative",
+                    "use a number of days such as 30; 0 means no expiry",
+                );
+                None
+            }
+        };
+        let download_default_max = match r.number(
+            "DOWNLOAD_DEFAULT_MAX",
+            10i32,
+            "use a number such as 10; 0 means unlimited",
+        ) {
+            0 => None,
+            d if d > 0 => Some(d),
+            _ => {
+                r.problem(
+                    "DOWNLOAD_DEFAULT_MAX",
+                    "must not be negative",
+                    "use a number such as 10; 0 means unlimited",
+                );
+                None
             }
         };
 
@@ -782,6 +831,8 @@ impl Config {
             storage,
             signed_url_ttl,
             download_signing_key,
+            download_default_expiry_days,
+            download_default_max,
             resend,
             order_confirm_allow_manual,
             order_confirm_allow_client_side_clerk_confirm,

@@ -1,10 +1,7 @@
 //! The registry of every job kind Granary runs.
-//!
-//! `fulfill_order` is enqueued by payments (webhooks, manual confirm) but has no handler yet:
-//! its jobs wait, visible as pending, until the fulfillment pipeline is registered here.
 
 use crate::{
-    orders,
+    emails, fulfillment, orders,
     queue::{Registry, probe},
     subscriptions,
     webhooks::{apply, ingest::ProcessWebhookEvent},
@@ -17,4 +14,8 @@ pub fn registry() -> Registry {
         .register::<ProcessWebhookEvent, _, _>(apply::handle)
         .register(subscriptions::sync_entitlements)
         .register(orders::revoke_source)
+        .register(fulfillment::fulfill_order)
+        .register(fulfillment::finalize_asset)
+        .register(fulfillment::issue_grants)
+        .register(emails::send_email)
 }

@@ -4,10 +4,13 @@
 
 pub mod config;
 pub mod db;
+pub mod emails;
+pub mod fulfillment;
 pub mod handlers;
 pub mod orders;
 pub mod queue;
 pub mod shutdown;
+pub mod storage;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod webhooks;

@@ -5,6 +5,7 @@
 
 pub mod clerk;
 pub mod db;
+pub mod resend;
 pub mod worker;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -42,6 +43,7 @@ pub struct TestAppBuilder {
     env: HashMap<String, String>,
     with_worker: bool,
     with_clerk: bool,
+    with_resend: bool,
     database_url: Option<String>,
 }
 
@@ -61,6 +63,12 @@ impl TestAppBuilder {
     /// Starts a Clerk stand-in (JWKS on loopback) and configures the app to trust it.
     pub fn with_clerk(mut self) -> Self {
         self.with_clerk = true;
+        self
+    }
+
+    /// Starts a Resend stand-in and points the real resend-rs client at it.
+    pub fn with_resend(mut self) -> Self {
+        self.with_resend = true;
         self
     }
 
@@ -85,6 +93,22 @@ impl TestAppBuilder {
         } else {
             None
         };
+        let resend = if self.with_resend {
+            let r = resend::ResendStandIn::start().await;
+            env.insert("RESEND_API_KEY".into(), "re_test_key".into());
+            env.insert("RESEND_BASE_URL".into(), r.url.clone());
+            env.insert("RESEND_FROM_EMAIL".into(), "Shop <orders@shop.test>".into());
+            Some(r)
+        } else {
+            None
+        };
+        // Each app stores assets in a folder of its own.
+        let storage_root =
+            std::env::temp_dir().join(format!("granary-test-{}", uuid::Uuid::new_v4().simple()));
+        env.insert(
+            "ASSET_STORAGE_FS_ROOT".into(),
+            storage_root.to_string_lossy().into_owned(),
+        );
         env.extend(self.env);
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
@@ -119,6 +143,8 @@ impl TestAppBuilder {
             server: Some(server),
             worker,
             clerk,
+            resend,
+            storage_root,
             db,
         }
     }
@@ -143,6 +169,10 @@ pub struct TestApp {
     worker: Option<JoinHandle<anyhow::Result<()>>>,
     /// The Clerk stand-in, when started.
     pub clerk: Option<clerk::ClerkStandIn>,
+    /// The Resend stand-in, when started.
+    pub resend: Option<resend::ResendStandIn>,
+    /// The `fs` storage root.
+    pub storage_root: std::path::PathBuf,
     /// The test database (dropped with the app).
     pub db: TestDb,
 }
@@ -279,6 +309,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.storage_root);
     }
 }
 

@@ -10,6 +10,7 @@ use crate::AppState;
 
 mod account;
 mod catalog;
+mod downloads;
 mod health;
 mod me;
 mod seller;
@@ -27,7 +28,7 @@ mod webhooks;
         seller::list_assets, seller::create_asset, seller::get_asset, seller::update_asset, seller::delete_asset,
         seller::get_offer, seller::put_offer, seller::patch_offer,
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
-        account::subscriptions, account::entitlements, account::downloads, account::list_bookings, account::create_booking,
+        account::subscriptions, account::entitlements, account::downloads, downloads::access, account::list_bookings, account::create_booking,
     ),
     components(schemas(catalog::ProductOut, catalog::PriceOut, seller::ProductIn, seller::PriceIn, seller::AssetIn, seller::AssetOut, seller::OfferIn,
         account::CustomerIn, account::OrderIn, account::ItemIn, account::ConfirmIn, account::BookingIn)),
@@ -65,6 +66,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/account/subscriptions/", get(account::subscriptions))
         .route("/api/account/entitlements/", get(account::entitlements))
         .route("/api/account/downloads/", get(account::downloads))
+        .route(
+            "/api/account/downloads/{token}/access/",
+            post(downloads::access),
+        )
+        .route("/api/downloads/file/", get(downloads::file))
         .route(
             "/api/account/bookings/",
             get(account::list_bookings).post(account::create_booking),

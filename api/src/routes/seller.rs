@@ -7,6 +7,7 @@ use axum::{
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
+use granary_jobs::{fulfillment::FinalizeAsset, queue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -578,6 +579,8 @@ pub async fn create_asset(
 ) -> ApiResult<(StatusCode, Json<AssetOut>)> {
     let product_id = owned_product(&state, &user, product_id).await?;
     check_asset(&b, true)?;
+    state.storage()?;
+    let mut tx = state.pool.begin().await?;
     let id = sqlx::query_scalar!(
         "INSERT INTO digital_assets (product_id, title, file_path, is_active) VALUES ($1, $2, $3, coalesce($4, true)) RETURNING id",
         product_id,
@@ -585,8 +588,18 @@ pub async fn create_asset(
         b.file_path,
         b.is_active
     )
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await?;
+    let file_path = b.file_path.clone().unwrap_or_default();
+    queue::enqueue(
+        &mut tx,
+        &FinalizeAsset {
+            asset_id: id,
+            file_path,
+        },
+    )
+    .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(asset_out(&state, id).await?)))
 }
 
@@ -611,18 +624,44 @@ pub async fn update_asset(
 ) -> ApiResult<Json<AssetOut>> {
     let id = owned_asset(&state, &user, id).await?;
     check_asset(&b, false)?;
+    if b.file_path.is_some() {
+        state.storage()?;
+    }
+    let mut tx = state.pool.begin().await?;
+    let replaced = sqlx::query_scalar!(
+        r#"SELECT file_path <> $2 AS "r!" FROM digital_assets WHERE id = $1"#,
+        id,
+        b.file_path.as_deref().unwrap_or_default()
+    )
+    .fetch_one(&mut *tx)
+    .await?
+        && b.file_path.is_some();
     sqlx::query!(
         r#"UPDATE digital_assets SET title = coalesce($2, title), is_active = coalesce($4, is_active),
                file_path = coalesce($3, file_path),
-               status = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN 'pending' ELSE status END
+               status = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN 'pending' ELSE status END,
+               storage_key = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE storage_key END,
+               sha256 = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE sha256 END,
+               size_bytes = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE size_bytes END
            WHERE id = $1"#,
         id,
         b.title.as_deref().map(str::trim),
         b.file_path,
         b.is_active
     )
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
+    if let (true, Some(file_path)) = (replaced, b.file_path.clone()) {
+        queue::enqueue(
+            &mut tx,
+            &FinalizeAsset {
+                asset_id: id,
+                file_path,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(Json(asset_out(&state, id).await?))
 }
 

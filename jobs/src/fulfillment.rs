@@ -1,0 +1,354 @@
+//! What happens between "paid" and "the customer has what they bought": entitlements, download
+//! grants, booking requests and the receipt (`fulfill_order`); uploaded files moved to permanent
+//! storage (`finalize_asset`); grants for orders paid before their asset was ready
+//! (`issue_grants`). Every step is idempotent by a unique key, so running any job twice changes
+//! nothing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    Config,
+    emails::{self, Draft},
+    orders::FulfillOrder,
+    queue::{self, Job, JobContext, JobError, JobRefs, ops::Actor},
+    storage::Storage,
+};
+
+/// `finalize_asset`: copy an uploaded object to its permanent key and mark the asset ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalizeAsset {
+    /// `digital_assets.id`.
+    pub asset_id: Uuid,
+    /// The staging key this job finalizes (a later replacement has its own job).
+    pub file_path: String,
+}
+
+impl Job for FinalizeAsset {
+    const QUEUE: &'static str = "finalize_asset";
+
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("{}:{}", self.asset_id, self.file_path))
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs {
+            asset_id: Some(self.asset_id),
+            ..Default::default()
+        }
+    }
+}
+
+/// `issue_grants`: grants of a newly ready asset for paid orders that lack one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueGrants {
+    /// `digital_assets.id`.
+    pub asset_id: Uuid,
+}
+
+impl Job for IssueGrants {
+    const QUEUE: &'static str = "issue_grants";
+
+    fn dedupe_key(&self) -> Option<String> {
+        Some(self.asset_id.to_string())
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs {
+            asset_id: Some(self.asset_id),
+            ..Default::default()
+        }
+    }
+}
+
+/// Inserts the missing download grants of `order_id` (optionally only for one asset): one per
+/// order item and ready, active asset of its product. Tokens are 160 bits from PostgreSQL's
+/// CSPRNG (`gen_random_bytes`). Returns how many were created.
+async fn insert_grants(
+    conn: &mut PgConnection,
+    config: &Config,
+    order_id: Uuid,
+    only_asset: Option<Uuid>,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        r#"
+        INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, expires_at, max_downloads)
+        SELECT encode(gen_random_bytes(20), 'hex'), o.customer_profile_id, oi.id, a.id,
+               CASE WHEN coalesce(p.download_expiry_days, $3) IS NULL THEN NULL
+                    ELSE now() + make_interval(days => coalesce(p.download_expiry_days, $3)) END,
+               coalesce(p.download_max, $4)
+        FROM orders o
+        JOIN order_items oi ON oi.order_id = o.id
+        JOIN products p ON p.id = oi.product_id
+        JOIN digital_assets a ON a.product_id = p.id
+        WHERE o.id = $1 AND o.status IN ('paid', 'fulfilled')
+          AND a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
+          AND ($2::uuid IS NULL OR a.id = $2)
+        ON CONFLICT (order_item_id, asset_id) DO NOTHING
+        "#,
+        order_id,
+        only_asset,
+        config.download_default_expiry_days,
+        config.download_default_max,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+fn money(cents: i64, currency: &str) -> String {
+    format!("{}.{:02} {currency}", cents / 100, cents % 100)
+}
+
+/// Runs `fulfill_order`. Only a paid (or already fulfilled) order is fulfilled: one refunded or
+/// disputed before this job ran gets nothing.
+pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let Some(order) = sqlx::query!(
+        "SELECT id, public_id, status, customer_profile_id, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE",
+        job.order_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(JobError::permanent(anyhow::anyhow!("order {} does not exist", job.order_id)));
+    };
+    if !matches!(order.status.as_str(), "paid" | "fulfilled") {
+        tracing::warn!(order_id = %order.id, status = %order.status, "not fulfilling an order that is not paid");
+        return Ok(());
+    }
+    // Entitlements: the product's features, sourced from each order item.
+    let entitlements = sqlx::query!(
+        r#"
+        INSERT INTO entitlements (profile_id, feature_key, source_type, source_id)
+        SELECT $2, f.feature, 'order_item', oi.id::text
+        FROM order_items oi JOIN products p ON p.id = oi.product_id
+        CROSS JOIN LATERAL unnest(p.feature_keys) AS f(feature)
+        WHERE oi.order_id = $1
+        ON CONFLICT (source_type, source_id, feature_key) DO NOTHING
+        "#,
+        order.id,
+        order.customer_profile_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let grants = insert_grants(&mut tx, &ctx.config, order.id, None).await?;
+    // Services: one booking request per paid service item.
+    let bookings = sqlx::query!(
+        r#"
+        INSERT INTO bookings (profile_id, service_offer_id, order_item_id, status)
+        SELECT $2, s.id, oi.id, 'requested'
+        FROM order_items oi JOIN service_offers s ON s.product_id = oi.product_id
+        WHERE oi.order_id = $1
+        ON CONFLICT (order_item_id) WHERE order_item_id IS NOT NULL DO NOTHING
+        "#,
+        order.id,
+        order.customer_profile_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+
+    let items: Vec<String> = sqlx::query_scalar!(
+        "SELECT product_name || ' × ' || quantity FROM order_items WHERE order_id = $1 ORDER BY created_at, id",
+        order.id
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    let downloads = format!(
+        "{}/account/downloads",
+        ctx.config.frontend_app_url.as_str().trim_end_matches('/')
+    );
+    let has_downloads = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1) AS "e!""#,
+        order.id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut lines = vec![format!("Thank you for your order {}.", order.public_id)];
+    lines.extend(items.iter().cloned());
+    lines.push(format!(
+        "Total paid: {}",
+        money(order.total_cents, &order.currency)
+    ));
+    if has_downloads {
+        lines.push("Your downloads are ready in your account (sign in to download).".into());
+    }
+    let link = has_downloads.then_some(("Your downloads", downloads.as_str()));
+    let subject = format!("Your receipt for order {}", order.public_id);
+    emails::queue_email(
+        &mut tx,
+        &Draft {
+            dedupe_key: format!("receipt:{}", order.id),
+            kind: "receipt",
+            html: emails::html(&subject, &lines, link),
+            text: emails::text(&subject, &lines, link),
+            subject,
+            order_id: Some(order.id),
+            profile_id: order.customer_profile_id,
+        },
+    )
+    .await?;
+    if bookings > 0 {
+        let subject = format!("We received your booking request ({})", order.public_id);
+        let lines = vec!["Thank you! We will confirm a time with you shortly.".to_string()];
+        emails::queue_email(
+            &mut tx,
+            &Draft {
+                dedupe_key: format!("booking_request:{}", order.id),
+                kind: "booking_request",
+                html: emails::html(&subject, &lines, None),
+                text: emails::text(&subject, &lines, None),
+                subject,
+                order_id: Some(order.id),
+                profile_id: order.customer_profile_id,
+            },
+        )
+        .await?;
+    }
+    sqlx::query!("UPDATE orders SET status = 'fulfilled', fulfilled_at = coalesce(fulfilled_at, now()) WHERE id = $1 AND status = 'paid'", order.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(order_id = %order.id, entitlements, grants, bookings, "order fulfilled");
+    Ok(())
+}
+
+/// Runs `finalize_asset`.
+pub async fn finalize_asset(ctx: JobContext, job: FinalizeAsset) -> Result<(), JobError> {
+    let Some(asset) = sqlx::query!("SELECT file_path, status, storage_key FROM digital_assets WHERE id = $1 AND deleted_at IS NULL", job.asset_id)
+        .fetch_optional(&ctx.pool)
+        .await?
+    else {
+        return Ok(()); // deleted meanwhile
+    };
+    if asset.file_path != job.file_path {
+        return Ok(()); // replaced meanwhile; the replacement has its own job
+    }
+    if asset.status == "ready" && asset.storage_key.is_some() {
+        return Ok(()); // done before; the staging object may be gone, which is fine
+    }
+    let storage =
+        Storage::from_config(&ctx.config).map_err(|e| JobError::Retry(anyhow::anyhow!(e)))?;
+    let finalized = storage.finalize(&job.file_path).await.map_err(|e| {
+        JobError::Retry(anyhow::anyhow!(e).context(format!(
+            "reading {} from {} storage",
+            job.file_path, storage.backend
+        )))
+    })?;
+    let Some(f) = finalized else {
+        let why = format!(
+            "no object at `{}` in {} storage: upload it there, then the next retry (or a requeue) finalizes it",
+            job.file_path, storage.backend
+        );
+        sqlx::query!(
+            "UPDATE digital_assets SET last_error = $2 WHERE id = $1",
+            job.asset_id,
+            why
+        )
+        .execute(&ctx.pool)
+        .await?;
+        return Err(JobError::Retry(anyhow::anyhow!(why)));
+    };
+    let mut tx = ctx.pool.begin().await?;
+    let updated = sqlx::query!(
+        r#"UPDATE digital_assets SET status = 'ready', storage_key = $3, sha256 = $4, size_bytes = $5, content_type = $6,
+               last_error = NULL, finalized_at = now()
+           WHERE id = $1 AND file_path = $2"#,
+        job.asset_id,
+        job.file_path,
+        f.storage_key,
+        f.sha256,
+        f.size,
+        f.content_type
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        queue::enqueue(
+            &mut tx,
+            &IssueGrants {
+                asset_id: job.asset_id,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(asset_id = %job.asset_id, key = %f.storage_key, size = f.size, "asset finalized");
+    Ok(())
+}
+
+/// Runs `issue_grants`: every paid order of the asset's product that lacks a grant for it gets
+/// one, and its buyer an email.
+pub async fn issue_grants(ctx: JobContext, job: IssueGrants) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let orders = sqlx::query!(
+        r#"SELECT DISTINCT o.id, o.public_id, o.customer_profile_id FROM orders o
+           JOIN order_items oi ON oi.order_id = o.id JOIN digital_assets a ON a.product_id = oi.product_id
+           WHERE a.id = $1 AND o.status IN ('paid', 'fulfilled')"#,
+        job.asset_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let downloads = format!(
+        "{}/account/downloads",
+        ctx.config.frontend_app_url.as_str().trim_end_matches('/')
+    );
+    for o in orders {
+        if insert_grants(&mut tx, &ctx.config, o.id, Some(job.asset_id)).await? > 0 {
+            let subject = format!("A download for order {} is ready", o.public_id);
+            let lines =
+                vec!["A file you bought is now ready to download from your account.".to_string()];
+            let link = Some(("Your downloads", downloads.as_str()));
+            emails::queue_email(
+                &mut tx,
+                &Draft {
+                    dedupe_key: format!("grant_issued:{}:{}", o.id, job.asset_id),
+                    kind: "grant_issued",
+                    html: emails::html(&subject, &lines, link),
+                    text: emails::text(&subject, &lines, link),
+                    subject,
+                    order_id: Some(o.id),
+                    profile_id: o.customer_profile_id,
+                },
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Revokes one grant by hand (operator), audited.
+pub async fn revoke_grant(pool: &PgPool, grant_id: Uuid, actor: &Actor) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query!(
+        "UPDATE download_grants SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+        grant_id,
+        format!("revoked by {}", actor.name)
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if done {
+        sqlx::query!(
+            "INSERT INTO operator_actions (actor, action, target_type, target_id, reason, details) VALUES ($1, 'grant.revoke', 'download_grant', $2, $3, $4)",
+            actor.name,
+            grant_id.to_string(),
+            actor.reason,
+            json!({})
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}

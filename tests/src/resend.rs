@@ -1,0 +1,139 @@
+//! A Resend stand-in speaking Resend's `POST /emails` (JSON in, `{"id"}` out, error bodies
+//! `{"statusCode", "name", "message"}`), reached by the real resend-rs client through its base
+//! URL. It records every request with its Idempotency-Key, treats a repeated key as Resend does
+//! (same id, no second delivery), and answers 500, 429 or 422 on demand.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::{Value, json};
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// 200 with an id.
+    Ok,
+    /// 500 application_error.
+    ServerError,
+    /// 429 with `retry-after` / `ratelimit-reset` in seconds.
+    RateLimited(u64),
+    /// 422 validation_error with this message.
+    Invalid(String),
+}
+
+/// One request received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The Idempotency-Key header.
+    pub idempotency_key: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+    /// The status answered.
+    pub status: u16,
+    /// Whether it delivered a new email (not an idempotent replay).
+    pub delivered: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Answer>,
+    received: Vec<Received>,
+    ids: HashMap<String, String>,
+}
+
+/// A running stand-in.
+#[derive(Clone)]
+pub struct ResendStandIn {
+    /// Its base URL.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+async fn emails(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut g = inner.lock().expect("lock");
+    let answer = g.script.pop_front().unwrap_or(Answer::Ok);
+    let (status, response, delivered) = match answer {
+        Answer::Ok => {
+            let (id, fresh) = match key.as_ref().and_then(|k| g.ids.get(k)) {
+                Some(id) => (id.clone(), false),
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    if let Some(k) = &key {
+                        g.ids.insert(k.clone(), id.clone());
+                    }
+                    (id, true)
+                }
+            };
+            (200, Json(json!({ "id": id })).into_response(), fresh)
+        }
+        Answer::ServerError => (500, (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"statusCode": 500, "name": "application_error", "message": "An unexpected error occurred."}))).into_response(), false),
+        Answer::RateLimited(secs) => {
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"statusCode": 429, "name": "rate_limit_exceeded", "message": "Too many requests."}))).into_response();
+            r.headers_mut().insert("retry-after", secs.into());
+            r.headers_mut().insert("ratelimit-reset", secs.into());
+            (429, r, false)
+        }
+        Answer::Invalid(msg) => (422, (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"statusCode": 422, "name": "validation_error", "message": msg}))).into_response(), false),
+    };
+    g.received.push(Received {
+        idempotency_key: key,
+        body,
+        status,
+        delivered,
+    });
+    response
+}
+
+impl ResendStandIn {
+    /// Starts it on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/emails", post(emails))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url: format!("http://{addr}"),
+            inner,
+        }
+    }
+
+    /// Queues answers for the next requests (then 200s).
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.inner.lock().expect("lock").script.extend(answers);
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().expect("lock").received.clone()
+    }
+
+    /// Emails actually delivered (idempotent replays excluded).
+    pub fn delivered(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.delivered)
+            .collect()
+    }
+}
