@@ -2,8 +2,10 @@
 //! depends on neither.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod db;
+pub mod doctor;
 pub mod emails;
 pub mod fulfillment;
 pub mod handlers;

@@ -78,8 +78,12 @@ impl TestAppBuilder {
         self
     }
 
-    /// Starts the app.
+    /// Starts the app. `GRANARY_TEST_LOG=1` prints the app's logs (filtered by `RUST_LOG`).
     pub async fn spawn(self) -> TestApp {
+        if std::env::var_os("GRANARY_TEST_LOG").is_some() {
+            // Logs filtered by RUST_LOG, as in the binaries.
+            granary_jobs::telemetry::init(false);
+        }
         let db = TestDb::new().await;
         let url = self.database_url.clone().unwrap_or_else(|| db.url.clone());
         let mut env = base_env(&url);

@@ -31,6 +31,12 @@ impl Enqueued {
 /// violation and never aborts the caller's transaction (apalis's own `idempotency_key` is unique
 /// in every state and would). A job that is already running does not count: it may have read
 /// the state before the change that asks for it to run again.
+///
+/// The waiting job found is locked (`FOR UPDATE`) until the caller commits: without that, a
+/// worker could claim and run it before the caller's changes are visible, and the change would
+/// never be acted on (found by the out-of-order subscription test: entitlements of a canceled
+/// item survived). A claim already in flight makes this wait, and the job, then no longer
+/// waiting, does not count.
 pub async fn enqueue<J: Job>(conn: &mut PgConnection, job: &J) -> sqlx::Result<Enqueued> {
     enqueue_at(conn, job, None).await
 }
@@ -58,6 +64,7 @@ pub async fn enqueue_at<J: Job>(
             WHERE r.queue = $1 AND r.dedupe_key = $2
               AND (j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))
             LIMIT 1
+            FOR UPDATE OF j
             "#,
             J::QUEUE,
             key

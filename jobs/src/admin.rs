@@ -1,0 +1,329 @@
+//! The operator's reads: jobs, webhook events, the order timeline. The CLI (`granary-worker`)
+//! and the admin HTTP routes call these same functions, so both show the same results.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    queue::ops::Actor,
+    webhooks::ingest::{self, ReplayError},
+};
+
+/// Headers whose values never leave the server whole.
+const REDACTED_HEADERS: [&str; 6] = [
+    "svix-signature",
+    "webhook-signature",
+    "stripe-signature",
+    "authorization",
+    "cookie",
+    "x-api-key",
+];
+
+/// Redacts secrets and signatures from stored headers.
+pub fn redact_headers(headers: &Value) -> Value {
+    let mut out = Map::new();
+    for (k, v) in headers.as_object().into_iter().flatten() {
+        let value = if REDACTED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+            let s = v.as_str().unwrap_or_default();
+            json!(format!("[redacted, {} chars]", s.len()))
+        } else {
+            v.clone()
+        };
+        out.insert(k.clone(), value);
+    }
+    Value::Object(out)
+}
+
+/// Job listing filters.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobFilter {
+    /// pending, running, retrying, failed, cancelled, completed.
+    pub state: Option<String>,
+    /// Queue (job kind).
+    pub kind: Option<String>,
+    /// Order public id.
+    pub order: Option<String>,
+    /// Only jobs due or created since.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size (max 500).
+    pub limit: Option<i64>,
+    /// Offset.
+    pub offset: Option<i64>,
+}
+
+/// Jobs matching `f`, newest first, with counts per state and queue.
+pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
+    let limit = f.limit.unwrap_or(50).clamp(1, 500);
+    let offset = f.offset.unwrap_or(0).max(0);
+    let rows = sqlx::query!(
+        r#"
+        SELECT * FROM (
+            SELECT j.id, j.job_type, j.attempts, j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
+                   o.public_id AS "order_public_id?", r.created_at AS "created_at?",
+                   CASE WHEN j.status = 'Failed' AND j.attempts >= j.max_attempts THEN 'failed'
+                        WHEN j.status = 'Failed' THEN 'retrying' WHEN j.status = 'Killed' THEN 'cancelled'
+                        WHEN j.status IN ('Queued', 'Running') THEN 'running' WHEN j.status = 'Done' THEN 'completed'
+                        ELSE 'pending' END AS "state!"
+            FROM apalis.jobs j
+            LEFT JOIN job_refs r ON r.job_id = j.id
+            LEFT JOIN orders o ON o.id = r.order_id
+        ) t
+        WHERE ($1::text IS NULL OR t."state!" = $1) AND ($2::text IS NULL OR t.job_type = $2)
+          AND ($3::text IS NULL OR t."order_public_id?" = $3)
+          AND ($4::timestamptz IS NULL OR coalesce(t."created_at?", t.run_at) >= $4)
+        ORDER BY coalesce(t."created_at?", t.run_at) DESC, t.id DESC
+        LIMIT $5 OFFSET $6
+        "#,
+        f.state,
+        f.kind,
+        f.order,
+        f.since,
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await?;
+    let counts = sqlx::query!(
+        r#"
+        SELECT job_type AS "queue!",
+               CASE WHEN status = 'Failed' AND attempts >= max_attempts THEN 'failed'
+                    WHEN status = 'Failed' THEN 'retrying' WHEN status = 'Killed' THEN 'cancelled'
+                    WHEN status IN ('Queued', 'Running') THEN 'running' WHEN status = 'Done' THEN 'completed'
+                    ELSE 'pending' END AS "state!",
+               count(*) AS "n!"
+        FROM apalis.jobs GROUP BY 1, 2 ORDER BY 1, 2
+        "#
+    )
+    .fetch_all(pool)
+    .await?;
+    let last_errors =
+        last_errors(pool, &rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>()).await?;
+    Ok(json!({
+        "jobs": rows.iter().map(|r| json!({
+            "id": r.id, "kind": r.job_type, "state": r.state, "attempts": r.attempts, "max_attempts": r.max_attempts,
+            "run_at": r.run_at, "done_at": r.done_at, "worker": r.lock_by, "order": r.order_public_id,
+            "last_error": last_errors.get(&r.id).cloned().flatten(),
+        })).collect::<Vec<_>>(),
+        "counts": counts.iter().map(|c| json!({"queue": c.queue, "state": c.state, "count": c.n})).collect::<Vec<_>>(),
+        "limit": limit, "offset": offset,
+    }))
+}
+
+async fn last_errors(
+    pool: &PgPool,
+    ids: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, Option<String>>> {
+    Ok(sqlx::query!(
+        r#"SELECT DISTINCT ON (job_id) job_id, error FROM job_attempts WHERE job_id = ANY($1) AND error IS NOT NULL ORDER BY job_id, attempt DESC"#,
+        ids
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.job_id, r.error))
+    .collect())
+}
+
+/// One job with its payload, state, next run time and every attempt.
+pub async fn show_job(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
+    let Some(j) = sqlx::query!(
+        r#"SELECT j.id, j.job_type, j.job, j.status, j.attempts, j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
+                  o.public_id AS "order_public_id?", r.webhook_event_id AS "webhook_event_id?", r.asset_id AS "asset_id?", r.email_id AS "email_id?",
+                  r.dedupe_key AS "dedupe_key?"
+           FROM apalis.jobs j LEFT JOIN job_refs r ON r.job_id = j.id LEFT JOIN orders o ON o.id = r.order_id
+           WHERE j.id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let attempts = sqlx::query!(
+        "SELECT attempt, worker_id, started_at, finished_at, outcome, error, retry_at FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+        id
+    )
+    .fetch_all(pool)
+    .await?;
+    let state = match j.status.as_str() {
+        "Failed" if j.attempts >= j.max_attempts => "failed",
+        "Failed" => "retrying",
+        "Killed" => "cancelled",
+        "Queued" | "Running" => "running",
+        "Done" => "completed",
+        _ => "pending",
+    };
+    let payload: Value = serde_json::from_slice(&j.job).unwrap_or(Value::Null);
+    let next_run = matches!(state, "pending" | "retrying").then_some(j.run_at);
+    Ok(Some(json!({
+        "id": j.id, "kind": j.job_type, "state": state, "payload": payload, "attempts": j.attempts, "max_attempts": j.max_attempts,
+        "next_run_at": next_run, "done_at": j.done_at, "worker": j.lock_by, "last_result": j.last_result,
+        "order": j.order_public_id, "webhook_event_id": j.webhook_event_id, "asset_id": j.asset_id, "email_id": j.email_id, "dedupe_key": j.dedupe_key,
+        "attempt_history": attempts.iter().map(|a| json!({
+            "attempt": a.attempt, "worker": a.worker_id, "started_at": a.started_at, "finished_at": a.finished_at,
+            "outcome": a.outcome, "error": a.error, "retry_at": a.retry_at,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// Webhook listing filters.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WebhookFilter {
+    /// clerk or stripe.
+    pub provider: Option<String>,
+    /// received, processed, ignored, failed, rejected.
+    pub status: Option<String>,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// Received since.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size (max 500).
+    pub limit: Option<i64>,
+    /// Offset.
+    pub offset: Option<i64>,
+}
+
+/// Stored deliveries matching `f`, newest first.
+pub async fn list_webhooks(pool: &PgPool, f: &WebhookFilter) -> sqlx::Result<Value> {
+    let limit = f.limit.unwrap_or(50).clamp(1, 500);
+    let offset = f.offset.unwrap_or(0).max(0);
+    let rows = sqlx::query!(
+        r#"SELECT id, provider, event_id, event_type, status, rejection_reason, last_error, received_at, processed_at, process_attempts
+           FROM webhook_events
+           WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR event_type = $3) AND ($4::timestamptz IS NULL OR received_at >= $4)
+           ORDER BY received_at DESC, id LIMIT $5 OFFSET $6"#,
+        f.provider,
+        f.status,
+        f.event_type,
+        f.since,
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(json!({
+        "webhooks": rows.iter().map(|r| json!({
+            "id": r.id, "provider": r.provider, "event_id": r.event_id, "type": r.event_type, "status": r.status,
+            "rejection_reason": r.rejection_reason, "error": r.last_error, "received_at": r.received_at,
+            "processed_at": r.processed_at, "process_attempts": r.process_attempts,
+        })).collect::<Vec<_>>(),
+        "limit": limit, "offset": offset,
+    }))
+}
+
+/// One delivery with its headers (signatures redacted) and exact body.
+pub async fn show_webhook(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Value>> {
+    let Some(r) = sqlx::query!(
+        r#"SELECT id, provider, event_id, event_type, status, rejection_reason, last_error, headers, body, body_truncated,
+                  occurred_at, received_at, processed_at, process_attempts FROM webhook_events WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let effects = sqlx::query!(
+        "SELECT entity, entity_id, action FROM webhook_event_effects WHERE webhook_event_id = $1",
+        id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(json!({
+        "id": r.id, "provider": r.provider, "event_id": r.event_id, "type": r.event_type, "status": r.status,
+        "rejection_reason": r.rejection_reason, "error": r.last_error, "headers": redact_headers(&r.headers),
+        "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated, "occurred_at": r.occurred_at,
+        "received_at": r.received_at, "processed_at": r.processed_at, "process_attempts": r.process_attempts,
+        "effects": effects.iter().map(|e| json!({"entity": e.entity, "id": e.entity_id, "action": e.action})).collect::<Vec<_>>(),
+    })))
+}
+
+/// Replays every failed event received in `[since, until)`; returns their ids.
+pub async fn replay_failed(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Vec<Uuid>, ReplayError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar!(
+        "SELECT id FROM webhook_events WHERE status = 'failed' AND received_at >= $1 AND received_at < $2 ORDER BY received_at",
+        since,
+        until
+    )
+    .fetch_all(pool)
+    .await?;
+    for id in &ids {
+        ingest::replay(pool, *id, actor).await?;
+    }
+    Ok(ids)
+}
+
+/// Everything that happened to an order, in time order: the webhook events that touched it,
+/// payments, jobs and their attempts, entitlements and grants, emails, downloads, operator
+/// actions.
+pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Value>> {
+    let Some(o) = sqlx::query!(
+        "SELECT id, public_id, status, total_cents, currency, created_at, paid_at, fulfilled_at, refunded_at FROM orders WHERE public_id = $1",
+        public_id
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let rows = sqlx::query!(
+        r#"
+        SELECT at AS "at!", kind AS "kind!", detail AS "detail!" FROM (
+            SELECT o.created_at AS at, 'order.created' AS kind, jsonb_build_object('total_cents', o.total_cents, 'currency', o.currency) AS detail FROM orders o WHERE o.id = $1
+            UNION ALL SELECT o.paid_at, 'order.paid', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.paid_at IS NOT NULL
+            UNION ALL SELECT o.fulfilled_at, 'order.fulfilled', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.fulfilled_at IS NOT NULL
+            UNION ALL SELECT o.refunded_at, 'order.' || o.status, '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.refunded_at IS NOT NULL
+            UNION ALL SELECT w.received_at, 'webhook.received', jsonb_build_object('id', w.id, 'provider', w.provider, 'type', w.event_type, 'status', w.status, 'action', e.action, 'error', w.last_error)
+                FROM webhook_event_effects e JOIN webhook_events w ON w.id = e.webhook_event_id WHERE e.entity = 'order' AND e.entity_id = $1
+            UNION ALL SELECT t.created_at, 'payment.' || t.kind, jsonb_build_object('provider', t.provider, 'provider_payment_id', t.provider_payment_id, 'amount_cents', t.amount_cents, 'currency', t.currency)
+                FROM payment_transactions t WHERE t.order_id = $1
+            UNION ALL SELECT a.started_at, 'job.attempt', jsonb_build_object('job_id', a.job_id, 'kind', a.queue, 'attempt', a.attempt, 'worker', a.worker_id, 'outcome', a.outcome, 'error', a.error, 'finished_at', a.finished_at)
+                FROM job_attempts a JOIN job_refs r ON r.job_id = a.job_id WHERE r.order_id = $1
+            UNION ALL SELECT r.created_at, 'job.enqueued', jsonb_build_object('job_id', r.job_id, 'kind', r.queue)
+                FROM job_refs r WHERE r.order_id = $1
+            UNION ALL SELECT e.granted_at, 'entitlement.granted', jsonb_build_object('feature', e.feature_key)
+                FROM entitlements e JOIN order_items oi ON e.source_type = 'order_item' AND e.source_id = oi.id::text WHERE oi.order_id = $1
+            UNION ALL SELECT e.revoked_at, 'entitlement.revoked', jsonb_build_object('feature', e.feature_key, 'reason', e.revoke_reason)
+                FROM entitlements e JOIN order_items oi ON e.source_type = 'order_item' AND e.source_id = oi.id::text WHERE oi.order_id = $1 AND e.revoked_at IS NOT NULL
+            UNION ALL SELECT g.created_at, 'grant.issued', jsonb_build_object('grant_id', g.id, 'asset_id', g.asset_id, 'max_downloads', g.max_downloads, 'expires_at', g.expires_at)
+                FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1
+            UNION ALL SELECT g.revoked_at, 'grant.revoked', jsonb_build_object('grant_id', g.id, 'reason', g.revoke_reason)
+                FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1 AND g.revoked_at IS NOT NULL
+            UNION ALL SELECT d.created_at, 'download', jsonb_build_object('grant_id', d.grant_id)
+                FROM download_events d JOIN download_grants g ON g.id = d.grant_id JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1
+            UNION ALL SELECT m.created_at, 'email.queued', jsonb_build_object('email_id', m.id, 'kind', m.kind, 'status', m.status, 'to', m.to_address, 'error', m.last_error, 'skip_reason', m.skip_reason)
+                FROM emails m WHERE m.order_id = $1
+            UNION ALL SELECT m.sent_at, 'email.' || m.status, jsonb_build_object('email_id', m.id, 'kind', m.kind, 'provider_message_id', m.provider_message_id)
+                FROM emails m WHERE m.order_id = $1 AND m.sent_at IS NOT NULL
+            UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'details', x.details)
+                FROM operator_actions x WHERE x.target_type = 'order' AND x.target_id = $1::text
+        ) t
+        ORDER BY at, kind
+        "#,
+        o.id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(json!({
+        "order": {"public_id": o.public_id, "status": o.status, "total_cents": o.total_cents, "currency": o.currency,
+                  "created_at": o.created_at, "paid_at": o.paid_at, "fulfilled_at": o.fulfilled_at, "refunded_at": o.refunded_at},
+        "events": rows.iter().map(|r| json!({"at": r.at, "kind": r.kind, "detail": r.detail})).collect::<Vec<_>>(),
+    })))
+}
+
+/// An order's internal id from its public id.
+pub async fn order_id(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!("SELECT id FROM orders WHERE public_id = $1", public_id)
+        .fetch_optional(pool)
+        .await
+}

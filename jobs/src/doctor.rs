@@ -1,0 +1,513 @@
+//! `granary-worker doctor`: checks the setup and the state of the shop, and explains every
+//! problem with its fix. A failed check makes the command exit non-zero; warnings do not.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::{
+    Config,
+    config::{ConfigError, StorageConfig},
+    db,
+    storage::Storage,
+};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but worth knowing (development modes, empty optional settings).
+    Warn,
+    /// Broken: something a customer or the operator will hit.
+    Fail,
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Verdict.
+    pub level: Level,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it (empty when fine).
+    pub fix: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Every finding, in order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(
+        &mut self,
+        name: impl Into<String>,
+        level: Level,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.checks.push(Check {
+            name: name.into(),
+            level,
+            detail: detail.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// True when any check failed.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.level == Level::Fail)
+    }
+
+    /// A report of configuration problems (the configuration could not even be read).
+    pub fn from_config_error(e: &ConfigError) -> Self {
+        let mut r = Self::default();
+        for p in &e.0 {
+            r.push(
+                format!("config {}", p.variable),
+                Level::Fail,
+                p.problem.clone(),
+                p.fix.clone(),
+            );
+        }
+        r
+    }
+}
+
+/// What a rejection reason means, for the operator.
+pub fn explain_rejection(provider: &str, reason: &str) -> (&'static str, String) {
+    let secret = if provider == "stripe" {
+        "STRIPE_WEBHOOK_SECRET"
+    } else {
+        "CLERK_WEBHOOK_SIGNING_SECRET"
+    };
+    match reason {
+        "signature_mismatch" => ("signature mismatch", format!("the secret in {secret} does not match the one that signed: copy it again from the provider's dashboard (or the body was altered by a proxy)")),
+        "stale_timestamp" | "future_timestamp" => ("timestamp outside 5 minutes", "check this server's clock (NTP), or someone is replaying old deliveries".into()),
+        "missing_signature_headers" | "invalid_signature_header" => ("no usable signature headers", "the endpoint URL is hit by something that is not the provider, or a proxy strips headers".into()),
+        "webhook_secret_not_configured" => ("no secret configured", format!("set {secret}")),
+        "invalid_json" | "invalid_event" | "invalid_payload" => ("malformed body", "the sender is not the provider, or a proxy rewrites bodies".into()),
+        _ => ("other", "see the stored deliveries: granary-worker webhooks list --status rejected".into()),
+    }
+}
+
+/// Runs every check. `live` also calls Resend to validate the API key.
+pub async fn run(
+    config: &Config,
+    pool: &PgPool,
+    live: bool,
+    unfulfilled_after: Duration,
+) -> Report {
+    let mut r = Report::default();
+    r.push(
+        "config",
+        Level::Ok,
+        format!(
+            "valid ({} environment)",
+            if config.is_development() {
+                "development"
+            } else {
+                "production"
+            }
+        ),
+        "",
+    );
+    for w in &config.warnings {
+        r.push("config warning", Level::Warn, w.clone(), "");
+    }
+
+    // Database and migrations.
+    let db_ok = match tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            r.push("database", Level::Ok, "reachable", "");
+            true
+        }
+        Ok(Err(e)) => {
+            r.push(
+                "database",
+                Level::Fail,
+                format!("unreachable: {e}"),
+                "check DATABASE_URL and that PostgreSQL is running",
+            );
+            false
+        }
+        Err(_) => {
+            r.push(
+                "database",
+                Level::Fail,
+                "no answer within 5 s",
+                "check DATABASE_URL, the network and PostgreSQL's load",
+            );
+            false
+        }
+    };
+    if db_ok {
+        match db::pending_migrations(pool).await {
+            Ok(p) if p.is_empty() => r.push("migrations", Level::Ok, "current", ""),
+            Ok(p) => r.push(
+                "migrations",
+                Level::Fail,
+                format!("{} pending: {}", p.len(), p.join(", ")),
+                "run: granary-worker migrate",
+            ),
+            Err(e) => r.push(
+                "migrations",
+                Level::Fail,
+                format!("cannot read: {e}"),
+                "run: granary-worker migrate",
+            ),
+        }
+    }
+
+    storage_check(config, &mut r).await;
+
+    // Email.
+    match &config.resend.api_key {
+        None => r.push(
+            "email",
+            Level::Warn,
+            "RESEND_API_KEY unset: emails are kept in the outbox (emails table), not sent",
+            "set RESEND_API_KEY and RESEND_FROM_EMAIL to send",
+        ),
+        Some(key) if live => {
+            let mut b = resend_rs::ConfigBuilder::new(secrecy::ExposeSecret::expose_secret(key));
+            if let Some(u) = &config.resend.base_url {
+                b = b.base_url(u.clone());
+            }
+            match resend_rs::Resend::with_config(b.build())
+                .domains
+                .list(resend_rs::list_opts::ListOptions::default())
+                .await
+            {
+                Ok(_) => r.push("email", Level::Ok, "Resend accepted the API key", ""),
+                Err(e) => r.push(
+                    "email",
+                    Level::Fail,
+                    format!("Resend refused the API key: {e}"),
+                    "create a new key in the Resend dashboard and set RESEND_API_KEY",
+                ),
+            }
+        }
+        Some(_) => r.push(
+            "email",
+            Level::Ok,
+            format!(
+                "Resend configured, sending as {} (use --live to check the key)",
+                config.resend.from
+            ),
+            "",
+        ),
+    }
+
+    // Clerk.
+    match &config.clerk.jwks_url {
+        None if config.dev_auth => r.push(
+            "clerk jwks",
+            Level::Warn,
+            "no Clerk JWKS configured; only development tokens are trusted",
+            "set CLERK_DOMAIN for real sign-ins",
+        ),
+        None => r.push(
+            "clerk jwks",
+            Level::Warn,
+            "no Clerk JWKS configured: signed-in routes answer 401",
+            "set CLERK_DOMAIN (or CLERK_JWKS_URL)",
+        ),
+        Some(url) => {
+            let fetched = async {
+                let res = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?
+                    .get(url.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                res.json::<serde_json::Value>().await
+            }
+            .await;
+            match fetched {
+                Ok(v) if v["keys"].as_array().is_some_and(|k| !k.is_empty()) => r.push(
+                    "clerk jwks",
+                    Level::Ok,
+                    format!(
+                        "{} key(s) at {url}",
+                        v["keys"].as_array().map_or(0, Vec::len)
+                    ),
+                    "",
+                ),
+                Ok(_) => r.push(
+                    "clerk jwks",
+                    Level::Fail,
+                    format!("{url} holds no keys"),
+                    "check CLERK_DOMAIN / CLERK_JWKS_URL",
+                ),
+                Err(e) => r.push(
+                    "clerk jwks",
+                    Level::Fail,
+                    format!("{url} unreachable or not JSON: {e}"),
+                    "check CLERK_DOMAIN / CLERK_JWKS_URL and outbound network",
+                ),
+            }
+        }
+    }
+    for (name, set) in [
+        (
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+            config.clerk.webhook_secret.is_some(),
+        ),
+        (
+            "STRIPE_WEBHOOK_SECRET",
+            config.stripe_webhook_secret.is_some(),
+        ),
+    ] {
+        if set {
+            r.push(
+                format!("webhook secret {name}"),
+                Level::Ok,
+                "well-formed",
+                "",
+            );
+        } else {
+            r.push(
+                format!("webhook secret {name}"),
+                Level::Warn,
+                "not set: these deliveries are recorded and rejected",
+                format!("set {name} if you use this provider"),
+            );
+        }
+    }
+
+    if db_ok {
+        if let Err(e) = shop_checks(config, pool, unfulfilled_after, &mut r).await {
+            r.push(
+                "shop state",
+                Level::Fail,
+                format!("could not read: {e}"),
+                "run: granary-worker migrate",
+            );
+        }
+    }
+    r
+}
+
+async fn storage_check(config: &Config, r: &mut Report) {
+    let storage = match Storage::from_config(config) {
+        Ok(s) => s,
+        Err(e) => {
+            let fix = match &config.storage {
+                StorageConfig::Unavailable { backend, .. } if backend == "s3" => {
+                    "set ASSET_STORAGE_BUCKET, ASSET_STORAGE_S3_ACCESS_KEY_ID, ASSET_STORAGE_S3_SECRET_ACCESS_KEY (and ASSET_STORAGE_S3_ENDPOINT_URL for non-AWS)"
+                }
+                StorageConfig::Unavailable { backend, .. } if backend == "supabase" => {
+                    "set SUPABASE_URL, ASSET_STORAGE_BUCKET and the S3 access keys from Supabase Dashboard → Storage → S3"
+                }
+                _ => "check ASSET_STORAGE_BACKEND and its settings",
+            };
+            r.push(
+                "storage",
+                Level::Fail,
+                format!("{e}; downloads and asset uploads answer 503 storage_unavailable"),
+                fix,
+            );
+            return;
+        }
+    };
+    let key = format!("granary-doctor/probe-{}.txt", uuid::Uuid::new_v4().simple());
+    let op = storage.operator();
+    let result = async {
+        op.write(&key, "granary doctor probe").await?;
+        let back = op.read(&key).await?.to_vec();
+        if back != b"granary doctor probe" {
+            return Err(opendal::Error::new(
+                opendal::ErrorKind::Unexpected,
+                "read back different bytes",
+            ));
+        }
+        storage
+            .signed_url(
+                &key,
+                "probe.txt",
+                Duration::from_secs(60),
+                "http://localhost",
+            )
+            .await?;
+        op.delete(&key).await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => r.push(
+            "storage",
+            Level::Ok,
+            format!(
+                "{}: write, read, sign and delete of a probe object work",
+                storage.backend
+            ),
+            "",
+        ),
+        Err(e) => r.push(
+            "storage",
+            Level::Fail,
+            format!("{}: the probe object failed: {e}", storage.backend),
+            "check the bucket, credentials and endpoint (or the fs root's permissions)",
+        ),
+    }
+}
+
+async fn shop_checks(
+    config: &Config,
+    pool: &PgPool,
+    unfulfilled_after: Duration,
+    r: &mut Report,
+) -> sqlx::Result<()> {
+    let invisible = sqlx::query!(
+        r#"SELECT p.slug, p.visibility,
+                  EXISTS (SELECT 1 FROM prices pr WHERE pr.product_id = p.id AND pr.is_active AND pr.deleted_at IS NULL) AS "has_price!"
+           FROM products p WHERE p.deleted_at IS NULL AND p.visibility <> 'archived'
+             AND (p.visibility <> 'published' OR NOT EXISTS (SELECT 1 FROM prices pr WHERE pr.product_id = p.id AND pr.is_active AND pr.deleted_at IS NULL))
+           ORDER BY p.slug"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for p in &invisible {
+        let mut why = Vec::new();
+        if p.visibility != "published" {
+            why.push(format!("not published (visibility {})", p.visibility));
+        }
+        if !p.has_price {
+            why.push("no active price".to_string());
+        }
+        r.push(
+            format!("product {}", p.slug),
+            Level::Warn,
+            format!("invisible in the catalog: {}", why.join(", ")),
+            "set visibility to published and make sure an active price exists",
+        );
+    }
+    if invisible.is_empty() {
+        r.push("catalog", Level::Ok, "every product is visible", "");
+    }
+
+    let failed = sqlx::query!(r#"SELECT job_type, count(*) AS "n!" FROM apalis.jobs WHERE (status = 'Failed' AND attempts >= max_attempts) GROUP BY 1 ORDER BY 1"#).fetch_all(pool).await?;
+    if failed.is_empty() {
+        r.push("failed jobs", Level::Ok, "none", "");
+    }
+    for f in failed {
+        r.push(
+            format!("failed jobs: {}", f.job_type),
+            Level::Fail,
+            format!("{} job(s) out of attempts", f.n),
+            format!(
+                "inspect: granary-worker jobs list --state failed --kind {}; then requeue",
+                f.job_type
+            ),
+        );
+    }
+
+    let bound = config.worker.rescue_bound();
+    let stuck: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM apalis.jobs j LEFT JOIN apalis.workers w ON w.id = j.lock_by
+           WHERE j.status IN ('Queued', 'Running') AND (w.last_seen IS NULL OR w.last_seen < now() - make_interval(secs => $1))"#,
+        bound.as_secs_f64() * 2.0
+    )
+    .fetch_one(pool)
+    .await?;
+    if stuck > 0 {
+        r.push(
+            "stuck jobs",
+            Level::Fail,
+            format!(
+                "{stuck} job(s) claimed by workers silent for over twice the rescue bound ({} s)",
+                bound.as_secs() * 2
+            ),
+            "start a worker (granary-worker run): it rescues them",
+        );
+    } else {
+        r.push("stuck jobs", Level::Ok, "none", "");
+    }
+    let workers: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM apalis.workers WHERE last_seen > now() - make_interval(secs => $1)"#, bound.as_secs_f64()).fetch_one(pool).await?;
+    let pending: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM apalis.jobs WHERE status = 'Pending' AND run_at < now() - interval '1 minute'"#).fetch_one(pool).await?;
+    if workers == 0 && pending > 0 {
+        r.push(
+            "workers",
+            Level::Fail,
+            format!("no live worker, and {pending} job(s) overdue by more than a minute"),
+            "start the worker process: granary-worker run (Procfile `worker`)",
+        );
+    } else {
+        r.push(
+            "workers",
+            Level::Ok,
+            format!("{workers} live worker queue(s)"),
+            "",
+        );
+    }
+
+    let rejected = sqlx::query!(
+        r#"SELECT provider, rejection_reason AS "reason!", count(*) AS "n!" FROM webhook_events
+           WHERE status = 'rejected' AND received_at > now() - interval '24 hours' GROUP BY 1, 2 ORDER BY 3 DESC"#
+    )
+    .fetch_all(pool)
+    .await?;
+    if rejected.is_empty() {
+        r.push("rejected webhooks (24 h)", Level::Ok, "none", "");
+    }
+    for x in rejected {
+        let (what, fix) = explain_rejection(&x.provider, &x.reason);
+        r.push(
+            format!("rejected {} webhooks (24 h)", x.provider),
+            Level::Fail,
+            format!("{} × {what} ({})", x.n, x.reason),
+            fix,
+        );
+    }
+    let failed_events: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM webhook_events WHERE status = 'failed'"#
+    )
+    .fetch_one(pool)
+    .await?;
+    if failed_events > 0 {
+        r.push("webhook events", Level::Fail, format!("{failed_events} stored event(s) failed to apply"), "inspect: granary-worker webhooks list --status failed; fix the cause, then webhooks replay");
+    }
+
+    let late = sqlx::query!(
+        r#"SELECT public_id, paid_at AS "paid_at!" FROM orders WHERE status = 'paid' AND paid_at < now() - make_interval(secs => $1) ORDER BY paid_at LIMIT 20"#,
+        unfulfilled_after.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await?;
+    if late.is_empty() {
+        r.push(
+            "paid orders",
+            Level::Ok,
+            format!(
+                "none waiting for fulfillment over {} min",
+                unfulfilled_after.as_secs() / 60
+            ),
+            "",
+        );
+    } else {
+        let ids: Vec<_> = late.iter().map(|o| o.public_id.clone()).collect();
+        r.push(
+            "paid orders not fulfilled",
+            Level::Fail,
+            format!("{} paid order(s) not fulfilled after {} min: {}", late.len(), unfulfilled_after.as_secs() / 60, ids.join(", ")),
+            "see what happened: granary-worker orders timeline <public_id>; then granary-worker orders requeue <public_id>",
+        );
+    }
+    let _ = json!({});
+    Ok(())
+}
