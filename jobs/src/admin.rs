@@ -308,7 +308,12 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
             UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'details', x.details)
                 FROM operator_actions x WHERE x.target_type = 'order' AND x.target_id = $1::text
         ) t
-        ORDER BY at, kind
+        -- Events of one transaction share a timestamp: show them in causal order.
+        ORDER BY at, CASE
+            WHEN kind = 'order.created' THEN 0 WHEN kind = 'webhook.received' THEN 1 WHEN kind LIKE 'payment.%' THEN 2
+            WHEN kind LIKE 'order.%' THEN 3 WHEN kind LIKE 'entitlement.%' THEN 4 WHEN kind LIKE 'grant.%' THEN 5
+            WHEN kind = 'email.queued' THEN 6 WHEN kind = 'job.enqueued' THEN 7 WHEN kind = 'job.attempt' THEN 8
+            ELSE 9 END, kind
         "#,
         o.id
     )

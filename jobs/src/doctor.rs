@@ -290,15 +290,13 @@ pub async fn run(
         }
     }
 
-    if db_ok {
-        if let Err(e) = shop_checks(config, pool, unfulfilled_after, &mut r).await {
-            r.push(
-                "shop state",
-                Level::Fail,
-                format!("could not read: {e}"),
-                "run: granary-worker migrate",
-            );
-        }
+    if db_ok && let Err(e) = shop_checks(config, pool, unfulfilled_after, &mut r).await {
+        r.push(
+            "shop state",
+            Level::Fail,
+            format!("could not read: {e}"),
+            "run: granary-worker migrate",
+        );
     }
     r
 }

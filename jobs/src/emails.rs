@@ -15,6 +15,9 @@ use crate::queue::{self, Job, JobContext, JobError, JobRefs};
 pub struct SendEmail {
     /// `emails.id`.
     pub email_id: Uuid,
+    /// The order the email is about, so "requeue every failed job of this order" covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
 }
 
 impl Job for SendEmail {
@@ -28,6 +31,7 @@ impl Job for SendEmail {
     fn refs(&self) -> JobRefs {
         JobRefs {
             email_id: Some(self.email_id),
+            order_id: self.order_id,
             ..Default::default()
         }
     }
@@ -89,7 +93,14 @@ pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Opt
     .fetch_optional(&mut *conn)
     .await?;
     if let (Some(id), Some(_)) = (id, &to) {
-        queue::enqueue(conn, &SendEmail { email_id: id }).await?;
+        queue::enqueue(
+            conn,
+            &SendEmail {
+                email_id: id,
+                order_id: d.order_id,
+            },
+        )
+        .await?;
     }
     Ok(id)
 }

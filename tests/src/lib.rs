@@ -114,6 +114,7 @@ impl TestAppBuilder {
             storage_root.to_string_lossy().into_owned(),
         );
         env.extend(self.env);
+        let final_env = env.clone();
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
         let config = Arc::new(config);
@@ -149,6 +150,7 @@ impl TestAppBuilder {
             clerk,
             resend,
             storage_root,
+            env: final_env,
             db,
         }
     }
@@ -177,6 +179,8 @@ pub struct TestApp {
     pub resend: Option<resend::ResendStandIn>,
     /// The `fs` storage root.
     pub storage_root: std::path::PathBuf,
+    /// The configuration variables the app was started with (for child processes).
+    pub env: HashMap<String, String>,
     /// The test database (dropped with the app).
     pub db: TestDb,
 }

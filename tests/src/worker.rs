@@ -6,7 +6,10 @@ use std::{
     sync::OnceLock,
 };
 
-/// Path to a freshly built `granary-worker` (built once per test binary with the same profile).
+/// Path to a freshly built `granary-worker` (built once per test binary). It is built with
+/// `--workspace`, the same feature resolution as `cargo test --workspace`, so the shared
+/// dependencies are not rebuilt with other features (measured: a `-p granary-worker` build
+/// from inside the tests recompiled for 90 s every time).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -78,4 +81,39 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `granary-worker <args>` to completion with `env` (and nothing else from the parent but
+/// PATH); returns the exit code and stdout. Runs on a blocking thread so that the test's own
+/// servers (JWKS, Resend stand-ins) keep answering the child meanwhile.
+pub async fn cli(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let env = env.to_vec();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_blocking(&env, &args)
+    })
+    .await
+    .expect("cli thread")
+}
+
+fn cli_blocking(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("USER", "night-operator");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run granary-worker");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

@@ -222,9 +222,15 @@ async fn a_paid_order_is_fulfilled_once_even_when_every_job_runs_twice() {
         .fetch_one(&app.db_pool)
         .await
         .unwrap();
-    granary_jobs::emails::send_email(ctx(&app, "send_email"), SendEmail { email_id })
-        .await
-        .unwrap();
+    granary_jobs::emails::send_email(
+        ctx(&app, "send_email"),
+        SendEmail {
+            email_id,
+            order_id: Some(oid),
+        },
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(snapshot().await, (1, 2, 1));
     assert_eq!(resend.delivered().len(), 1, "the receipt went out once");

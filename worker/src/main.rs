@@ -1,10 +1,23 @@
 //! `granary-worker`: runs the job runtime, migrates the database, and carries the operator's
-//! commands. Only wiring lives here; the logic is in `granary-jobs`.
+//! commands (the same operations as `/api/admin/...`). Only wiring lives here; the logic is in
+//! `granary-jobs`.
 #![forbid(unsafe_code)]
 
+mod output;
+
+use std::{sync::Arc, time::Duration};
+
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use granary_jobs::{Config, db};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use granary_jobs::{
+    Config,
+    admin::{self, JobFilter, WebhookFilter},
+    db, doctor,
+    queue::ops::{self, Actor},
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
 
 #[derive(Parser)]
 #[command(
@@ -15,6 +28,9 @@ use granary_jobs::{Config, db};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Print JSON (for scripts) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -23,17 +39,179 @@ enum Command {
     Run,
     /// Apply every pending migration (the queue's and Granary's), then exit.
     Migrate,
+    /// Check configuration, database, storage, email, Clerk, webhooks and the shop's state;
+    /// exits non-zero when anything is wrong.
+    Doctor {
+        /// Also call Resend to validate the API key.
+        #[arg(long)]
+        live: bool,
+        /// Paid orders not fulfilled after this many minutes are reported.
+        #[arg(long, default_value_t = 15)]
+        unfulfilled_minutes: u64,
+    },
+    /// Jobs: list, show, requeue, cancel.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Orders: requeue failed jobs, timeline.
+    #[command(subcommand)]
+    Orders(OrdersCmd),
+    /// Webhook deliveries: list, show, replay.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
+    /// Enqueue a canary job and wait for a worker to run it.
+    Probe {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Args)]
+struct Why {
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// List jobs with counts per state and queue.
+    List {
+        /// pending, running, retrying, failed, cancelled, completed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Job kind (queue).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Order public id.
+        #[arg(long)]
+        order: Option<String>,
+        /// RFC 3339 time, or an age like 30m, 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one job with its payload and every attempt.
+    Show { id: String },
+    /// Requeue a failed or cancelled job.
+    Requeue {
+        id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Cancel a waiting or failed job.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrdersCmd {
+    /// Requeue every failed job of an order.
+    Requeue {
+        public_id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Everything that happened to an order, from webhook to email, in time order.
+    Timeline { public_id: String },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// List stored deliveries (rejected ones included).
+    List {
+        /// clerk or stripe.
+        #[arg(long)]
+        provider: Option<String>,
+        /// received, processed, ignored, failed, rejected.
+        #[arg(long)]
+        status: Option<String>,
+        /// Event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// RFC 3339 time, or an age like 30m, 24h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one delivery: headers (signatures redacted) and the exact body.
+    Show { id: uuid::Uuid },
+    /// Apply a stored event again (convergent: an applied event changes nothing).
+    Replay {
+        id: uuid::Uuid,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Replay every failed event received in a time range.
+    ReplayFailed {
+        /// RFC 3339 time, or an age like 24h.
+        #[arg(long)]
+        since: String,
+        /// RFC 3339 time (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        why: Why,
+    },
+}
+
+/// `2026-11-23T10:00:00Z`, or an age: `30m`, `24h`, `7d`.
+fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n
+        .parse()
+        .with_context(|| format!("`{s}` is neither RFC 3339 nor an age like 30m, 24h, 7d"))?;
+    let d = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => anyhow::bail!("`{s}`: use s, m, h or d"),
+    };
+    Ok(Utc::now() - d)
+}
+
+fn actor(why: &Why) -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    Actor {
+        name: format!("cli:{user}"),
+        reason: why.reason.clone(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::from_env()?;
-    granary_jobs::telemetry::init(!config.is_development());
-    for w in &config.warnings {
-        tracing::warn!("{w}");
+    let command = cli.command.unwrap_or(Command::Run);
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) if matches!(command, Command::Doctor { .. }) => {
+            output::doctor(&doctor::Report::from_config_error(&e), cli.json);
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("granary-worker cannot start: {e}");
+            std::process::exit(2);
+        }
+    };
+    let quiet = !matches!(command, Command::Run);
+    granary_jobs::telemetry::init(!config.is_development() && !quiet);
+    if !quiet {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
     }
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Migrate => {
             let pool = db::pool(&config, 2)?;
             db::migrate(&pool).await?;
@@ -49,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
             granary_jobs::shutdown::cancel_on_signal(token.clone());
             let result = granary_jobs::queue::runtime::run(
                 pool.clone(),
-                std::sync::Arc::new(config),
+                Arc::new(config),
                 granary_jobs::handlers::registry(),
                 token,
             )
@@ -57,5 +235,159 @@ async fn main() -> anyhow::Result<()> {
             pool.close().await;
             result
         }
+        Command::Doctor {
+            live,
+            unfulfilled_minutes,
+        } => {
+            let pool = db::pool(&config, 2)?;
+            let report = doctor::run(
+                &config,
+                &pool,
+                live,
+                Duration::from_secs(unfulfilled_minutes * 60),
+            )
+            .await;
+            output::doctor(&report, cli.json);
+            std::process::exit(if report.failed() { 1 } else { 0 });
+        }
+        other => {
+            let pool = db::pool(&config, 2)?;
+            operate(&pool, other, cli.json).await
+        }
     }
+}
+
+async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| {
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        } else {
+            table(&v);
+        }
+    };
+    match command {
+        Command::Jobs(JobsCmd::List {
+            state,
+            kind,
+            order,
+            since,
+            limit,
+        }) => {
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let f = JobFilter {
+                state,
+                kind,
+                order,
+                since,
+                limit: Some(limit),
+                offset: None,
+            };
+            out(admin::list_jobs(pool, &f).await?, output::jobs);
+        }
+        Command::Jobs(JobsCmd::Show { id }) => {
+            let job = admin::show_job(pool, &id)
+                .await?
+                .with_context(|| format!("no job with id {id}"))?;
+            out(job, output::job);
+        }
+        Command::Jobs(JobsCmd::Requeue { id, why }) => {
+            ops::requeue(pool, &id, &actor(&why)).await?;
+            out(json!({ "requeued": [id] }), output::plain);
+        }
+        Command::Jobs(JobsCmd::Cancel { id, why }) => {
+            ops::cancel(pool, &id, &actor(&why)).await?;
+            out(json!({ "cancelled": id }), output::plain);
+        }
+        Command::Orders(OrdersCmd::Requeue { public_id, why }) => {
+            let order = admin::order_id(pool, &public_id)
+                .await?
+                .with_context(|| format!("no order {public_id}"))?;
+            let ids = ops::requeue_order(pool, order, &actor(&why)).await?;
+            out(
+                json!({ "order": public_id, "requeued": ids }),
+                output::plain,
+            );
+        }
+        Command::Orders(OrdersCmd::Timeline { public_id }) => {
+            let t = admin::timeline(pool, &public_id)
+                .await?
+                .with_context(|| format!("no order {public_id}"))?;
+            out(t, output::timeline);
+        }
+        Command::Webhooks(WebhooksCmd::List {
+            provider,
+            status,
+            event_type,
+            since,
+            limit,
+        }) => {
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let f = WebhookFilter {
+                provider,
+                status,
+                event_type,
+                since,
+                limit: Some(limit),
+                offset: None,
+            };
+            out(admin::list_webhooks(pool, &f).await?, output::webhooks);
+        }
+        Command::Webhooks(WebhooksCmd::Show { id }) => {
+            let w = admin::show_webhook(pool, id)
+                .await?
+                .with_context(|| format!("no webhook event {id}"))?;
+            out(w, output::pretty);
+        }
+        Command::Webhooks(WebhooksCmd::Replay { id, why }) => {
+            let job = granary_jobs::webhooks::ingest::replay(pool, id, &actor(&why)).await?;
+            out(json!({ "replayed": id, "job_id": job }), output::plain);
+        }
+        Command::Webhooks(WebhooksCmd::ReplayFailed { since, until, why }) => {
+            let since = parse_time(&since)?;
+            let until = until
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or_else(Utc::now);
+            let ids = admin::replay_failed(pool, since, until, &actor(&why)).await?;
+            out(json!({ "replayed": ids }), output::plain);
+        }
+        Command::Probe { timeout } => {
+            let key = format!("cli-{}", uuid::Uuid::new_v4().simple());
+            let mut tx = pool.begin().await?;
+            let job = granary_jobs::queue::enqueue(
+                &mut tx,
+                &granary_jobs::queue::probe::Probe {
+                    key: key.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            let started = std::time::Instant::now();
+            loop {
+                let done: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM job_probe_effects WHERE probe_key = $1)",
+                )
+                .bind(&key)
+                .fetch_one(pool)
+                .await?;
+                if done {
+                    out(
+                        json!({ "probe": job.id(), "ran_after_ms": started.elapsed().as_millis() }),
+                        output::plain,
+                    );
+                    break;
+                }
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(timeout),
+                    "no worker ran probe job {} within {timeout} s: is `granary-worker run` running?",
+                    job.id()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Command::Run | Command::Migrate | Command::Doctor { .. } => unreachable!("handled in main"),
+    }
+    Ok(())
 }

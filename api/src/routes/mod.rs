@@ -9,6 +9,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 mod account;
+mod admin;
 mod catalog;
 mod downloads;
 mod health;
@@ -29,10 +30,11 @@ mod webhooks;
         seller::get_offer, seller::put_offer, seller::patch_offer,
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
         account::subscriptions, account::entitlements, account::downloads, downloads::access, account::list_bookings, account::create_booking,
+        admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay,
     ),
     components(schemas(catalog::ProductOut, catalog::PriceOut, seller::ProductIn, seller::PriceIn, seller::AssetIn, seller::AssetOut, seller::OfferIn,
         account::CustomerIn, account::OrderIn, account::ItemIn, account::ConfirmIn, account::BookingIn)),
-    tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"))
+    tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"), (name = "admin"))
 )]
 pub struct ApiDoc;
 
@@ -75,6 +77,21 @@ pub fn router() -> Router<AppState> {
             "/api/account/bookings/",
             get(account::list_bookings).post(account::create_booking),
         )
+        .route("/api/admin/jobs/", get(admin::jobs))
+        .route("/api/admin/jobs/{id}/", get(admin::job))
+        .route("/api/admin/jobs/{id}/requeue/", post(admin::requeue_job))
+        .route("/api/admin/jobs/{id}/cancel/", post(admin::cancel_job))
+        .route(
+            "/api/admin/orders/{public_id}/requeue/",
+            post(admin::requeue_order),
+        )
+        .route(
+            "/api/admin/orders/{public_id}/timeline/",
+            get(admin::timeline),
+        )
+        .route("/api/admin/webhooks/", get(admin::webhooks))
+        .route("/api/admin/webhooks/{id}/", get(admin::webhook))
+        .route("/api/admin/webhooks/{id}/replay/", post(admin::replay))
         .route(
             "/api/seller/products/",
             get(seller::list_products).post(seller::create_product),
