@@ -66,6 +66,39 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     granary_jobs::telemetry::init(!config.is_development());
+    if let Some(Command::Token {
+        user,
+        role,
+        email,
+        hours,
+    }) = &cli.command
+    {
+        anyhow::ensure!(
+            config.is_development(),
+            "development tokens exist only in development"
+        );
+        anyhow::ensure!(
+            matches!(role.as_str(), "buyer" | "seller" | "admin"),
+            "--role must be buyer, seller or admin"
+        );
+        let pool = db::pool(&config, 2)?;
+        // Roles live on the profile: set it, so the token acts with this role.
+        sqlx::query(
+            "INSERT INTO profiles (clerk_user_id, email, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role, email = coalesce(EXCLUDED.email, profiles.email)",
+        )
+        .bind(user)
+        .bind(email)
+        .bind(role)
+        .execute(&pool)
+        .await
+        .context("setting the user's role (is the database migrated? run `granary-api dev` once)")?;
+        println!(
+            "{}",
+            granary_api::auth::dev::token(user, email.as_deref(), *hours)?
+        );
+        return Ok(());
+    }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
