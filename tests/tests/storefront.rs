@@ -857,3 +857,54 @@ async fn the_openapi_contract_is_published() {
         );
     }
 }
+
+#[tokio::test]
+async fn development_tokens_work_only_where_development_auth_is_on() {
+    let trusting = TestApp::builder()
+        .with_clerk()
+        .env("GRANARY_DEV_AUTH", "true")
+        .spawn()
+        .await;
+    let strict = TestApp::builder().with_clerk().spawn().await;
+    // `granary-api token` (the real binary) signs with the local key under var/dev-auth/ of its
+    // working directory; the in-process app here reads the same path.
+    let bin = granary_tests::worker::binary().with_file_name("granary-api");
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let run = |db: String, app_env: &'static str| {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(["token", "--user", "user_dev", "--role", "seller"])
+                .current_dir(dir)
+                .env_clear()
+                .env("APP_ENV", app_env)
+                .env("DATABASE_URL", db)
+                .output()
+                .expect("run granary-api token")
+        })
+    };
+    let out = run(trusting.db.url.clone(), "development").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let me = trusting.get_as(&token, "/api/me/").await;
+    assert_eq!(
+        (me.status, me.json["role"].as_str()),
+        (200, Some("seller")),
+        "{}",
+        me.text
+    );
+    assert_eq!(
+        strict.get_as(&token, "/api/me/").await.status,
+        401,
+        "not trusted without GRANARY_DEV_AUTH"
+    );
+    let refused = run(trusting.db.url.clone(), "production").await.unwrap();
+    assert!(
+        !refused.status.success(),
+        "production refuses development tokens"
+    );
+}
