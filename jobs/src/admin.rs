@@ -148,14 +148,7 @@ pub async fn show_job(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
     )
     .fetch_all(pool)
     .await?;
-    let state = match j.status.as_str() {
-        "Failed" if j.attempts >= j.max_attempts => "failed",
-        "Failed" => "retrying",
-        "Killed" => "cancelled",
-        "Queued" | "Running" => "running",
-        "Done" => "completed",
-        _ => "pending",
-    };
+    let state = crate::queue::ops::state_of(&j.status, j.attempts, j.max_attempts);
     let payload: Value = serde_json::from_slice(&j.job).unwrap_or(Value::Null);
     let next_run = matches!(state, "pending" | "retrying").then_some(j.run_at);
     Ok(Some(json!({

@@ -83,11 +83,7 @@ impl ClerkStandIn {
                 async move { Json(body) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::serve_loopback(app).await;
         Self {
             jwks_url: format!("http://{addr}/.well-known/jwks.json"),
             hits,

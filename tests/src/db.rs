@@ -118,35 +118,25 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh, migrated database.
     pub async fn new() -> Self {
-        let opts = server_options();
-        let mut conn = admin(&opts).await;
-        let template = ensure_template(&mut conn, &opts).await;
-        let name = format!("granary_test_{}", uuid::Uuid::new_v4().simple());
-        exec(
-            &mut conn,
-            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
-        )
-        .await;
-        let url = url_for(&opts, &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(5)
-            .connect(&url)
-            .await
-            .expect("connect test database");
-        Self {
-            name,
-            url,
-            pool,
-            opts,
-        }
+        Self::create(true).await
     }
 
     /// An empty database (no migrations), for migration tests.
     pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrated: bool) -> Self {
         let opts = server_options();
         let mut conn = admin(&opts).await;
         let name = format!("granary_test_{}", uuid::Uuid::new_v4().simple());
-        exec(&mut conn, &format!("CREATE DATABASE {name}")).await;
+        let create = if migrated {
+            let template = ensure_template(&mut conn, &opts).await;
+            format!("CREATE DATABASE {name} TEMPLATE {template}")
+        } else {
+            format!("CREATE DATABASE {name}")
+        };
+        exec(&mut conn, &create).await;
         let url = url_for(&opts, &name);
         let pool = PgPoolOptions::new()
             .max_connections(5)

@@ -429,3 +429,13 @@ impl TestApp {
         .await
     }
 }
+
+/// Serves `app` on an ephemeral loopback port for the rest of the test; returns its address.
+pub async fn serve_loopback(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

@@ -108,11 +108,7 @@ impl ResendStandIn {
         let app = Router::new()
             .route("/emails", post(emails))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::serve_loopback(app).await;
         Self {
             url: format!("http://{addr}"),
             inner,

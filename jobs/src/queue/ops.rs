@@ -37,6 +37,19 @@ pub enum OpError {
     Db(#[from] sqlx::Error),
 }
 
+/// The state an operator sees, from apalis's status refined by attempts (the Rust twin of
+/// [`STATE_SQL`]).
+pub fn state_of(status: &str, attempts: i32, max_attempts: i32) -> &'static str {
+    match status {
+        "Failed" if attempts >= max_attempts => "failed",
+        "Failed" => "retrying",
+        "Killed" => "cancelled",
+        "Queued" | "Running" => "running",
+        "Done" => "completed",
+        _ => "pending",
+    }
+}
+
 /// The state an operator sees: apalis's status refined by attempts.
 pub const STATE_SQL: &str = "CASE WHEN status = 'Failed' AND attempts >= max_attempts THEN 'failed' \
      WHEN status = 'Failed' THEN 'retrying' WHEN status = 'Killed' THEN 'cancelled' \
@@ -128,15 +141,7 @@ async fn job_state(conn: &mut PgConnection, job_id: &str) -> Result<String, OpEr
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| OpError::NotFound(job_id.into()))?;
-    Ok(match row.status.as_str() {
-        "Failed" if row.attempts >= row.max_attempts => "failed",
-        "Failed" => "retrying",
-        "Killed" => "cancelled",
-        "Queued" | "Running" => "running",
-        "Done" => "completed",
-        _ => "pending",
-    }
-    .to_string())
+    Ok(state_of(&row.status, row.attempts, row.max_attempts).to_string())
 }
 
 /// Cancels a job that is waiting (pending or retrying) or failed; a running job cannot be
