@@ -338,3 +338,73 @@ pub async fn sync_entitlements(ctx: JobContext, job: SyncEntitlements) -> Result
     tracing::info!(clerk_user_id = %job.clerk_user_id, granted, revoked, "entitlements synced");
     Ok(())
 }
+
+/// Queues the email that goes with an applied subscription item change: started, changed or
+/// ended. One email per item and kind of change (dedupe key), so duplicate deliveries and
+/// repeated updates do not spam the customer.
+pub async fn notify(
+    conn: &mut PgConnection,
+    u: &SubscriptionUpdate,
+    event_type: &str,
+    frontend: &str,
+) -> sqlx::Result<()> {
+    if u.kind != "item" {
+        return Ok(());
+    }
+    let suffix = event_type.rsplit('.').next().unwrap_or_default();
+    let (kind, title, line) = match (suffix, u.status) {
+        (_, "canceled" | "ended" | "abandoned") => (
+            "subscription_ended",
+            "Your subscription has ended",
+            match u.period_end {
+                Some(end) if end > chrono::Utc::now() => {
+                    format!("You keep access until {}.", end.format("%Y-%m-%d"))
+                }
+                _ => "Your access has ended. You can subscribe again at any time.".to_string(),
+            },
+        ),
+        ("created" | "active", "active" | "free_trial") => (
+            "subscription_started",
+            "Your subscription is active",
+            "Thank you for subscribing.".to_string(),
+        ),
+        _ => (
+            "subscription_changed",
+            "Your subscription changed",
+            format!("Its status is now: {}.", u.status.replace('_', " ")),
+        ),
+    };
+    let profile_id = sqlx::query_scalar!(
+        r#"
+        WITH ins AS (
+            INSERT INTO profiles (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id
+        )
+        SELECT id AS "id!" FROM ins UNION ALL SELECT id FROM profiles WHERE clerk_user_id = $1
+        "#,
+        u.clerk_user_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let plan = u
+        .plan_slug
+        .clone()
+        .or_else(|| u.plan_id.clone())
+        .unwrap_or_else(|| "your plan".into());
+    let lines = vec![format!("Plan: {plan}."), line];
+    let link = format!("{}/account/subscriptions", frontend.trim_end_matches('/'));
+    let link = Some(("Your subscriptions", link.as_str()));
+    crate::emails::queue_email(
+        conn,
+        &crate::emails::Draft {
+            dedupe_key: format!("{kind}:{}:{}", u.provider_id, u.status),
+            kind,
+            subject: title.to_string(),
+            html: crate::emails::html(title, &lines, link),
+            text: crate::emails::text(title, &lines, link),
+            order_id: None,
+            profile_id,
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -539,6 +539,12 @@ async fn subscription_events_out_of_order_converge_to_the_in_order_result() {
     let a_in = subscription_state(&app.db_pool, "a_in").await;
     let a_out = subscription_state(&app.db_pool, "a_out").await;
     assert_eq!(a_in, a_out);
+    // One "started" email per subscription item, however many deliveries.
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM emails e JOIN profiles p ON p.id = e.profile_id WHERE p.clerk_user_id = 'a_in' AND e.kind = 'subscription_started'").await,
+        1
+    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM emails e JOIN profiles p ON p.id = e.profile_id WHERE p.clerk_user_id = 'b_out' AND e.kind = 'subscription_ended'").await, 1);
     assert_eq!(a_in.0, [("active".to_string(), "cplan_pro".to_string())]);
     assert_eq!(a_in.1, ["ai_coach", "priority_support"]);
     let b_in = subscription_state(&app.db_pool, "b_in").await;

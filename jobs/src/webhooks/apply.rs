@@ -46,7 +46,10 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
     let event_at = ev.occurred_at.unwrap_or(ev.received_at);
 
     let result = match ev.provider.as_str() {
-        "clerk" => apply_clerk(&mut tx, id, &event_type, &body, event_at).await,
+        "clerk" => {
+            let frontend = ctx.config.frontend_app_url.to_string();
+            apply_clerk(&mut tx, id, &event_type, &body, event_at, &frontend).await
+        }
         "stripe" => apply_stripe(&mut tx, id, &event_type, &body).await,
         other => Err(JobError::permanent(anyhow::anyhow!(
             "unknown provider {other}"
@@ -108,6 +111,7 @@ async fn apply_clerk(
     ty: &str,
     body: &Value,
     event_at: DateTime<Utc>,
+    frontend: &str,
 ) -> Result<Outcome, JobError> {
     let data = &body["data"];
     match ty {
@@ -184,6 +188,7 @@ async fn apply_clerk(
             let mut users = std::collections::BTreeSet::new();
             for u in &updates {
                 if subscriptions::upsert(conn, u, event_at).await? {
+                    subscriptions::notify(conn, u, t, frontend).await?;
                     let sub_id = sqlx::query_scalar!(
                         "SELECT id FROM subscriptions WHERE provider = 'clerk' AND provider_subscription_id = $1",
                         u.provider_id
