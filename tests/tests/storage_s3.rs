@@ -32,19 +32,22 @@ async fn start_moto() -> Moto {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("moto_server is needed for the s3 test ({e}): pip install 'moto[server]' (.ci/run installs it)"));
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned by the guard at once: killed and reaped whatever happens next.
+    let moto = Moto {
+        child: Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("moto_server is needed for the s3 test ({e}): pip install 'moto[server]' (.ci/run installs it)")),
+        url: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return Moto { child, url };
+            return moto;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
