@@ -17,17 +17,10 @@ pub fn binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "granary-worker",
-                "--bin",
-                "granary-worker",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .status()
-            .expect("run cargo build for granary-worker");
-        assert!(status.success(), "building granary-worker failed");
+            .expect("run cargo build for the binaries");
+        assert!(status.success(), "building the binaries failed");
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join("target"));
