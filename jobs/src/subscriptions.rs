@@ -249,18 +249,7 @@ pub async fn upsert(
 /// its period end as `expires_at`, and a sync is scheduled for that moment.
 pub async fn sync_entitlements(ctx: JobContext, job: SyncEntitlements) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
-    // Profiles are created on first sight: a billing event may precede `user.created`.
-    let profile_id = sqlx::query_scalar!(
-        r#"
-        WITH ins AS (
-            INSERT INTO profiles (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id
-        )
-        SELECT id AS "id!" FROM ins UNION ALL SELECT id FROM profiles WHERE clerk_user_id = $1
-        "#,
-        job.clerk_user_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let profile_id = ensure_profile(&mut tx, &job.clerk_user_id).await?;
     // Serialise syncs of one user (two workers, two events).
     sqlx::query!(
         "SELECT id FROM profiles WHERE id = $1 FOR UPDATE",
@@ -374,17 +363,7 @@ pub async fn notify(
             format!("Its status is now: {}.", u.status.replace('_', " ")),
         ),
     };
-    let profile_id = sqlx::query_scalar!(
-        r#"
-        WITH ins AS (
-            INSERT INTO profiles (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id
-        )
-        SELECT id AS "id!" FROM ins UNION ALL SELECT id FROM profiles WHERE clerk_user_id = $1
-        "#,
-        u.clerk_user_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let profile_id = ensure_profile(conn, &u.clerk_user_id).await?;
     let plan = u
         .plan_slug
         .clone()
@@ -407,4 +386,20 @@ pub async fn notify(
     )
     .await?;
     Ok(())
+}
+
+/// The profile of a Clerk user, created on first sight (a billing event may precede
+/// `user.created`).
+async fn ensure_profile(conn: &mut PgConnection, clerk_user_id: &str) -> sqlx::Result<uuid::Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        WITH ins AS (
+            INSERT INTO profiles (clerk_user_id) VALUES ($1) ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id
+        )
+        SELECT id AS "id!" FROM ins UNION ALL SELECT id FROM profiles WHERE clerk_user_id = $1
+        "#,
+        clerk_user_id
+    )
+    .fetch_one(conn)
+    .await
 }
