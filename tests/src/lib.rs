@@ -5,7 +5,9 @@
 
 pub mod clerk;
 pub mod db;
+pub mod pgcluster;
 pub mod resend;
+pub mod shop;
 pub mod worker;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};

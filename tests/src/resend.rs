@@ -1,11 +1,15 @@
 //! A Resend stand-in speaking Resend's `POST /emails` (JSON in, `{"id"}` out, error bodies
 //! `{"statusCode", "name", "message"}`), reached by the real resend-rs client through its base
 //! URL. It records every request with its Idempotency-Key, treats a repeated key as Resend does
-//! (same id, no second delivery), and answers 500, 429 or 422 on demand.
+//! (same id, no second delivery), and answers 500, 429 or 422 on demand. It can also go down
+//! for real ([`ResendStandIn::down`]: the port refuses connections) and come back on the same
+//! port ([`ResendStandIn::up`]).
 
 use std::{
     collections::{HashMap, VecDeque},
+    net::SocketAddr,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -16,6 +20,8 @@ use axum::{
     routing::post,
 };
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A scripted answer.
 #[derive(Debug, Clone)]
@@ -41,6 +47,8 @@ pub struct Received {
     pub status: u16,
     /// Whether it delivered a new email (not an idempotent replay).
     pub delivered: bool,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -50,12 +58,20 @@ struct Inner {
     ids: HashMap<String, String>,
 }
 
+/// The server currently listening, if any.
+struct Serving {
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
 /// A running stand-in.
 #[derive(Clone)]
 pub struct ResendStandIn {
     /// Its base URL.
     pub url: String,
+    addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    serving: Arc<tokio::sync::Mutex<Option<Serving>>>,
 }
 
 async fn emails(
@@ -97,6 +113,7 @@ async fn emails(
         body,
         status,
         delivered,
+        at: Instant::now(),
     });
     response
 }
@@ -104,14 +121,50 @@ async fn emails(
 impl ResendStandIn {
     /// Starts it on an ephemeral loopback port.
     pub async fn start() -> Self {
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let this = Self {
+            url: format!("http://{addr}"),
+            addr,
+            inner: Arc::new(Mutex::new(Inner::default())),
+            serving: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        *this.serving.lock().await = Some(this.serve(listener));
+        this
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) -> Serving {
         let app = Router::new()
             .route("/emails", post(emails))
-            .with_state(inner.clone());
-        let addr = crate::serve_loopback(app).await;
-        Self {
-            url: format!("http://{addr}"),
-            inner,
+            .with_state(self.inner.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        Serving { stop, task }
+    }
+
+    /// Takes the service down: the listening socket is closed (new connections are refused) and
+    /// idle keep-alive connections are closed, as when Resend's edge is unreachable.
+    pub async fn down(&self) {
+        if let Some(s) = self.serving.lock().await.take() {
+            s.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
+        }
+    }
+
+    /// Brings it back on the same port.
+    pub async fn up(&self) {
+        let mut serving = self.serving.lock().await;
+        if serving.is_none() {
+            let listener = tokio::net::TcpListener::bind(self.addr)
+                .await
+                .expect("bind the stand-in's port again");
+            *serving = Some(self.serve(listener));
         }
     }
 

@@ -1,4 +1,5 @@
-//! The real `granary-worker` binary as a child process, so SIGKILL and restart are real.
+//! The real `granary-worker` (and `granary-api`) binaries as child processes, so SIGKILL,
+//! restart and peak memory are real.
 
 use std::{
     path::PathBuf,
@@ -29,7 +30,12 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
-/// A running worker process.
+/// A sibling binary of [`binary`] (`granary-api`).
+pub fn binary_named(name: &str) -> PathBuf {
+    binary().with_file_name(name)
+}
+
+/// A running child process (the worker or the api).
 pub struct WorkerProcess {
     child: Child,
 }
@@ -37,8 +43,18 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `granary-worker run` with `env` (on top of nothing from the parent but PATH).
     pub fn start(env: &[(String, String)]) -> Self {
-        let mut cmd = Command::new(binary());
-        cmd.arg("run")
+        Self::spawn(&binary(), &["run"], env)
+    }
+
+    /// Starts `granary-api serve` with `env`; it listens on `PORT` from `env`.
+    pub fn start_api(env: &[(String, String)]) -> Self {
+        Self::spawn(&binary_named("granary-api"), &["serve"], env)
+    }
+
+    /// Starts `exe args…` with `env` (on top of nothing from the parent but PATH).
+    pub fn spawn(exe: &std::path::Path, args: &[&str], env: &[(String, String)]) -> Self {
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
             .current_dir(std::env::temp_dir())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -51,8 +67,22 @@ impl WorkerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn granary-worker");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
         Self { child }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (`VmHWM` in /proc), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// SIGKILL: no cleanup of any kind runs.

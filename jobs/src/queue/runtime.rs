@@ -9,8 +9,14 @@
 //! `lock_by`, which makes apalis's own batched ack (`WHERE lock_by = <worker>`) a no-op, so
 //! apalis never overwrites what Granary decided. `lock_tasks(false)` keeps apalis's batched
 //! "lock" event from flipping a finished job back to `Running`.
+//!
+//! Losing the database (a restart, a failover) must not stop the worker for good: apalis ends a
+//! worker whose fetch fails, so the monitor restarts it, under a new id (`<id>~r<n>`). The old
+//! id stops heartbeating, and whatever it had claimed is rescued after the rescue bound, as for
+//! a crashed process. Granary's own bookkeeping writes wait out a connection loss (see
+//! [`persist`]) rather than leave a job claimed by a live worker that will never finish it.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use apalis::prelude::{
     BackendExt, BoxDynError, Data, Monitor, Strategy, TaskId, WorkerBuilder, WorkerBuilderExt,
@@ -60,7 +66,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let process = process_id();
     let settings = config.worker.clone();
-    let mut monitor = Monitor::new().shutdown_timeout(config.shutdown_timeout);
+    let restarting = shutdown.clone();
+    let mut monitor = Monitor::new()
+        .shutdown_timeout(config.shutdown_timeout)
+        .should_restart(move |worker, error| {
+            if restarting.is_cancelled() {
+                return false;
+            }
+            tracing::error!(
+                worker = %worker.name(),
+                restarts = worker.restarts(),
+                error = %error,
+                "queue worker stopped on an error (database unreachable?); restarting it under a new id"
+            );
+            true
+        });
     let mut worker_ids = Vec::new();
     for (queue, handler) in registry.handlers {
         let worker_id = format!("{queue}@{process}");
@@ -80,7 +100,7 @@ pub async fn run(
         let concurrency = settings.concurrency_for(queue);
         let poll = settings.poll_interval;
         let pool = pool.clone();
-        monitor = monitor.register(move |_restarts| {
+        monitor = monitor.register(move |restarts| {
             // New jobs wake the worker at once through NOTIFY; the interval poll catches what
             // NOTIFY cannot announce: delayed jobs coming due, retries, requeues, rescues.
             let strategy = Strategy::new()
@@ -89,7 +109,7 @@ pub async fn run(
             let storage = PostgresStorage::<serde_json::Value>::new(&pool)
                 .with_config(pg_config.clone())
                 .poll_with_strategy(strategy);
-            WorkerBuilder::new(worker_id.clone())
+            WorkerBuilder::new(generation_id(&worker_id, restarts))
                 .backend(storage)
                 .concurrency(concurrency)
                 .data(binding.clone())
@@ -128,6 +148,58 @@ pub async fn run(
     result.map_err(|e| anyhow::anyhow!("job monitor failed: {e}"))
 }
 
+/// The id of a queue worker's `restarts`-th incarnation: the first keeps the plain id, later ones
+/// get `~r<n>` so that a restarted worker never inherits (and keeps alive) the claims of the
+/// incarnation that died.
+fn generation_id(worker_id: &str, restarts: usize) -> String {
+    if restarts == 0 {
+        worker_id.to_string()
+    } else {
+        format!("{worker_id}~r{restarts}")
+    }
+}
+
+/// Whether `e` means the database could not be reached (rather than that it refused the
+/// statement): broken or refused connections, an exhausted pool, a server shutting down.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// How long a bookkeeping write waits for the database to come back.
+const PERSIST_FOR: Duration = Duration::from_secs(300);
+
+/// Runs a bookkeeping write, retrying it (0.2 s doubling to 5 s, for up to [`PERSIST_FOR`])
+/// while the database is unreachable. Each write is idempotent for the same job attempt. Giving
+/// up early would leave the job claimed by this live worker, so never rescued: the order stuck.
+async fn persist<T, F, Fut>(what: &str, mut write: F) -> sqlx::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PERSIST_FOR;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match write().await {
+            Err(e) if is_connection_error(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying the job's bookkeeping");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// One job attempt, wrapped in Granary's bookkeeping.
 async fn execute(
     payload: serde_json::Value,
@@ -141,7 +213,7 @@ async fn execute(
 
     // The attempt row comes first, so that even a SIGKILL mid-job leaves a trace. An earlier
     // attempt still marked running belonged to a worker that died: it is closed as abandoned.
-    let start = sqlx::query!(
+    let start = persist("attempt start", || sqlx::query!(
         r#"
         WITH abandoned AS (
             UPDATE job_attempts
@@ -164,7 +236,7 @@ async fn execute(
         b.queue,
         worker_id,
     )
-    .fetch_one(&b.pool)
+    .fetch_one(&b.pool))
     .await?;
     let attempt = start.attempt;
     let max_attempts = start.max_attempts.unwrap_or(1);
@@ -185,7 +257,7 @@ async fn execute(
 
     let (kind, error, retry_in) = match outcome {
         Ok(Ok(())) => {
-            sqlx::query!(
+            persist("success", || sqlx::query!(
                 r#"
                 WITH attempt AS (
                     UPDATE job_attempts SET outcome = 'succeeded', finished_at = clock_timestamp() WHERE id = $1
@@ -199,7 +271,7 @@ async fn execute(
                 job_id,
                 attempt,
             )
-            .execute(&b.pool)
+            .execute(&b.pool))
             .await?;
             span.in_scope(|| tracing::info!("job succeeded"));
             return Ok(());
@@ -241,8 +313,9 @@ async fn execute(
     // A job that will not run again gets max_attempts = attempts: apalis's fetch
     // (`attempts < max_attempts`) never takes it, and every listing shows it as failed.
     let retire = retry_at.is_none();
-    sqlx::query!(
-        r#"
+    persist("outcome", || {
+        sqlx::query!(
+            r#"
         WITH attempt AS (
             UPDATE job_attempts
             SET outcome = $3, finished_at = clock_timestamp(), error = $4, retry_at = $5
@@ -256,15 +329,16 @@ async fn execute(
             last_result = jsonb_build_object('Err', $4::text)
         WHERE id = $2
         "#,
-        start.id,
-        job_id,
-        outcome,
-        error,
-        retry_at,
-        attempt,
-        retire,
-    )
-    .execute(&b.pool)
+            start.id,
+            job_id,
+            outcome,
+            error,
+            retry_at,
+            attempt,
+            retire,
+        )
+        .execute(&b.pool)
+    })
     .await?;
     span.in_scope(|| match retry_at {
         Some(at) => tracing::warn!(error = %error, outcome, retry_at = %at, "job attempt failed; will retry"),
@@ -273,13 +347,13 @@ async fn execute(
     Err(error.into())
 }
 
-/// Hands back jobs claimed by these workers and closes their open attempts.
+/// Hands back jobs claimed by these workers (any incarnation) and closes their open attempts.
 pub async fn release_claims(pool: &PgPool, worker_ids: &[String]) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
     let released = sqlx::query!(
         r#"
         UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-        WHERE lock_by = ANY($1) AND status IN ('Queued', 'Running')
+        WHERE split_part(lock_by, '~', 1) = ANY($1) AND status IN ('Queued', 'Running')
         "#,
         worker_ids
     )
@@ -291,7 +365,7 @@ pub async fn release_claims(pool: &PgPool, worker_ids: &[String]) -> sqlx::Resul
         UPDATE job_attempts
         SET outcome = 'abandoned', finished_at = clock_timestamp(),
             error = 'the worker shut down before this attempt finished'
-        WHERE outcome = 'running' AND worker_id = ANY($1)
+        WHERE outcome = 'running' AND split_part(worker_id, '~', 1) = ANY($1)
         "#,
         worker_ids
     )
