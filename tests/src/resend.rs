@@ -178,6 +178,17 @@ impl ResendStandIn {
         self.inner.lock().expect("lock").received.clone()
     }
 
+    /// How many emails were actually delivered so far (cheap: nothing is cloned).
+    pub fn delivered_count(&self) -> usize {
+        self.inner
+            .lock()
+            .expect("lock")
+            .received
+            .iter()
+            .filter(|r| r.delivered)
+            .count()
+    }
+
     /// Emails actually delivered (idempotent replays excluded).
     pub fn delivered(&self) -> Vec<Received> {
         self.received()

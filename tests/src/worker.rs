@@ -13,21 +13,28 @@ use std::{
 /// from inside the tests recompiled for 90 s every time).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .status()
-            .expect("run cargo build for the binaries");
-        assert!(status.success(), "building the binaries failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        target.join("debug").join("granary-worker")
-    })
-    .clone()
+    BIN.get_or_init(|| build_binaries(false).join("granary-worker"))
+        .clone()
+}
+
+/// Builds every binary of the workspace (`--release` when asked) and returns their folder.
+pub fn build_binaries(release: bool) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(&args)
+        .status()
+        .expect("run cargo build for the binaries");
+    assert!(status.success(), "building the binaries failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    target.join(if release { "release" } else { "debug" })
 }
 
 /// A sibling binary of [`binary`] (`granary-api`).

@@ -1,14 +1,30 @@
-//! `cargo run --release -p granary-tests --bin granary-bench`: measures the job runtime and the
-//! webhook ingest path on this machine's PostgreSQL and prints a markdown table (README keeps
-//! the latest). Not a test: nothing here asserts a timing.
+//! `cargo run --release -p granary-tests --bin granary-bench`: measures, in one run on this
+//! machine's PostgreSQL, the ceiling (pgbench) and Granary (its release binaries), and writes a
+//! markdown table to stdout and to `target/bench/latest.md` (README keeps the latest). Not a
+//! test: nothing here asserts a timing.
 //!
-//! - no-op job throughput: N jobs bulk-enqueued, one runtime with concurrency 10, timed until
-//!   all are done (median of 3 runs);
-//! - idle pickup latency: one job at a time into an idle runtime, commit → handler start;
-//! - webhook ingest: signed Clerk deliveries at 1, 8 and 32 concurrent connections.
+//! 1. ceiling: pgbench, one single-row insert of a webhook-sized body per transaction, at 1, 8
+//!    and 32 clients;
+//! 2. webhook ingest: signed Clerk deliveries (the same body) to the real `granary-api` at 1, 8
+//!    and 32 concurrent connections over loopback, with the ratio to the ceiling;
+//! 3. job runtime: no-op jobs/s at concurrency 10, and idle pickup latency;
+//! 4. end to end: Stripe `checkout.session.completed` webhooks to `granary-api`, fulfilled by
+//!    `granary-worker` (entitlement, grant, receipt) and the receipt delivered to the Resend
+//!    stand-in: latency webhook-sent → email-received at a steady 50 orders/s, and the rate
+//!    sustained through a burst;
+//! 5. footprint: peak RSS of the api and the worker processes over the end-to-end run.
+//!
+//! `BENCH_QUICK=1` shortens every phase (for a smoke run).
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    fmt::Write as _,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -16,7 +32,14 @@ use granary_jobs::{
     Config,
     queue::{Job, JobContext, JobError, Registry, enqueue, runtime},
 };
-use granary_tests::{TestApp, TestDb, base_env, sign};
+use granary_tests::{
+    TestDb, base_env,
+    db::server_options,
+    resend::ResendStandIn,
+    shop::{Shop, checkout_completed},
+    sign,
+    worker::{WorkerProcess, build_binaries},
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +58,228 @@ fn micros() -> i64 {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+fn quick() -> bool {
+    std::env::var_os("BENCH_QUICK").is_some()
+}
+
+/// A Clerk `user.updated` delivery of realistic size (about 2 KB, like a real user object).
+/// Written without `:` inside values so the same text can go into a pgbench script.
+fn clerk_body() -> Vec<u8> {
+    let addresses: Vec<_> = (0..3)
+        .map(|i| serde_json::json!({
+            "id": format!("idn_2bench{i}aaaaaaaaaaaaaaaaaaaa"), "object": "email_address",
+            "email_address": format!("bench.user+{i}@example.com"), "linked_to": [],
+            "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": 1_700_000_000_000_i64}
+        }))
+        .collect();
+    let data = serde_json::json!({
+            "id": "user_2benchaaaaaaaaaaaaaaaaaaaaa", "object": "user", "username": null,
+            "first_name": "Bench", "last_name": "Marker", "image_url": "https.img.example/avatar.png",
+            "has_image": false, "primary_email_address_id": "idn_2bench0aaaaaaaaaaaaaaaaaaaa",
+            "primary_phone_number_id": null, "primary_web3_wallet_id": null,
+            "password_enabled": false, "two_factor_enabled": false, "totp_enabled": false,
+            "backup_code_enabled": false, "email_addresses": addresses, "phone_numbers": [],
+            "web3_wallets": [], "passkeys": [], "external_accounts": [], "saml_accounts": [],
+            "public_metadata": {"plan": "pro", "seats": 5, "features": ["downloads", "bookings", "priority_support"]},
+            "private_metadata": {"crm_id": "crm_0000000000000000"},
+            "unsafe_metadata": {"onboarded": true, "theme": "dark", "newsletter": false},
+            "external_id": null, "last_sign_in_at": 1_700_000_000_000_i64, "banned": false,
+            "locked": false, "lockout_expires_in_seconds": null, "verification_attempts_remaining": 100,
+            "created_at": 1_690_000_000_000_i64, "updated_at": 1_700_000_000_000_i64,
+            "delete_self_enabled": true, "create_organization_enabled": true,
+            "last_active_at": 1_700_000_000_000_i64, "mfa_enabled_at": null, "mfa_disabled_at": null,
+            "legal_accepted_at": null, "profile_image_url": "https.img.example/avatar.png"
+    });
+    let body = serde_json::json!({
+        "type": "user.updated", "object": "event", "timestamp": 1_700_000_000_000_i64,
+        "instance_id": "ins_2benchaaaaaaaaaaaaaaaaaaaaaa", "data": data,
+        "event_attributes": {"http_request": {"client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Bench/1.0"}}
+    });
+    serde_json::to_vec(&body).expect("json")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The ceiling: pgbench.
+
+/// pgbench's tps for a single-row insert of `body` (as the raw bytes of a stored delivery,
+/// with a random event id) at `clients` clients for `secs` seconds.
+fn pgbench(db: &TestDb, body: &[u8], clients: usize, secs: u64) -> f64 {
+    let text = String::from_utf8(body.to_vec())
+        .expect("utf8")
+        .replace("\":", "\": ");
+    assert!(!text.contains('\''), "the body must not contain quotes");
+    let script = format!(
+        "\\set id random(1, 1000000000)\nINSERT INTO bench_hooks (provider, event_id, body) VALUES ('clerk', 'msg_' || :id, convert_to('{text}', 'UTF8'));\n"
+    );
+    let dir = std::env::temp_dir().join(format!("granary-pgbench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("insert.sql");
+    std::fs::write(&file, script).expect("script");
+    let opts = server_options();
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-h",
+            opts.get_host(),
+            "-p",
+            &opts.get_port().to_string(),
+            "-U",
+            opts.get_username(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
+        .arg(&file)
+        .arg(&db.name)
+        .output()
+        .expect("run pgbench (Debian package postgresql-client)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {stdout}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binaries.
+
+struct Services {
+    api: WorkerProcess,
+    worker: Option<WorkerProcess>,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+async fn start_services(
+    bin: &std::path::Path,
+    db: &TestDb,
+    extra: &[(&str, String)],
+    with_worker: bool,
+) -> Services {
+    let port = free_port();
+    let mut env: Vec<(String, String)> = base_env(&db.url).into_iter().collect();
+    // Production timings: the test harness's fast heartbeats and polls are not what runs.
+    env.retain(|(k, _)| !k.starts_with("WORKER_") && !k.starts_with("JOB_"));
+    env.extend(
+        [
+            ("PORT", port.to_string()),
+            ("BIND_HOST", "127.0.0.1".to_string()),
+            (
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+                sign::CLERK_SECRET.to_string(),
+            ),
+            ("STRIPE_WEBHOOK_SECRET", sign::STRIPE_SECRET.to_string()),
+            ("RUST_LOG", "error".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let api = WorkerProcess::spawn(&bin.join("granary-api"), &["serve"], &env);
+    let worker =
+        with_worker.then(|| WorkerProcess::spawn(&bin.join("granary-worker"), &["run"], &env));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/api/health/"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "the api never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Services { api, worker, base }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Webhook ingest.
+
+async fn ingest(bin: &std::path::Path, body: &[u8], concurrency: usize, total: usize) -> Latency {
+    let db = TestDb::new().await;
+    let svc = start_services(bin, &db, &[], false).await;
+    let url = format!("{}/api/webhooks/clerk/", svc.base);
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body, next) = (client.clone(), url.clone(), body.to_vec(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return lat;
+                }
+                let mut req = client.post(&url).header("content-type", "application/json");
+                for (k, v) in sign::svix_headers(
+                    sign::CLERK_SECRET,
+                    &format!("msg_bench_{i}"),
+                    sign::now(),
+                    &body,
+                ) {
+                    req = req.header(k, v);
+                }
+                let t = Instant::now();
+                let res = req.body(body.clone()).send().await.expect("send");
+                assert_eq!(res.status(), 200, "ingest answered {}", res.status());
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("sender"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(svc);
+    Latency::of(total as f64 / secs, lat)
+}
+
+struct Latency {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Latency {
+    fn of(rate: f64, mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        Self {
+            rate,
+            p50: percentile(&ms, 0.5),
+            p99: percentile(&ms, 0.99),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The job runtime, in-process.
 
 async fn runtime_for(
     db: &TestDb,
@@ -67,14 +310,16 @@ async fn runtime_for(
 
 async fn throughput(n: usize) -> f64 {
     let db = TestDb::new().await;
-    for chunk in 0..(n / 1000) {
-        let mut tx = db.pool.begin().await.unwrap();
+    for _ in 0..n.div_ceil(1000) {
+        let mut tx = db.pool.begin().await.expect("begin");
         for _ in 0..1000 {
-            enqueue(&mut tx, &Noop { sent_at_micros: 0 }).await.unwrap();
+            enqueue(&mut tx, &Noop { sent_at_micros: 0 })
+                .await
+                .expect("enqueue");
         }
-        tx.commit().await.unwrap();
-        let _ = chunk;
+        tx.commit().await.expect("commit");
     }
+    let n = n.div_ceil(1000) * 1000;
     let started = Instant::now();
     let (token, handle) = runtime_for(&db, None).await;
     loop {
@@ -82,7 +327,7 @@ async fn throughput(n: usize) -> f64 {
             sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
                 .fetch_one(&db.pool)
                 .await
-                .unwrap();
+                .expect("count");
         if left == 0 {
             break;
         }
@@ -101,7 +346,7 @@ async fn pickup_latency(samples: usize) -> (f64, f64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lat = Vec::new();
     for _ in 0..samples {
-        let mut t = db.pool.begin().await.unwrap();
+        let mut t = db.pool.begin().await.expect("begin");
         enqueue(
             &mut t,
             &Noop {
@@ -109,12 +354,12 @@ async fn pickup_latency(samples: usize) -> (f64, f64) {
             },
         )
         .await
-        .unwrap();
-        t.commit().await.unwrap();
+        .expect("enqueue");
+        t.commit().await.expect("commit");
         let us = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("picked up")
-            .unwrap();
+            .expect("value");
         lat.push(us as f64 / 1000.0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -124,79 +369,305 @@ async fn pickup_latency(samples: usize) -> (f64, f64) {
     (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
 
-async fn ingest(concurrency: usize, total: usize) -> (f64, f64, f64) {
-    let app = TestApp::webhooks()
-        .env("MAX_BODY_BYTES", "1048576")
-        .spawn()
-        .await;
-    let body = serde_json::to_vec(&serde_json::json!({"type": "user.updated", "timestamp": 1, "data": {"id": "user_bench", "first_name": "Bench", "email_addresses": []}})).unwrap();
+// ---------------------------------------------------------------------------------------------
+// 4 and 5. End to end, and the footprint.
+
+struct EndToEnd {
+    steady_orders: usize,
+    steady: Latency,
+    burst_orders: usize,
+    burst_accept_secs: f64,
+    burst: Latency,
+    api_rss_mib: f64,
+    worker_rss_mib: f64,
+}
+
+/// Sends `checkout.session.completed` for each order, `rate` per second when given (each on its
+/// own task, so a slow answer never delays the schedule), else as fast as 32 connections go.
+/// Returns when each was sent, by buyer email, and when the last was answered.
+async fn send_payments(
+    base: &str,
+    ids: &[String],
+    prefix: &str,
+    rate: Option<f64>,
+) -> (HashMap<String, Instant>, Instant) {
     let client = reqwest::Client::new();
-    let url = app.url("/api/webhooks/clerk/");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return lat;
-                }
-                let mut req = client.post(&url);
-                for (k, v) in sign::svix_headers(
-                    sign::CLERK_SECRET,
-                    &format!("msg_bench_{i}"),
-                    sign::now(),
-                    &body,
-                ) {
-                    req = req.header(k, v);
-                }
-                let t = Instant::now();
-                let res = req.body(body.clone()).send().await.expect("send");
-                assert_eq!(res.status(), 200);
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    let url = format!("{base}/api/webhooks/stripe/");
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let sent_all = sent.clone();
+    let prefix = prefix.to_string();
+    let send = move |i: usize, public_id: String| {
+        let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+        let email = format!("{prefix}_{}@example.com", i + 1);
+        async move {
+            let raw =
+                serde_json::to_vec(&checkout_completed(&format!("evt_{public_id}"), &public_id))
+                    .expect("json");
+            let header = sign::stripe_header(sign::STRIPE_SECRET, sign::now(), &raw);
+            sent.lock().expect("lock").insert(email, Instant::now());
+            let res = client
+                .post(&url)
+                .header("stripe-signature", header)
+                .header("content-type", "application/json")
+                .body(raw)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(
+                res.status(),
+                200,
+                "payment webhook answered {}",
+                res.status()
+            );
+        }
+    };
+    match rate {
+        Some(rate) => {
+            let started = tokio::time::Instant::now();
+            let mut tasks = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+                tasks.push(tokio::spawn(send(i, id.clone())));
             }
-        }));
+            for t in tasks {
+                t.await.expect("sender");
+            }
+        }
+        None => {
+            let next = Arc::new(AtomicUsize::new(0));
+            let ids = Arc::new(ids.to_vec());
+            let mut tasks = Vec::new();
+            for _ in 0..32 {
+                let (next, ids, send) = (next.clone(), ids.clone(), send.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(id) = ids.get(i) else { return };
+                        send(i, id.clone()).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("sender");
+            }
+        }
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
+    let sent = std::mem::take(&mut *sent_all.lock().expect("lock"));
+    (sent, Instant::now())
+}
+
+/// Waits until `want` receipts to `<prefix>_*` addresses reached the stand-in; returns the
+/// per-order latency (ms) and the last arrival.
+async fn receipts(
+    resend: &ResendStandIn,
+    prefix: &str,
+    sent: &HashMap<String, Instant>,
+) -> (Vec<f64>, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let tag = format!("{prefix}_");
+    loop {
+        let got = resend
+            .received()
+            .into_iter()
+            .filter(|r| r.delivered)
+            .filter_map(|r| {
+                let to = r.body["to"][0].as_str()?.to_string();
+                to.starts_with(&tag).then_some((to, r.at))
+            })
+            .collect::<Vec<_>>();
+        if got.len() >= sent.len() {
+            let last = got.iter().map(|(_, at)| *at).max().expect("some");
+            let lat = got
+                .iter()
+                .map(|(to, at)| at.duration_since(sent[to]).as_secs_f64() * 1000.0)
+                .collect();
+            return (lat, last);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} receipts arrived",
+            got.len(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    (
-        total as f64 / secs,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+}
+
+async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usize) -> EndToEnd {
+    let db = TestDb::new().await;
+    let resend = ResendStandIn::start().await;
+    let storage = std::env::temp_dir().join(format!("granary-bench-{}", uuid::Uuid::new_v4()));
+    let shop = Shop::seed(&db.pool).await;
+    let steady_orders = 50 * steady_secs;
+    let steady_ids = shop.orders(&db.pool, "st", steady_orders, false).await;
+    let burst_ids = shop.orders(&db.pool, "bu", burst_orders, false).await;
+    let svc = start_services(
+        bin,
+        &db,
+        &[
+            ("RESEND_API_KEY", "re_bench_key".into()),
+            ("RESEND_BASE_URL", resend.url.clone()),
+            ("RESEND_FROM_EMAIL", "Shop <orders@shop.test>".into()),
+            (
+                "ASSET_STORAGE_FS_ROOT",
+                storage.to_string_lossy().into_owned(),
+            ),
+        ],
+        true,
+    )
+    .await;
+
+    let (sent, _) = send_payments(&svc.base, &steady_ids, "st", Some(50.0)).await;
+    let (lat, last) = receipts(&resend, "st", &sent).await;
+    let first = sent.values().min().copied().expect("sent");
+    let steady = Latency::of(
+        steady_orders as f64 / last.duration_since(first).as_secs_f64(),
+        lat,
+    );
+
+    let (sent, accepted) = send_payments(&svc.base, &burst_ids, "bu", None).await;
+    let first = sent.values().min().copied().expect("sent");
+    let (lat, last) = receipts(&resend, "bu", &sent).await;
+    let burst = Latency::of(
+        burst_orders as f64 / last.duration_since(first).as_secs_f64(),
+        lat,
+    );
+    let kib_to_mib = |k: Option<u64>| k.map_or(f64::NAN, |k| k as f64 / 1024.0);
+    let api_rss_mib = kib_to_mib(svc.api.peak_rss_kib());
+    let worker_rss_mib = kib_to_mib(svc.worker.as_ref().and_then(|w| w.peak_rss_kib()));
+    drop(svc);
+    let _ = std::fs::remove_dir_all(storage);
+    EndToEnd {
+        steady_orders,
+        steady,
+        burst_orders,
+        burst_accept_secs: accepted.duration_since(first).as_secs_f64(),
+        burst,
+        api_rss_mib,
+        worker_rss_mib,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let pg = Command::new("pgbench")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem_gib:.0} GiB; PostgreSQL server on the same machine ({pg}); \
+         load generator, api, worker and PostgreSQL share the cores"
     )
 }
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let q = quick();
+    let bin = build_binaries(true);
+    let body = clerk_body();
+    let pg_secs = if q { 3 } else { 10 };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}. Run: {}.\n",
+        machine(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(out, "| measure | result |\n|---|---|");
+
+    // 1 and 2: the ceiling and the ingest path, side by side.
+    for c in [1usize, 8, 32] {
+        let db = TestDb::new().await;
+        sqlx::query("CREATE TABLE bench_hooks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, provider text NOT NULL, event_id text NOT NULL, body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())")
+            .execute(&db.pool)
+            .await
+            .expect("bench table");
+        let ceiling = pgbench(&db, &body, c, pg_secs);
+        drop(db);
+        let total = if q { 300 * c.min(4) } else { 1500 * c.min(4) };
+        let l = ingest(&bin, &body, c, total).await;
+        let _ = writeln!(
+            out,
+            "| ceiling: pgbench single-row insert of the {} B body, {c} client(s) | **{ceiling:.0} tps** |",
+            body.len()
+        );
+        let _ = writeln!(
+            out,
+            "| webhook ingest, {c} connection(s) ({total} signed Clerk deliveries): req/s, p50, p99, share of ceiling | **{:.0}**, {:.1} ms, {:.1} ms, **{:.0}%** |",
+            l.rate,
+            l.p50,
+            l.p99,
+            100.0 * l.rate / ceiling
+        );
+        eprintln!("{c} clients done");
+    }
+
+    // 3: the job runtime.
+    let n = if q { 2000 } else { 20_000 };
     let mut runs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..if q { 1 } else { 3 } {
         runs.push(throughput(n).await);
     }
     runs.sort_by(f64::total_cmp);
-    let (p50, p99) = pickup_latency(200).await;
-    println!("| measure | result |\n|---|---|");
-    println!(
-        "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; median of 3: {:.0} / {:.0} / {:.0}) | **{:.0}** |",
-        runs[0], runs[1], runs[2], runs[1]
+    let median = runs[runs.len() / 2];
+    let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+    let _ = writeln!(
+        out,
+        "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; runs: {}) | **{median:.0}** |",
+        all.join(" / ")
     );
-    println!(
-        "| idle pickup latency p50 / p99 (200 jobs, commit → handler start) | **{p50:.1} ms / {p99:.1} ms** |"
+    let (p50, p99) = pickup_latency(if q { 50 } else { 200 }).await;
+    let _ = writeln!(
+        out,
+        "| idle pickup latency p50 / p99 (commit → handler start) | **{p50:.1} ms / {p99:.1} ms** |"
     );
-    for c in [1, 8, 32] {
-        let (rps, p50, p99) = ingest(c, 2000).await;
-        println!(
-            "| webhook ingest, {c} connections (2,000 signed Clerk deliveries): req/s, p50, p99 | **{rps:.0}**, {p50:.1} ms, {p99:.1} ms |"
-        );
-    }
+    eprintln!("job runtime done");
+
+    // 4 and 5: end to end, and the footprint.
+    let e = end_to_end(&bin, if q { 5 } else { 30 }, if q { 300 } else { 2000 }).await;
+    let _ = writeln!(
+        out,
+        "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
+        e.steady_orders, e.steady.p50, e.steady.p99
+    );
+    let _ = writeln!(
+        out,
+        "| end to end, burst of {} payments over 32 connections (accepted in {:.1} s): orders fulfilled and receipted per second; latency p50 / p99 | **{:.0} orders/s**; {:.1} s / {:.1} s |",
+        e.burst_orders,
+        e.burst_accept_secs,
+        e.burst.rate,
+        e.burst.p50 / 1000.0,
+        e.burst.p99 / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "| peak RSS over the end-to-end run: api / worker | **{:.0} MiB / {:.0} MiB** |",
+        e.api_rss_mib, e.worker_rss_mib
+    );
+
+    print!("{out}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join("latest.md");
+    std::fs::write(&file, &out).expect("write the table");
+    eprintln!("written to {}", file.display());
 }
