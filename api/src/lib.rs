@@ -35,6 +35,8 @@ pub struct AppState {
     pub verifier: Arc<auth::Verifier>,
     /// Asset storage, or why it is unusable (routes that need it answer 503).
     pub storage: Result<granary_jobs::storage::Storage, String>,
+    /// Group commit for accepted webhook deliveries.
+    pub ingest: Arc<granary_jobs::webhooks::ingest::Batcher>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
         }
         Self {
             config: Arc::new(config),
+            ingest: Arc::new(granary_jobs::webhooks::ingest::Batcher::new(pool.clone())),
             pool,
             verifier,
             storage,

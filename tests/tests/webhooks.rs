@@ -889,3 +889,59 @@ async fn replaying_a_processed_event_applies_it_once_and_is_audited() {
     );
     wait_for_count(&app.db_pool, "SELECT count(*) FROM webhook_events", 2, WAIT).await;
 }
+
+#[tokio::test]
+async fn a_concurrent_burst_each_delivered_twice_is_stored_once_with_its_job_and_link() {
+    // Invariant (the group-commit path): 60 events, each delivered twice, all at once → 60
+    // events, 60 jobs, each job linked to its event, exactly one "new" answer per event.
+    let app = TestApp::webhooks().spawn().await;
+    let app = &app;
+    let mut sends = Vec::new();
+    for copy in 0..2 {
+        for i in 0..60 {
+            let raw = serde_json::to_vec(
+                &json!({"type": "user.updated", "timestamp": 1, "data": {"id": format!("user_b{i}")}}),
+            )
+            .unwrap();
+            let mut req = app.client.post(app.url("/api/webhooks/clerk/"));
+            for (k, v) in sign::svix_headers(CLERK_SECRET, &format!("msg_b{i}"), sign::now(), &raw)
+            {
+                req = req.header(k, v);
+            }
+            sends.push(async move { (i, copy, app.send(req.body(raw)).await) });
+        }
+    }
+    let answers = futures::future::join_all(sends).await;
+    for i in 0..60 {
+        let mine: Vec<_> = answers.iter().filter(|(j, _, _)| *j == i).collect();
+        assert!(mine.iter().all(|(_, _, r)| r.status == 200));
+        assert_eq!(
+            mine.iter()
+                .filter(|(_, _, r)| r.json["duplicate"] == false)
+                .count(),
+            1,
+            "msg_b{i}: exactly one delivery is new"
+        );
+    }
+    let p = &app.db_pool;
+    assert_eq!(
+        count(
+            p,
+            "SELECT count(*) FROM webhook_events WHERE event_id LIKE 'msg_b%'"
+        )
+        .await,
+        60
+    );
+    assert_eq!(
+        count(
+            p,
+            "SELECT count(*) FROM apalis.jobs j JOIN job_refs r ON r.job_id = j.id \
+             JOIN webhook_events e ON e.id = r.webhook_event_id \
+             WHERE j.job_type = 'process_webhook_event' AND j.status = 'Pending' \
+               AND convert_from(j.job, 'UTF8')::jsonb ->> 'webhook_event_id' = e.id::text"
+        )
+        .await,
+        60
+    );
+    assert_eq!(count(p, "SELECT count(*) FROM apalis.jobs").await, 60);
+}

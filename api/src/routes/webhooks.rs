@@ -47,7 +47,7 @@ async fn receive(
     body: &[u8],
 ) -> Response {
     match verified {
-        Ok(v) => match ingest::store_accepted(&state.pool, provider, &v, headers, body).await {
+        Ok(v) => match state.ingest.store(provider, &v, headers, body).await {
             Ok(Stored::New(id)) => {
                 tracing::info!(event_id = %v.event_id, event_type = %v.event_type, webhook_event_id = %id, "webhook stored");
                 (

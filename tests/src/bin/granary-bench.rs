@@ -1,4 +1,4 @@
-//! `cargo run --release -p granary-tests --bin granary-bench`: measures, in one run on this
+//! `cargo build --release --workspace --bins && target/release/granary-bench`: measures, in one run on this
 //! machine's PostgreSQL, the ceiling (pgbench) and Granary (its release binaries), and writes a
 //! markdown table to stdout and to `target/bench/latest.md` (README keeps the latest). Not a
 //! test: nothing here asserts a timing.
@@ -38,7 +38,7 @@ use granary_tests::{
     resend::ResendStandIn,
     shop::{Shop, checkout_completed},
     sign,
-    worker::{WorkerProcess, build_binaries},
+    worker::WorkerProcess,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -62,6 +62,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Whether phase `name` (`ingest`, `jobs`, `e2e`) runs: all of them unless `BENCH_ONLY` lists
+/// some (comma-separated).
+fn phase(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
 }
 
 fn quick() -> bool {
@@ -582,13 +588,26 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() {
     let q = quick();
-    let bin = build_binaries(true);
+    // The api and the worker are this binary's siblings, built in the same `cargo build`
+    // (building them from here with other packages selected would resolve features
+    // differently and recompile the shared dependencies).
+    let bin = std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .expect("folder")
+        .to_path_buf();
+    for b in ["granary-api", "granary-worker"] {
+        assert!(
+            bin.join(b).exists(),
+            "{b} is missing next to granary-bench: run `cargo build --release --workspace --bins` first"
+        );
+    }
     let body = clerk_body();
     let pg_secs = if q { 3 } else { 10 };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Machine: {}. Run: {}.\n",
+        "Machine: {}. Run: {}. Command: `cargo build --release --workspace --bins && target/release/granary-bench`.\n",
         machine(),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
@@ -596,6 +615,9 @@ async fn main() {
 
     // 1 and 2: the ceiling and the ingest path, side by side.
     for c in [1usize, 8, 32] {
+        if !phase("ingest") {
+            break;
+        }
         let db = TestDb::new().await;
         sqlx::query("CREATE TABLE bench_hooks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, provider text NOT NULL, event_id text NOT NULL, body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())")
             .execute(&db.pool)
@@ -603,7 +625,11 @@ async fn main() {
             .expect("bench table");
         let ceiling = pgbench(&db, &body, c, pg_secs);
         drop(db);
-        let total = if q { 300 * c.min(4) } else { 1500 * c.min(4) };
+        let scale: usize = std::env::var("BENCH_INGEST_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let total = scale * if q { 300 * c.min(4) } else { 1500 * c.min(4) };
         let l = ingest(&bin, &body, c, total).await;
         let _ = writeln!(
             out,
@@ -623,46 +649,50 @@ async fn main() {
 
     // 3: the job runtime.
     let n = if q { 2000 } else { 20_000 };
-    let mut runs = Vec::new();
-    for _ in 0..if q { 1 } else { 3 } {
-        runs.push(throughput(n).await);
+    if phase("jobs") {
+        let mut runs = Vec::new();
+        for _ in 0..if q { 1 } else { 3 } {
+            runs.push(throughput(n).await);
+        }
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        let _ = writeln!(
+            out,
+            "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; runs: {}) | **{median:.0}** |",
+            all.join(" / ")
+        );
+        let (p50, p99) = pickup_latency(if q { 50 } else { 200 }).await;
+        let _ = writeln!(
+            out,
+            "| idle pickup latency p50 / p99 (commit → handler start) | **{p50:.1} ms / {p99:.1} ms** |"
+        );
+        eprintln!("job runtime done");
     }
-    runs.sort_by(f64::total_cmp);
-    let median = runs[runs.len() / 2];
-    let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
-    let _ = writeln!(
-        out,
-        "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; runs: {}) | **{median:.0}** |",
-        all.join(" / ")
-    );
-    let (p50, p99) = pickup_latency(if q { 50 } else { 200 }).await;
-    let _ = writeln!(
-        out,
-        "| idle pickup latency p50 / p99 (commit → handler start) | **{p50:.1} ms / {p99:.1} ms** |"
-    );
-    eprintln!("job runtime done");
 
     // 4 and 5: end to end, and the footprint.
-    let e = end_to_end(&bin, if q { 5 } else { 30 }, if q { 300 } else { 2000 }).await;
-    let _ = writeln!(
-        out,
-        "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
-        e.steady_orders, e.steady.p50, e.steady.p99
-    );
-    let _ = writeln!(
-        out,
-        "| end to end, burst of {} payments over 32 connections (accepted in {:.1} s): orders fulfilled and receipted per second; latency p50 / p99 | **{:.0} orders/s**; {:.1} s / {:.1} s |",
-        e.burst_orders,
-        e.burst_accept_secs,
-        e.burst.rate,
-        e.burst.p50 / 1000.0,
-        e.burst.p99 / 1000.0
-    );
-    let _ = writeln!(
-        out,
-        "| peak RSS over the end-to-end run: api / worker | **{:.0} MiB / {:.0} MiB** |",
-        e.api_rss_mib, e.worker_rss_mib
-    );
+    if phase("e2e") {
+        let e = end_to_end(&bin, if q { 5 } else { 30 }, if q { 300 } else { 2000 }).await;
+        let _ = writeln!(
+            out,
+            "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
+            e.steady_orders, e.steady.p50, e.steady.p99
+        );
+        let _ = writeln!(
+            out,
+            "| end to end, burst of {} payments over 32 connections (accepted in {:.1} s): orders fulfilled and receipted per second; latency p50 / p99 | **{:.0} orders/s**; {:.1} s / {:.1} s |",
+            e.burst_orders,
+            e.burst_accept_secs,
+            e.burst.rate,
+            e.burst.p50 / 1000.0,
+            e.burst.p99 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "| peak RSS over the end-to-end run: api / worker | **{:.0} MiB / {:.0} MiB** |",
+            e.api_rss_mib, e.worker_rss_mib
+        );
+    }
 
     print!("{out}");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
