@@ -432,6 +432,32 @@ impl TestApp {
     }
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a child process to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until the api at `base` answers `/api/health/` with 200; panics after `timeout`.
+pub async fn wait_healthy(base: &str, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !client
+        .get(format!("{base}/api/health/"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the api at {base} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Serves `app` on an ephemeral loopback port for the rest of the test; returns its address.
 pub async fn serve_loopback(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -49,13 +49,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl PrivateCluster {
     /// Creates and starts a cluster on a free port (trust auth, user `postgres`).
     pub fn start() -> Self {
@@ -75,7 +68,7 @@ impl PrivateCluster {
         let this = Self {
             dir,
             bindir: bindir(),
-            port: free_port(),
+            port: crate::free_port(),
         };
         let data = this.data();
         this.run(

@@ -10,10 +10,10 @@ use std::{
 
 use granary_jobs::queue::probe::Probe;
 use granary_tests::{
-    TestApp, base_env, count, enqueue,
+    TestApp, base_env, count, enqueue, free_port,
     pgcluster::PrivateCluster,
     shop::{Shop, checkout_completed},
-    sign, wait_for_count,
+    sign, wait_for_count, wait_healthy,
     worker::WorkerProcess,
 };
 use sqlx::{Connection as _, PgConnection, postgres::PgPoolOptions};
@@ -283,11 +283,7 @@ async fn postgres_restarted_during_a_webhook_burst_loses_no_acknowledged_deliver
         .await;
     setup.close().await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let storage = std::env::temp_dir().join(format!("granary-pgr-{}", Uuid::new_v4().simple()));
     let mut env: Vec<(String, String)> = base_env(&url).into_iter().collect();
     env.extend(
@@ -309,16 +305,7 @@ async fn postgres_restarted_during_a_webhook_burst_loses_no_acknowledged_deliver
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{base}/api/health/"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "the api never became healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(&base, Duration::from_secs(60)).await;
 
     // The restart: 2 s into the burst the server stops at once (as a crash would) and stays
     // down for 6 s, longer than the api's 5 s wait for a connection.

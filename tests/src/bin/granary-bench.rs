@@ -35,9 +35,10 @@ use granary_jobs::{
 use granary_tests::{
     TestDb, base_env,
     db::server_options,
+    free_port,
     resend::ResendStandIn,
     shop::{Shop, checkout_completed},
-    sign,
+    sign, wait_healthy,
     worker::WorkerProcess,
 };
 use serde::{Deserialize, Serialize};
@@ -173,13 +174,6 @@ struct Services {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
 async fn start_services(
     bin: &std::path::Path,
     db: &TestDb,
@@ -208,17 +202,7 @@ async fn start_services(
     let worker =
         with_worker.then(|| WorkerProcess::spawn(&bin.join("granary-worker"), &["run"], &env));
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/api/health/"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "the api never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(&base, Duration::from_secs(30)).await;
     Services { api, worker, base }
 }
 
