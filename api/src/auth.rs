@@ -20,6 +20,7 @@ use axum::{
     http::{Method, request::Parts},
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use granary_jobs::config::SellerAccess;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -245,12 +246,15 @@ pub struct AuthUser {
     pub role: Role,
     /// The verified claims.
     pub claims: Claims,
+    /// `SELLER_ACCESS`: whether the seller API needs the role.
+    pub seller_access: SellerAccess,
 }
 
 impl AuthUser {
-    /// 403 unless seller or admin.
+    /// 403 unless seller or admin, or `SELLER_ACCESS=any` (the starter's rule: every signed-in
+    /// user manages the rows they own).
     pub fn require_seller(&self) -> Result<(), ApiError> {
-        if self.role >= Role::Seller {
+        if self.role >= Role::Seller || self.seller_access == SellerAccess::Any {
             Ok(())
         } else {
             Err(ApiError::Forbidden {
@@ -353,16 +357,31 @@ impl FromRequestParts<AppState> for AuthUser {
             }
         }
 
-        // Profiles are created on first sight and kept in sync with the token's email claim.
-        let email = claims.extra.get("email").and_then(Value::as_str);
+        // Profiles are created on first sight and kept in sync with the token's claims, as the
+        // starter syncs them (email, given/first name, family name, picture).
+        let claim = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                claims
+                    .extra
+                    .get(*n)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+            })
+        };
         let row = sqlx::query!(
             r#"
-            INSERT INTO profiles (clerk_user_id, email) VALUES ($1, $2)
-            ON CONFLICT (clerk_user_id) DO UPDATE SET email = coalesce(EXCLUDED.email, profiles.email)
+            INSERT INTO profiles (clerk_user_id, email, first_name, last_name, image_url) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (clerk_user_id) DO UPDATE SET email = coalesce(EXCLUDED.email, profiles.email),
+                first_name = coalesce(EXCLUDED.first_name, profiles.first_name),
+                last_name = coalesce(EXCLUDED.last_name, profiles.last_name),
+                image_url = coalesce(EXCLUDED.image_url, profiles.image_url)
             RETURNING id, role, deleted_at
             "#,
             claims.sub,
-            email
+            claim(&["email"]),
+            claim(&["given_name", "first_name"]),
+            claim(&["family_name", "last_name"]),
+            claim(&["picture", "image_url"]),
         )
         .fetch_one(&state.pool)
         .await?;
@@ -376,6 +395,7 @@ impl FromRequestParts<AppState> for AuthUser {
             clerk_user_id,
             role: Role::parse(&row.role),
             claims,
+            seller_access: state.config.seller_access,
         })
     }
 }

@@ -113,6 +113,18 @@ pub struct ClerkConfig {
     pub billing_claim: String,
     /// Svix webhook secret, decoded from the base64 after `whsec_`.
     pub webhook_secret: Option<SecretString>,
+    /// Backend API base (`CLERK_API_URL`, default `https://api.clerk.com`); tests point it at a
+    /// local stand-in.
+    pub api_url: Url,
+}
+
+/// Who may use the seller API (`SELLER_ACCESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SellerAccess {
+    /// Only profiles with the `seller` or `admin` role (the default).
+    Role,
+    /// Every signed-in user manages the rows they own (the starter's rule).
+    Any,
 }
 
 /// Resend (email) settings. Without an API key emails go to the local outbox.
@@ -167,6 +179,8 @@ pub struct Config {
     pub dev_manual_checkout: bool,
     /// `GRANARY_DEV_AUTH`: trust locally signed development tokens.
     pub dev_auth: bool,
+    /// `SELLER_ACCESS`: who may use the seller API.
+    pub seller_access: SellerAccess,
     /// Largest request body accepted, on every route.
     pub max_body_bytes: usize,
     /// How long shutdown waits for running jobs.
@@ -493,6 +507,21 @@ impl Config {
                 .unwrap_or("entitlements")
                 .to_string(),
             webhook_secret,
+            api_url: r
+                .url("CLERK_API_URL")
+                .unwrap_or_else(|| Url::parse("https://api.clerk.com").expect("static URL")),
+        };
+        let seller_access = match r.get("SELLER_ACCESS").unwrap_or("role") {
+            "role" => SellerAccess::Role,
+            "any" => SellerAccess::Any,
+            other => {
+                r.problem(
+                    "SELLER_ACCESS",
+                    format!("`{other}` is not a seller access rule"),
+                    "use role (sellers and admins only) or any (every signed-in user sells)",
+                );
+                SellerAccess::Role
+            }
         };
         if clerk.webhook_secret.is_none() && stripe_webhook_secret.is_none() {
             warnings.push("no webhook secret set (CLERK_WEBHOOK_SIGNING_SECRET, STRIPE_WEBHOOK_SECRET): webhook deliveries will be recorded and rejected".into());
@@ -838,6 +867,7 @@ impl Config {
             order_confirm_allow_client_side_clerk_confirm,
             dev_manual_checkout,
             dev_auth,
+            seller_access,
             max_body_bytes,
             shutdown_timeout,
             worker,

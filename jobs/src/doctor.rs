@@ -375,7 +375,7 @@ async fn shop_checks(
         r#"SELECT p.slug, p.visibility,
                   EXISTS (SELECT 1 FROM prices pr WHERE pr.product_id = p.id AND pr.is_active AND pr.deleted_at IS NULL) AS "has_price!"
            FROM products p WHERE p.deleted_at IS NULL AND p.visibility <> 'archived'
-             AND (p.visibility <> 'published' OR NOT EXISTS (SELECT 1 FROM prices pr WHERE pr.product_id = p.id AND pr.is_active AND pr.deleted_at IS NULL))
+             AND NOT EXISTS (SELECT 1 FROM prices pr WHERE pr.product_id = p.id AND granary_purchasable(p, pr))
            ORDER BY p.slug"#
     )
     .fetch_all(pool)

@@ -151,6 +151,9 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // Service items also open a work order the seller moves along.
+    let work_orders = crate::account::work_orders::open_for_order(&mut tx, order.id).await?;
+    tracing::debug!(order_id = %order.id, work_orders, "work orders opened");
 
     let items: Vec<String> = sqlx::query_scalar!(
         "SELECT product_name || ' × ' || quantity FROM order_items WHERE order_id = $1 ORDER BY created_at, id",
@@ -339,14 +342,17 @@ pub async fn revoke_grant(pool: &PgPool, grant_id: Uuid, actor: &Actor) -> sqlx:
     .rows_affected()
         == 1;
     if done {
-        sqlx::query!(
-            "INSERT INTO operator_actions (actor, action, target_type, target_id, reason, details) VALUES ($1, 'grant.revoke', 'download_grant', $2, $3, $4)",
-            actor.name,
-            grant_id.to_string(),
-            actor.reason,
-            json!({})
+        crate::audit::record(
+            &mut *tx,
+            &crate::audit::Action {
+                actor: &actor.name,
+                action: "grant.revoke",
+                target_type: "download_grant",
+                target_id: &grant_id.to_string(),
+                reason: actor.reason.as_deref(),
+                details: json!({}),
+            },
         )
-        .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;

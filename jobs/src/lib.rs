@@ -2,13 +2,19 @@
 //! depends on neither.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod admin;
+pub mod audit;
+pub mod catalog;
+pub mod clerk_api;
 pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod emails;
+pub mod error;
 pub mod fulfillment;
 pub mod handlers;
+pub mod model;
 pub mod orders;
 pub mod queue;
 pub mod shutdown;

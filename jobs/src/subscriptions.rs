@@ -176,7 +176,11 @@ pub fn updates_from_event(
     if event_type.starts_with("subscription.") {
         let parent = item(data, "subscription", None)?;
         let mut out = Vec::new();
-        for it in data["items"].as_array().into_iter().flatten() {
+        // Webhooks name the items `items`; the Backend API names them `subscription_items`.
+        let items = data["items"]
+            .as_array()
+            .or_else(|| data["subscription_items"].as_array());
+        for it in items.into_iter().flatten() {
             out.push(item(it, "item", Some(parent.provider_id.clone()))?);
         }
         out.insert(0, parent);

@@ -64,18 +64,18 @@ async fn audit(
     target_id: &str,
     details: serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO operator_actions (actor, action, target_type, target_id, reason, details) VALUES ($1, $2, $3, $4, $5, $6)",
-        actor.name,
-        action,
-        target_type,
-        target_id,
-        actor.reason,
-        details
+    crate::audit::record(
+        conn,
+        &crate::audit::Action {
+            actor: &actor.name,
+            action,
+            target_type,
+            target_id,
+            reason: actor.reason.as_deref(),
+            details,
+        },
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Requeues a failed or cancelled job: it runs again as soon as a worker is free, with its

@@ -234,14 +234,17 @@ pub async fn replay(pool: &PgPool, id: Uuid, actor: &Actor) -> Result<String, Re
         },
     )
     .await?;
-    sqlx::query!(
-        "INSERT INTO operator_actions (actor, action, target_type, target_id, reason, details) VALUES ($1, 'webhook.replay', 'webhook_event', $2, $3, $4)",
-        actor.name,
-        id.to_string(),
-        actor.reason,
-        json!({ "previous_status": row.status, "job_id": job.id() }),
+    crate::audit::record(
+        &mut *tx,
+        &crate::audit::Action {
+            actor: &actor.name,
+            action: "webhook.replay",
+            target_type: "webhook_event",
+            target_id: &id.to_string(),
+            reason: actor.reason.as_deref(),
+            details: json!({ "previous_status": row.status, "job_id": job.id() }),
+        },
     )
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(job.id().to_string())

@@ -1,0 +1,166 @@
+//! Bookings of service offers: the seed-era request (`{service_offer, customer_notes}`, no time
+//! yet) and Granary's timed booking (`starts_at`, inside the offer's window and capacity).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::error::{DomainError, DomainResult, Fields};
+
+/// A booking as its customer sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BookingOut {
+    /// Id.
+    pub id: Uuid,
+    /// The offer (the starter's name).
+    pub service_offer: Uuid,
+    /// The offer.
+    pub service_offer_id: Uuid,
+    /// Product name.
+    pub product_name: String,
+    /// The paid order item, when fulfillment opened it.
+    pub order_item: Option<Uuid>,
+    /// `requested`, `confirmed`, `completed`, `canceled`.
+    pub status: String,
+    /// Start, once agreed.
+    pub scheduled_start: Option<DateTime<Utc>>,
+    /// End (start + session length).
+    pub scheduled_end: Option<DateTime<Utc>>,
+    /// Granary's name for `scheduled_start`.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Session length.
+    pub duration_minutes: i32,
+    /// Where (the offer's location).
+    pub meeting_url: String,
+    /// The customer's notes.
+    pub customer_notes: String,
+    /// Granary's name for `customer_notes`.
+    pub notes: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The customer's bookings (or one), newest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    profile_id: Uuid,
+    only: Option<Uuid>,
+) -> sqlx::Result<Vec<BookingOut>> {
+    let rows = sqlx::query!(
+        r#"SELECT b.id, b.service_offer_id, b.order_item_id, b.status, b.starts_at, b.notes, b.created_at, b.updated_at,
+                  p.name AS product_name, s.duration_minutes, s.location
+           FROM bookings b JOIN service_offers s ON s.id = b.service_offer_id JOIN products p ON p.id = s.product_id
+           WHERE b.profile_id = $1 AND ($2::uuid IS NULL OR b.id = $2) ORDER BY b.created_at DESC"#,
+        profile_id,
+        only
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|b| BookingOut {
+            id: b.id,
+            service_offer: b.service_offer_id,
+            service_offer_id: b.service_offer_id,
+            product_name: b.product_name,
+            order_item: b.order_item_id,
+            status: b.status,
+            scheduled_start: b.starts_at,
+            scheduled_end: b
+                .starts_at
+                .map(|s| s + chrono::Duration::minutes(i64::from(b.duration_minutes))),
+            starts_at: b.starts_at,
+            duration_minutes: b.duration_minutes,
+            meeting_url: b.location,
+            customer_notes: b.notes.clone(),
+            notes: b.notes,
+            created_at: b.created_at,
+            updated_at: b.updated_at,
+        })
+        .collect())
+}
+
+/// Booking body: the seed-era `{service_offer, customer_notes}` or Granary's
+/// `{service_offer_id | product_id, starts_at, notes}`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct BookingInput {
+    /// The offer (the starter's name).
+    pub service_offer: Option<Uuid>,
+    /// The offer.
+    pub service_offer_id: Option<Uuid>,
+    /// Or the service product.
+    pub product_id: Option<Uuid>,
+    /// A start time; without one the booking is a request for the seller to schedule.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// The customer's notes (the starter's name).
+    pub customer_notes: Option<String>,
+    /// The customer's notes.
+    pub notes: Option<String>,
+}
+
+/// Books an offer. A timed booking must fall inside the offer's window (after its minimum
+/// notice) and under its capacity for that start; the offer row is locked while counting, so
+/// two requests for the last seat cannot both get it.
+pub async fn create(
+    conn: &mut PgConnection,
+    profile_id: Uuid,
+    b: BookingInput,
+) -> DomainResult<BookingOut> {
+    let offer_id = b.service_offer.or(b.service_offer_id);
+    let notes = b.customer_notes.or(b.notes).unwrap_or_default();
+    let mut f = Fields::new();
+    f.check(
+        offer_id.is_some() || b.product_id.is_some(),
+        "service_offer",
+        "service_offer is required.",
+    );
+    f.check(notes.len() <= 4000, "customer_notes", "at most 4000 characters");
+    f.finish()?;
+    let offer = sqlx::query!(
+        r#"SELECT s.id, s.capacity, s.booking_window_days, s.min_notice_hours FROM service_offers s JOIN products p ON p.id = s.product_id
+           WHERE (s.id = $1 OR s.product_id = $2) AND s.is_active AND p.deleted_at IS NULL AND p.visibility = 'published'
+           FOR UPDATE OF s"#,
+        offer_id,
+        b.product_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(DomainError::NotFound)?;
+    if let Some(starts_at) = b.starts_at {
+        let now = Utc::now();
+        let earliest = now + chrono::Duration::hours(i64::from(offer.min_notice_hours));
+        let latest = now + chrono::Duration::days(i64::from(offer.booking_window_days));
+        if starts_at < earliest || starts_at > latest {
+            return Err(DomainError::field(
+                "starts_at",
+                format!("must be between {earliest} and {latest}"),
+            ));
+        }
+        let taken = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM bookings WHERE service_offer_id = $1 AND starts_at = $2 AND status <> 'canceled'"#,
+            offer.id,
+            starts_at
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if taken >= i64::from(offer.capacity) {
+            return Err(DomainError::conflict("This time slot is fully booked."));
+        }
+    }
+    let id = sqlx::query_scalar!(
+        "INSERT INTO bookings (profile_id, service_offer_id, starts_at, notes) VALUES ($1, $2, $3, $4) RETURNING id",
+        profile_id,
+        offer.id,
+        b.starts_at,
+        notes
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    list(&mut *conn, profile_id, Some(id))
+        .await?
+        .pop()
+        .ok_or(DomainError::NotFound)
+}

@@ -1,0 +1,123 @@
+//! The domain's one error type. The api maps it once to the HTTP contract (`api/src/error.rs`);
+//! the worker's commands print it.
+
+use std::collections::BTreeMap;
+
+/// `Result` with [`DomainError`] as the default error.
+pub type DomainResult<T, E = DomainError> = std::result::Result<T, E>;
+
+/// What a domain function can refuse, or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The row does not exist, or is not the caller's (no existence leak).
+    #[error("not found")]
+    NotFound,
+    /// Field rules, every problem at once.
+    #[error("validation failed")]
+    Validation(BTreeMap<String, Vec<String>>),
+    /// A request that cannot be applied as sent (400 `invalid_request`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not allowed, with the contract code (`manual_confirm_disabled`, `download_not_allowed`).
+    #[error("{message}")]
+    Forbidden {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// A clash with the current state (`conflict`, `pending_verification`).
+    #[error("{message}")]
+    Conflict {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// A dependency is not configured or not reachable (`storage_unavailable`).
+    #[error("{message}")]
+    Unavailable {
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Anything else: a bug or an outage; the cause chain goes to the log.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl DomainError {
+    /// A 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code: "conflict",
+            message: message.into(),
+        }
+    }
+
+    /// A validation failure on one field.
+    pub fn field(field: &str, reason: impl Into<String>) -> Self {
+        Self::Validation(BTreeMap::from([(field.to_string(), vec![reason.into()])]))
+    }
+
+    /// True when this is a violation of the named constraint.
+    pub fn is_constraint(&self, name: &str) -> bool {
+        matches!(self, Self::Db(sqlx::Error::Database(db)) if db.constraint() == Some(name))
+    }
+}
+
+/// Turns a named constraint violation into a client error, as realworld-axum-sqlx does:
+/// constraint names, not message text, decide client errors.
+pub trait ConstraintExt<T> {
+    /// Maps a violation of `constraint` to `map()`; other errors pass through.
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> DomainError)
+    -> DomainResult<T>;
+}
+
+impl<T, E: Into<DomainError>> ConstraintExt<T> for Result<T, E> {
+    fn on_constraint(
+        self,
+        constraint: &str,
+        map: impl FnOnce() -> DomainError,
+    ) -> DomainResult<T> {
+        self.map_err(|e| {
+            let e = e.into();
+            if e.is_constraint(constraint) { map() } else { e }
+        })
+    }
+}
+
+/// Collects field errors and reports every problem at once.
+#[derive(Debug, Default)]
+pub struct Fields(BTreeMap<String, Vec<String>>);
+
+impl Fields {
+    /// A new collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `reason` against `field` when `ok` is false.
+    pub fn check(&mut self, ok: bool, field: &str, reason: &str) -> &mut Self {
+        if !ok {
+            self.0
+                .entry(field.to_string())
+                .or_default()
+                .push(reason.to_string());
+        }
+        self
+    }
+
+    /// Err with every recorded problem, or Ok.
+    pub fn finish(&mut self) -> DomainResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Validation(std::mem::take(&mut self.0)))
+        }
+    }
+}

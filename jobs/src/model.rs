@@ -1,0 +1,193 @@
+//! Statuses as Rust enums. Each is stored as text in PostgreSQL (the `sqlx` name) and has one
+//! wire spelling (the `serde` name): where the starter's frontend spells a state differently
+//! from the database (design/STOREFRONT.md §6), the mapping is here and nowhere else.
+
+use serde::{Deserialize, Serialize};
+
+/// An order's state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Created, waiting for the payment (the starter's `pending_payment`).
+    #[serde(rename = "pending_payment")]
+    Pending,
+    /// Paid; fulfillment is queued.
+    Paid,
+    /// Everything bought was granted.
+    Fulfilled,
+    /// Canceled before payment.
+    Canceled,
+    /// Refunded in full.
+    Refunded,
+    /// Disputed (chargeback).
+    Disputed,
+    /// The payment failed.
+    Failed,
+}
+
+impl OrderStatus {
+    /// The database spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::Fulfilled => "fulfilled",
+            Self::Canceled => "canceled",
+            Self::Refunded => "refunded",
+            Self::Disputed => "disputed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A subscription's state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Not paid yet.
+    Incomplete,
+    /// Starts later.
+    Upcoming,
+    /// Paid and running.
+    Active,
+    /// A renewal failed; access continues during the grace period.
+    PastDue,
+    /// Paused.
+    Paused,
+    /// Canceled; access continues until the period ends.
+    Canceled,
+    /// Over.
+    Ended,
+    /// Never completed.
+    Abandoned,
+    /// In a free trial (the starter's `trialing`).
+    #[serde(rename = "trialing")]
+    FreeTrial,
+}
+
+/// What granted an entitlement.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum EntitlementSource {
+    /// A paid order item (the starter's `purchase`).
+    #[serde(rename = "purchase")]
+    OrderItem,
+    /// A subscription plan (the starter's `plan`).
+    #[serde(rename = "plan")]
+    Subscription,
+    /// Granted by an operator.
+    Manual,
+}
+
+/// A work order's state: `requested` → `in_progress` → `ready_for_delivery` → `completed`, or
+/// `canceled` from any open state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum WorkOrderStatus {
+    /// Opened by the payment; the seller has not started.
+    Requested,
+    /// The seller is working on it.
+    InProgress,
+    /// Done, waiting for delivery.
+    ReadyForDelivery,
+    /// Delivered.
+    Completed,
+    /// Canceled (also by a refund).
+    Canceled,
+}
+
+impl WorkOrderStatus {
+    /// The database spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::InProgress => "in_progress",
+            Self::ReadyForDelivery => "ready_for_delivery",
+            Self::Completed => "completed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the buyer still waits for it.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Self::Requested | Self::InProgress | Self::ReadyForDelivery
+        )
+    }
+
+    /// The moves a seller may make. Moving back one step is allowed (work reopened); a closed
+    /// order stays closed.
+    pub fn can_move_to(self, to: Self) -> bool {
+        use WorkOrderStatus::*;
+        match (self, to) {
+            (a, b) if a == b => false,
+            (Completed | Canceled, _) => false,
+            (_, Canceled) => true,
+            (Requested, InProgress | ReadyForDelivery) => true,
+            (InProgress, Requested | ReadyForDelivery | Completed) => true,
+            (ReadyForDelivery, InProgress | Completed) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a work order is delivered.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Delivered as a file or online.
+    Downloadable,
+    /// Shipped with a carrier and a tracking number.
+    PhysicalShipped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_spellings_follow_the_starter() {
+        assert_eq!(
+            serde_json::to_value(OrderStatus::Pending).unwrap(),
+            "pending_payment"
+        );
+        assert_eq!(
+            serde_json::to_value(SubscriptionStatus::FreeTrial).unwrap(),
+            "trialing"
+        );
+        assert_eq!(
+            serde_json::to_value(EntitlementSource::OrderItem).unwrap(),
+            "purchase"
+        );
+        assert_eq!(
+            serde_json::to_value(EntitlementSource::Subscription).unwrap(),
+            "plan"
+        );
+    }
+
+    #[test]
+    fn closed_work_orders_stay_closed() {
+        use WorkOrderStatus::*;
+        assert!(Requested.can_move_to(InProgress));
+        assert!(InProgress.can_move_to(Completed));
+        assert!(!Completed.can_move_to(InProgress));
+        assert!(!Canceled.can_move_to(Requested));
+        assert!(!Requested.can_move_to(Completed));
+    }
+}
