@@ -114,13 +114,14 @@ impl ApiError {
     }
 }
 
-/// Builds the contract's error body.
+/// Builds the contract's error body: `{"error": {code, message, request_id}, "detail": message}`.
+/// The top-level `detail` is what a client written for the Django starter (DRF) shows.
 pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
     let mut error = json!({ "code": code, "message": message });
     if let Some(id) = current_request_id() {
         error["request_id"] = json!(id);
     }
-    (status, Json(json!({ "error": error }))).into_response()
+    (status, Json(json!({ "error": error, "detail": message }))).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -144,11 +145,16 @@ impl IntoResponse for ApiError {
                 )
             }
             Self::Validation(fields) => {
+                let detail = fields
+                    .iter()
+                    .map(|(f, why)| format!("{f}: {}", why.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let mut body = json!({ "error": {
                     "code": code,
                     "message": "Some fields are invalid.",
                     "fields": fields,
-                }});
+                }, "detail": format!("Some fields are invalid: {detail}")});
                 if let Some(id) = current_request_id() {
                     body["error"]["request_id"] = json!(id);
                 }
@@ -190,5 +196,24 @@ impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
             },
             other => other,
         })
+    }
+}
+
+impl From<granary_jobs::error::DomainError> for ApiError {
+    fn from(err: granary_jobs::error::DomainError) -> Self {
+        use granary_jobs::error::DomainError as D;
+        match err {
+            D::NotFound => Self::NotFound,
+            D::Validation(fields) => Self::Validation(fields),
+            D::BadRequest(message) => Self::BadRequest {
+                code: "invalid_request",
+                message,
+            },
+            D::Forbidden { code, message } => Self::Forbidden { code, message },
+            D::Conflict { code, message } => Self::Conflict { code, message },
+            D::Unavailable { code, message } => Self::Unavailable { code, message },
+            D::Db(e) => e.into(),
+            D::Other(e) => Self::Internal(e),
+        }
     }
 }

@@ -8,7 +8,6 @@ pub mod extract;
 mod middleware;
 pub mod request_id;
 mod routes;
-mod validate;
 
 use std::{sync::Arc, time::Duration};
 
@@ -117,6 +116,11 @@ fn cors_layer(config: &Config) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderName::from_static("idempotency-key"),
             axum::http::HeaderName::from_static(request_id::HEADER),
+            // What a client written for the Django starter may send (django-cors-headers'
+            // defaults).
+            axum::http::header::ACCEPT,
+            axum::http::HeaderName::from_static("x-csrftoken"),
+            axum::http::HeaderName::from_static("x-requested-with"),
         ])
         .expose_headers([axum::http::HeaderName::from_static(request_id::HEADER)])
         .max_age(Duration::from_secs(600))

@@ -1,8 +1,13 @@
-//! Who am I: profile, verified claims, billing features.
+//! Who am I: `/me/` nested as the starter nests it, the flat profile, verified claims, billing
+//! features.
 
 use axum::{
     Json,
     extract::{Query, State},
+};
+use granary_jobs::account::{
+    billing,
+    profile::{self, MeOut, ProfileOut},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,24 +17,38 @@ use crate::{
     auth::{AuthUser, public_claims},
 };
 
-/// The caller's profile.
-pub async fn profile_json(state: &AppState, user: &AuthUser) -> ApiResult<Value> {
-    let p = sqlx::query!(
-        "SELECT id, clerk_user_id, email, first_name, last_name, role, created_at FROM profiles WHERE id = $1",
-        user.profile_id
+async fn features(state: &AppState, user: &AuthUser) -> ApiResult<Vec<String>> {
+    Ok(billing::enabled_features(
+        &state.pool,
+        user.profile_id,
+        user.claims.extra.get(&state.config.clerk.billing_claim),
     )
-    .fetch_one(&state.pool)
-    .await?;
-    Ok(json!({
-        "id": p.id, "clerk_user_id": p.clerk_user_id, "email": p.email, "first_name": p.first_name,
-        "last_name": p.last_name, "role": p.role, "created_at": p.created_at,
-    }))
+    .await?)
 }
 
-/// `GET /api/me/` and `GET /api/profile/`.
-#[utoipa::path(get, path = "/api/me/", tag = "auth", responses((status = 200, description = "The caller's profile"), (status = 401, description = "unauthenticated")))]
-pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    Ok(Json(profile_json(&state, &user).await?))
+/// `GET /api/me/`: `{clerk_user_id, email, org_id, billing_features, profile, customer_account}`.
+#[utoipa::path(get, path = "/api/me/", tag = "auth", responses((status = 200, body = MeOut), (status = 401, description = "unauthenticated")))]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<MeOut>> {
+    let features = features(&state, &user).await?;
+    let org_id = user
+        .claims
+        .extra
+        .get("org_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        profile::me(&mut conn, user.profile_id, org_id, features).await?,
+    ))
+}
+
+/// `GET /api/profile/`: the profile alone.
+#[utoipa::path(get, path = "/api/profile/", tag = "auth", responses((status = 200, body = ProfileOut)))]
+pub async fn profile(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<ProfileOut>> {
+    let features = features(&state, &user).await?;
+    Ok(Json(
+        profile::profile(&state.pool, user.profile_id, &features).await?,
+    ))
 }
 
 /// `GET /api/me/clerk/`: the verified token claims.
@@ -45,49 +64,20 @@ pub struct FeatureQuery {
     pub feature: Option<String>,
 }
 
-/// Features from a billing claim: an array of strings, or Clerk's comma-separated `fea` form
-/// (`u:pro,o:reports`, scope prefixes dropped).
-fn claim_features(v: Option<&Value>) -> Vec<String> {
-    let strip = |s: &str| {
-        s.trim()
-            .split_once(':')
-            .map(|(_, f)| f)
-            .unwrap_or(s.trim())
-            .to_string()
-    };
-    match v {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(strip).collect(),
-        Some(Value::String(s)) => s
-            .split(',')
-            .filter(|f| !f.trim().is_empty())
-            .map(strip)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `GET /api/billing/features/`: the caller's entitlements (database, plus the billing claim),
-/// or `{"feature", "enabled"}` with `?feature=`.
-#[utoipa::path(get, path = "/api/billing/features/", tag = "auth", params(FeatureQuery), responses((status = 200, description = "Features")))]
-pub async fn features(
+/// `GET /api/billing/features/`: `{"enabled_features": [...]}` (entitlements and the billing
+/// claim, sorted, lower case), or `{"feature", "enabled"}` with `?feature=`.
+#[utoipa::path(get, path = "/api/billing/features/", tag = "auth", params(FeatureQuery), responses((status = 200, description = "{enabled_features} or {feature, enabled}")))]
+pub async fn billing_features(
     State(state): State<AppState>,
     user: AuthUser,
     Query(q): Query<FeatureQuery>,
 ) -> ApiResult<Json<Value>> {
-    let mut features: Vec<String> = sqlx::query_scalar!(
-        r#"SELECT DISTINCT feature_key AS "f!" FROM entitlements
-           WHERE profile_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"#,
-        user.profile_id
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    features.extend(claim_features(
-        user.claims.extra.get(&state.config.clerk.billing_claim),
-    ));
-    features.sort();
-    features.dedup();
+    let features = features(&state, &user).await?;
     Ok(Json(match q.feature {
-        Some(f) => json!({ "feature": f, "enabled": features.contains(&f) }),
-        None => json!({ "features": features }),
+        Some(f) => {
+            let f = f.trim().to_lowercase();
+            json!({ "enabled": features.contains(&f), "feature": f })
+        }
+        None => json!({ "enabled_features": features }),
     }))
 }

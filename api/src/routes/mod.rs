@@ -12,28 +12,33 @@ mod account;
 mod admin;
 mod catalog;
 mod downloads;
+mod extras;
 mod health;
 mod me;
 mod seller;
 mod webhooks;
+
+use seller::{assets, offers, prices, products, work_orders};
 
 /// The contract, generated from the handlers' annotations.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Granary", description = "Storefront, seller dashboard and webhooks for selling digital products and services."),
     paths(
-        me::me, me::me_clerk, me::features,
+        me::me, me::profile, me::me_clerk, me::billing_features,
         catalog::list, catalog::detail,
-        seller::list_products, seller::create_product, seller::get_product, seller::update_product, seller::delete_product,
-        seller::list_prices, seller::create_price, seller::get_price, seller::update_price, seller::delete_price,
-        seller::list_assets, seller::create_asset, seller::get_asset, seller::update_asset, seller::delete_asset,
-        seller::get_offer, seller::put_offer, seller::patch_offer,
+        products::list, products::create, products::get, products::update, products::delete,
+        prices::list, prices::create, prices::get, prices::update, prices::delete,
+        assets::list, assets::create, assets::get, assets::update, assets::delete,
+        offers::get, offers::put, offers::patch,
+        work_orders::list, work_orders::get, work_orders::update,
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
-        account::subscriptions, account::entitlements, account::downloads, downloads::access, account::list_bookings, account::create_booking,
+        account::subscriptions, account::subscription_status, account::entitlements, account::downloads, downloads::access,
+        account::work_orders, account::list_bookings, account::create_booking, account::email_test,
+        extras::supabase_profile, extras::ai_providers, extras::ai_usage,
         admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay,
     ),
-    components(schemas(catalog::ProductOut, catalog::PriceOut, seller::ProductIn, seller::PriceIn, seller::AssetIn, seller::AssetOut, seller::OfferIn,
-        account::CustomerIn, account::OrderIn, account::ItemIn, account::ConfirmIn, account::BookingIn)),
+    components(schemas(prices::PriceIn, assets::AssetIn, assets::AssetOut)),
     tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"), (name = "admin"))
 )]
 pub struct ApiDoc;
@@ -52,20 +57,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/products/", get(catalog::list))
         .route("/api/products/{slug}/", get(catalog::detail))
         .route("/api/me/", get(me::me))
-        .route("/api/profile/", get(me::me))
+        .route("/api/profile/", get(me::profile))
         .route("/api/me/clerk/", get(me::me_clerk))
-        .route("/api/billing/features/", get(me::features))
+        .route("/api/billing/features/", get(me::billing_features))
+        .route("/api/supabase/profile/", get(extras::supabase_profile))
+        .route("/api/ai/providers/", get(extras::ai_providers))
+        .route("/api/ai/usage/summary/", get(extras::ai_usage))
         .route(
             "/api/account/customer/",
             get(account::get_customer).patch(account::patch_customer),
         )
         .route("/api/account/orders/", get(account::list_orders))
         .route("/api/account/orders/create/", post(account::create_order))
+        .route("/api/account/orders/work/", get(account::work_orders))
         .route(
             "/api/account/orders/{public_id}/confirm/",
             post(account::confirm_order),
         )
         .route("/api/account/subscriptions/", get(account::subscriptions))
+        .route(
+            "/api/account/subscriptions/status/",
+            get(account::subscription_status),
+        )
         .route("/api/account/entitlements/", get(account::entitlements))
         .route("/api/account/downloads/", get(account::downloads))
         .route(
@@ -76,6 +89,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/account/bookings/",
             get(account::list_bookings).post(account::create_booking),
+        )
+        .route(
+            "/api/account/preflight/email-test/",
+            post(account::email_test),
         )
         .route("/api/admin/jobs/", get(admin::jobs))
         .route("/api/admin/jobs/{id}/", get(admin::job))
@@ -94,38 +111,37 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/webhooks/{id}/replay/", post(admin::replay))
         .route(
             "/api/seller/products/",
-            get(seller::list_products).post(seller::create_product),
+            get(products::list).post(products::create),
         )
         .route(
             "/api/seller/products/{id}/",
-            get(seller::get_product)
-                .patch(seller::update_product)
-                .delete(seller::delete_product),
+            get(products::get)
+                .patch(products::update)
+                .delete(products::delete),
         )
         .route(
             "/api/seller/products/{id}/prices/",
-            get(seller::list_prices).post(seller::create_price),
+            get(prices::list).post(prices::create),
         )
         .route(
             "/api/seller/prices/{id}/",
-            get(seller::get_price)
-                .patch(seller::update_price)
-                .delete(seller::delete_price),
+            get(prices::get).patch(prices::update).delete(prices::delete),
         )
         .route(
             "/api/seller/products/{id}/assets/",
-            get(seller::list_assets).post(seller::create_asset),
+            get(assets::list).post(assets::create),
         )
         .route(
             "/api/seller/assets/{id}/",
-            get(seller::get_asset)
-                .patch(seller::update_asset)
-                .delete(seller::delete_asset),
+            get(assets::get).patch(assets::update).delete(assets::delete),
         )
         .route(
             "/api/seller/products/{id}/service-offer/",
-            get(seller::get_offer)
-                .put(seller::put_offer)
-                .patch(seller::patch_offer),
+            get(offers::get).put(offers::put).patch(offers::patch),
+        )
+        .route("/api/seller/work-orders/", get(work_orders::list))
+        .route(
+            "/api/seller/work-orders/{id}/",
+            get(work_orders::get).patch(work_orders::update),
         )
 }

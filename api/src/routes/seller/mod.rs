@@ -1,0 +1,27 @@
+//! Seller management: products, prices, assets, service offers and work orders. A seller sees
+//! and changes only their own rows (another seller's are 404); an admin sees all. Who may sell
+//! is `SELLER_ACCESS` (see `AuthUser::require_seller`).
+
+pub mod assets;
+pub mod offers;
+pub mod prices;
+pub mod products;
+pub mod work_orders;
+
+use uuid::Uuid;
+
+use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
+
+/// The product, if the caller may manage it.
+pub(crate) async fn owned_product(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
+    user.require_seller()?;
+    sqlx::query_scalar!(
+        "SELECT id FROM products WHERE id = $1 AND deleted_at IS NULL AND (seller_profile_id = $2 OR $3)",
+        id,
+        user.profile_id,
+        user.is_admin()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)
+}
