@@ -1,12 +1,21 @@
-//! A Clerk stand-in: a JWKS endpoint on loopback serving a test RSA key, counting its fetches,
-//! and tokens carrying Clerk's session claims signed with that key.
+//! A Clerk stand-in: a JWKS endpoint on loopback serving a test RSA key, counting its fetches;
+//! the Backend API's billing-subscription call in Clerk's wire format; and tokens carrying
+//! Clerk's session claims signed with that key.
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
-use axum::{Json, Router, routing::get};
+use axum::{
+    Json, Router,
+    extract::Path,
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::{
@@ -61,38 +70,120 @@ pub fn rogue_key() -> &'static Key {
     KEY.get_or_init(make_key)
 }
 
-/// A running JWKS endpoint.
+/// The Backend API secret key the stand-in accepts.
+pub const SECRET_KEY: &str = "sk_test_granary_stand_in";
+
+/// A running Clerk stand-in: the JWKS endpoint, and the Backend API's
+/// `GET /v1/users/{user_id}/billing/subscription` (bearer [`SECRET_KEY`]; 404 with Clerk's
+/// error body when the user has no subscription; a settable failure status).
 pub struct ClerkStandIn {
     /// Its JWKS URL.
     pub jwks_url: String,
+    /// Its Backend API base URL (`CLERK_API_URL`).
+    pub api_url: String,
     hits: Arc<AtomicU64>,
+    bapi: Arc<BackendApi>,
+}
+
+#[derive(Default)]
+struct BackendApi {
+    subscriptions: Mutex<HashMap<String, Value>>,
+    fail_with: Mutex<Option<u16>>,
+    calls: AtomicU64,
+}
+
+fn clerk_error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Json<Value>) {
+    (
+        status,
+        Json(json!({"errors": [{"message": message, "long_message": message, "code": code}],
+                    "clerk_trace_id": "trace_test"})),
+    )
 }
 
 impl ClerkStandIn {
-    /// Starts serving the JWKS on an ephemeral loopback port.
+    /// Starts serving on an ephemeral loopback port.
     pub async fn start() -> Self {
         let hits = Arc::new(AtomicU64::new(0));
+        let bapi = Arc::new(BackendApi::default());
         let k = key();
         let jwks = json!({"keys": [{"kty": "RSA", "kid": KID, "use": "sig", "alg": "RS256", "n": k.n, "e": k.e}]});
         let counter = hits.clone();
-        let app = Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let body = jwks.clone();
-                async move { Json(body) }
-            }),
-        );
+        let api = bapi.clone();
+        let app = Router::new()
+            .route(
+                "/.well-known/jwks.json",
+                get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = jwks.clone();
+                    async move { Json(body) }
+                }),
+            )
+            .route(
+                "/v1/users/{user_id}/billing/subscription",
+                get(move |Path(user): Path<String>, headers: HeaderMap| {
+                    let api = api.clone();
+                    async move {
+                        api.calls.fetch_add(1, Ordering::SeqCst);
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        if auth != format!("Bearer {SECRET_KEY}") {
+                            return clerk_error(
+                                StatusCode::UNAUTHORIZED,
+                                "authentication_invalid",
+                                "Unauthorized request",
+                            );
+                        }
+                        if let Some(code) = *api.fail_with.lock().unwrap() {
+                            return clerk_error(
+                                StatusCode::from_u16(code).unwrap(),
+                                "internal_clerk_error",
+                                "Oops, an unexpected error occurred",
+                            );
+                        }
+                        match api.subscriptions.lock().unwrap().get(&user) {
+                            Some(sub) => (StatusCode::OK, Json(sub.clone())),
+                            None => clerk_error(
+                                StatusCode::NOT_FOUND,
+                                "resource_not_found",
+                                "Resource not found",
+                            ),
+                        }
+                    }
+                }),
+            );
         let addr = crate::serve_loopback(app).await;
         Self {
             jwks_url: format!("http://{addr}/.well-known/jwks.json"),
+            api_url: format!("http://{addr}"),
             hits,
+            bapi,
         }
     }
 
     /// How many times the JWKS was fetched.
     pub fn fetches(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The subscription the Backend API answers for `user` (a Clerk `commerce_subscription`).
+    pub fn set_subscription(&self, user: &str, subscription: Value) {
+        self.bapi
+            .subscriptions
+            .lock()
+            .unwrap()
+            .insert(user.into(), subscription);
+    }
+
+    /// Makes every Backend API call answer `status` (None: answer normally).
+    pub fn fail_backend_api(&self, status: Option<u16>) {
+        *self.bapi.fail_with.lock().unwrap() = status;
+    }
+
+    /// How many Backend API calls were made.
+    pub fn backend_api_calls(&self) -> u64 {
+        self.bapi.calls.load(Ordering::SeqCst)
     }
 }
 

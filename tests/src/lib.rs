@@ -95,6 +95,8 @@ impl TestAppBuilder {
             env.insert("CLERK_JWT_ISSUER".into(), clerk::ISSUER.into());
             env.insert("CLERK_AUTHORIZED_PARTIES".into(), clerk::AZP.into());
             env.insert("CORS_ALLOWED_ORIGINS".into(), clerk::AZP.into());
+            env.insert("CLERK_API_URL".into(), c.api_url.clone());
+            env.insert("CLERK_SECRET_KEY".into(), clerk::SECRET_KEY.into());
             Some(c)
         } else {
             None

@@ -44,7 +44,7 @@ async fn sell_and_buy(app: &TestApp, buyer: &str) -> String {
             &json!({"price_id": price.json["id"]}),
         )
         .await;
-    order.json["public_id"].as_str().unwrap().to_string()
+    order.json["order"]["public_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn a_failed_fulfillment_is_visible_requeued_by_order_and_completes() {
     app.post_as(
         &buyer,
         &format!("/api/account/orders/{public_id}/confirm/"),
-        &json!({}),
+        &json!({"provider": "manual"}),
     )
     .await;
     app.wait_for_count(

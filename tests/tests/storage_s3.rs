@@ -128,9 +128,9 @@ async fn assets_finalize_to_s3_and_presigned_urls_serve_the_exact_bytes() {
         &buyer,
         &format!(
             "/api/account/orders/{}/confirm/",
-            order.json["public_id"].as_str().unwrap()
+            order.json["order"]["public_id"].as_str().unwrap()
         ),
-        &json!({}),
+        &json!({"provider": "manual"}),
     )
     .await;
     app.wait_for_count("SELECT count(*) FROM download_grants", 1, WAIT)

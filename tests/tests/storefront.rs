@@ -128,20 +128,46 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
             .len(),
         1
     );
-    let offer = app
-        .send(
+    // A service offer belongs to a service product: on a digital one it is refused.
+    let put_offer = |product: String, body: serde_json::Value| {
+        app.send(
             app.client
-                .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))
+                .put(app.url(&format!("/api/seller/products/{product}/service-offer/")))
                 .bearer_auth(&seller)
-                .json(&json!({"duration_minutes": 30, "capacity": 1, "booking_window_days": 30})),
+                .json(&body),
         )
+    };
+    let refused = put_offer(pid.clone(), json!({"session_minutes": 30})).await;
+    assert_eq!(
+        (refused.status, refused.json["detail"].as_str()),
+        (400, Some("Product is not a service product.")),
+        "{}",
+        refused.text
+    );
+    let service = app
+        .post_as(&seller, "/api/seller/products/", &json!({"name": "Coaching Call", "product_type": "service", "visibility": "published"}))
         .await;
+    assert_eq!(service.status, 201, "{}", service.text);
+    let sid = service.json["id"].as_str().unwrap().to_string();
+    let offer = put_offer(
+        sid.clone(),
+        json!({"session_minutes": 30, "delivery_days": 7, "revision_count": 1, "onboarding_instructions": "Bring questions", "capacity": 1, "booking_window_days": 30}),
+    )
+    .await;
     assert_eq!(offer.status, 200, "{}", offer.text);
+    assert_eq!(
+        (
+            offer.json["session_minutes"].as_i64(),
+            offer.json["revision_count"].as_i64(),
+            offer.json["onboarding_instructions"].as_str()
+        ),
+        (Some(30), Some(1), Some("Bring questions"))
+    );
     let offer_id = offer.json["id"].as_str().unwrap().to_string();
     assert_eq!(
         app.patch_as(
             &seller,
-            &format!("/api/seller/products/{pid}/service-offer/"),
+            &format!("/api/seller/products/{sid}/service-offer/"),
             &json!({"capacity": 2})
         )
         .await
@@ -151,8 +177,12 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
 
     // Buyer: catalog, detail, order, confirm.
     let catalog = app.get("/api/products/").await;
-    assert_eq!(catalog.json.as_array().unwrap().len(), 1);
-    assert_eq!(catalog.json[0]["active_price_id"], price_id.as_str());
+    assert_eq!(
+        catalog.json.as_array().unwrap().len(),
+        1,
+        "the service product has no price yet"
+    );
+    assert_eq!(catalog.json[0]["active_price"]["id"], price_id.as_str());
     assert_eq!(
         app.get("/api/products/creator-bundle/").await.json["id"],
         pid.as_str()
@@ -166,14 +196,14 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         .await;
     assert_eq!(order.status, 201, "{}", order.text);
     assert_eq!(
-        order.json["total_cents"], 5800,
+        order.json["order"]["total_cents"], 5800,
         "totals are computed server-side"
     );
     assert_eq!(
-        order.json["checkout_url"],
+        order.json["checkout"]["checkout_url"],
         "https://checkout.example.com/c/1"
     );
-    let public_id = order.json["public_id"].as_str().unwrap().to_string();
+    let public_id = order.json["order"]["public_id"].as_str().unwrap().to_string();
     assert_eq!(
         app.get_as(&buyer, "/api/account/orders/").await.json[0]["public_id"],
         public_id.as_str()
@@ -186,8 +216,12 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         )
         .await;
     assert_eq!(
-        (confirmed.status, confirmed.json["status"].as_str()),
-        (200, Some("paid")),
+        (
+            confirmed.status,
+            confirmed.json["order"]["status"].as_str(),
+            confirmed.json["already_confirmed"].as_bool()
+        ),
+        (200, Some("paid"), Some(false)),
         "{}",
         confirmed.text
     );
@@ -284,7 +318,10 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
     // Who am I.
     let me = app.get_as(&buyer, "/api/me/").await;
     assert_eq!(
-        (me.json["clerk_user_id"].as_str(), me.json["role"].as_str()),
+        (
+            me.json["clerk_user_id"].as_str(),
+            me.json["profile"]["role"].as_str()
+        ),
         (Some("user_buyer"), Some("buyer"))
     );
     assert_eq!(
@@ -300,7 +337,7 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         .await
         .unwrap();
     assert_eq!(
-        app.get_as(&buyer, "/api/billing/features/").await.json["features"],
+        app.get_as(&buyer, "/api/billing/features/").await.json["enabled_features"],
         json!(["pro"])
     );
     assert_eq!(
@@ -351,7 +388,7 @@ async fn the_billing_claim_adds_features() {
     claims["entitlements"] = json!("u:ai_coach,u:reports");
     let token = clerk::sign(&claims);
     assert_eq!(
-        app.get_as(&token, "/api/billing/features/").await.json["features"],
+        app.get_as(&token, "/api/billing/features/").await.json["enabled_features"],
         json!(["ai_coach", "reports"])
     );
 }
@@ -499,7 +536,7 @@ async fn roles_and_ownership_are_enforced_without_leaking_existence() {
             &json!({"price_id": price_id}),
         )
         .await;
-    let public_id = order.json["public_id"].as_str().unwrap();
+    let public_id = order.json["order"]["public_id"].as_str().unwrap();
     let res = app
         .post_as(
             &thief,
@@ -570,7 +607,7 @@ async fn order_confirm_rules_answer_their_exact_codes() {
         .await;
     let confirm = format!(
         "/api/account/orders/{}/confirm/",
-        order.json["public_id"].as_str().unwrap()
+        order.json["order"]["public_id"].as_str().unwrap()
     );
     let res = app
         .post_as(&buyer, &confirm, &json!({"method": "manual"}))
@@ -617,7 +654,10 @@ async fn an_idempotency_key_retry_returns_the_same_order() {
     };
     let (first, second) = (create().await, create().await);
     assert_eq!((first.status, second.status), (201, 200));
-    assert_eq!(first.json["public_id"], second.json["public_id"]);
+    assert_eq!(
+        first.json["order"]["public_id"],
+        second.json["order"]["public_id"]
+    );
     // Concurrent retries too.
     let many = futures::future::join_all((0..5).map(|_| {
         app.send(
@@ -631,7 +671,7 @@ async fn an_idempotency_key_retry_returns_the_same_order() {
     .await;
     assert!(
         many.iter()
-            .all(|r| r.json["public_id"] == many[0].json["public_id"])
+            .all(|r| r.json["order"]["public_id"] == many[0].json["order"]["public_id"])
     );
     assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 2);
 }
@@ -684,7 +724,8 @@ async fn drafts_and_priceless_products_are_not_in_the_catalog() {
             "{slug}"
         );
     }
-    // Without a checkout URL, an order is refused unless dev manual checkout is on.
+    // Without a checkout URL, the order is created pending and the checkout URL is "", as
+    // the starter answers (the storefront then shows the pending order).
     let buyer = app.token("b1", "buyer").await;
     let res = app
         .post_as(
@@ -694,10 +735,16 @@ async fn drafts_and_priceless_products_are_not_in_the_catalog() {
         )
         .await;
     assert_eq!(
-        (res.status, res.error_code()),
-        (422, Some("checkout_url_missing"))
+        (
+            res.status,
+            res.json["checkout"]["checkout_url"].as_str(),
+            res.json["order"]["status"].as_str()
+        ),
+        (201, Some(""), Some("pending_payment")),
+        "{}",
+        res.text
     );
-    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 1);
     let _ = pid;
 }
 
@@ -719,19 +766,25 @@ async fn dev_manual_checkout_allows_orders_without_a_checkout_url() {
         )
         .await;
     assert_eq!(res.status, 201, "{}", res.text);
-    assert!(res.json["checkout_url"].is_null());
+    assert_eq!(
+        (
+            res.json["checkout"]["checkout_url"].as_str(),
+            res.json["checkout"]["provider"].as_str()
+        ),
+        (Some(""), Some("manual"))
+    );
 }
 
 #[tokio::test]
 async fn validation_and_conflicts_use_the_contract_codes() {
     let app = app().await;
     let seller = app.token("s1", "seller").await;
-    let res = app.post_as(&seller, "/api/seller/products/", &json!({"name": "", "slug": "Bad Slug", "visibility": "public", "feature_keys": ["ok", "no spaces"]})).await;
+    let res = app.post_as(&seller, "/api/seller/products/", &json!({"name": "", "visibility": "public", "product_type": "course", "feature_keys": ["ok", "no/slash"]})).await;
     assert_eq!(
         (res.status, res.error_code()),
         (422, Some("validation_failed"))
     );
-    for field in ["name", "slug", "visibility", "feature_keys"] {
+    for field in ["name", "visibility", "product_type", "feature_keys"] {
         assert!(
             res.json["error"]["fields"][field].is_array(),
             "{field}: {}",
@@ -751,7 +804,7 @@ async fn validation_and_conflicts_use_the_contract_codes() {
         .post_as(
             &seller,
             &format!("/api/seller/products/{pid}/prices/"),
-            &json!({"amount_cents": -1, "currency": "usd", "billing_period": "daily"}),
+            &json!({"amount_cents": -1, "currency": "US1", "billing_period": "daily"}),
         )
         .await;
     assert_eq!(res.status, 422);
@@ -803,6 +856,12 @@ async fn bookings_respect_capacity_and_the_window() {
     let app = app().await;
     let seller = app.token("s1", "seller").await;
     let (pid, _) = seed_catalog(&app, &seller, "session", Some("https://c.example/x")).await;
+    app.patch_as(
+        &seller,
+        &format!("/api/seller/products/{pid}/"),
+        &json!({"product_type": "service"}),
+    )
+    .await;
     app.send(
         app.client
             .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))

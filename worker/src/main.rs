@@ -58,6 +58,9 @@ enum Command {
     /// Webhook deliveries: list, show, replay.
     #[command(subcommand)]
     Webhooks(WebhooksCmd),
+    /// Users: grant a role.
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// Enqueue a canary job and wait for a worker to run it.
     Probe {
         /// Give up after this many seconds.
@@ -104,6 +107,20 @@ enum JobsCmd {
     /// Cancel a waiting or failed job.
     Cancel {
         id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Make a Clerk user a buyer, seller or admin (with SELLER_ACCESS=role, only sellers and
+    /// admins may use the seller API).
+    SetRole {
+        /// Clerk user id (`user_...`).
+        clerk_user_id: String,
+        /// buyer, seller or admin.
+        role: String,
         #[command(flatten)]
         why: Why,
     },
@@ -305,6 +322,23 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
             let ids = ops::requeue_order(pool, order, &actor(&why)).await?;
             out(
                 json!({ "order": public_id, "requeued": ids }),
+                output::plain,
+            );
+        }
+        Command::Users(UsersCmd::SetRole {
+            clerk_user_id,
+            role,
+            why,
+        }) => {
+            let previous = granary_jobs::account::profile::set_role(
+                pool,
+                &clerk_user_id,
+                &role,
+                &actor(&why),
+            )
+            .await?;
+            out(
+                json!({ "user": clerk_user_id, "role": role, "previous_role": previous }),
                 output::plain,
             );
         }

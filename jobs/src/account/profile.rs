@@ -339,3 +339,45 @@ pub async fn send_test_email(
         email_id: id,
     })
 }
+
+/// Sets a user's role (`buyer`, `seller`, `admin`), creating the profile if Clerk has not
+/// introduced the user yet, and records it in `operator_actions`. Returns the previous role.
+pub async fn set_role(
+    pool: &sqlx::PgPool,
+    clerk_user_id: &str,
+    role: &str,
+    actor: &crate::queue::ops::Actor,
+) -> DomainResult<Option<String>> {
+    if !matches!(role, "buyer" | "seller" | "admin") {
+        return Err(DomainError::field("role", "one of buyer, seller, admin"));
+    }
+    let mut tx = pool.begin().await?;
+    let previous = sqlx::query_scalar!(
+        "SELECT role FROM profiles WHERE clerk_user_id = $1 FOR UPDATE",
+        clerk_user_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query!(
+        r#"INSERT INTO profiles (clerk_user_id, role) VALUES ($1, $2)
+           ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role"#,
+        clerk_user_id,
+        role
+    )
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        &crate::audit::Action {
+            actor: &actor.name,
+            action: "profile.set_role",
+            target_type: "profile",
+            target_id: clerk_user_id,
+            reason: actor.reason.as_deref(),
+            details: json!({ "from": previous, "to": role }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(previous)
+}
