@@ -19,8 +19,8 @@ use axum::{
     extract::FromRequestParts,
     http::{Method, request::Parts},
 };
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use granary_jobs::config::SellerAccess;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;

@@ -74,19 +74,18 @@ impl DomainError {
 /// constraint names, not message text, decide client errors.
 pub trait ConstraintExt<T> {
     /// Maps a violation of `constraint` to `map()`; other errors pass through.
-    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> DomainError)
-    -> DomainResult<T>;
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> DomainError) -> DomainResult<T>;
 }
 
 impl<T, E: Into<DomainError>> ConstraintExt<T> for Result<T, E> {
-    fn on_constraint(
-        self,
-        constraint: &str,
-        map: impl FnOnce() -> DomainError,
-    ) -> DomainResult<T> {
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> DomainError) -> DomainResult<T> {
         self.map_err(|e| {
             let e = e.into();
-            if e.is_constraint(constraint) { map() } else { e }
+            if e.is_constraint(constraint) {
+                map()
+            } else {
+                e
+            }
         })
     }
 }

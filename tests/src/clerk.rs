@@ -95,8 +95,10 @@ struct BackendApi {
 fn clerk_error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Json<Value>) {
     (
         status,
-        Json(json!({"errors": [{"message": message, "long_message": message, "code": code}],
-                    "clerk_trace_id": "trace_test"})),
+        Json(
+            json!({"errors": [{"message": message, "long_message": message, "code": code}],
+                    "clerk_trace_id": "trace_test"}),
+        ),
     )
 }
 

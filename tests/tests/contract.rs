@@ -88,8 +88,10 @@ impl Starter {
                     app.client
                         .put(app.url(&format!("/api/seller/products/{product_id}/service-offer/")))
                         .bearer_auth(&self.seller)
-                        .json(&json!({"session_minutes": 60, "delivery_days": 7, "revision_count": 1,
-                                      "onboarding_instructions": "Send your brief"})),
+                        .json(
+                            &json!({"session_minutes": 60, "delivery_days": 7, "revision_count": 1,
+                                      "onboarding_instructions": "Send your brief"}),
+                        ),
                 )
                 .await;
             assert_eq!(offer.status, 200, "{}", offer.text);
@@ -386,7 +388,9 @@ async fn catalog_cards_have_an_active_price_with_its_amount() {
     let usd = s
         .create_offer("Creator Bundle", "digital", 2900, "usd", None)
         .await;
-    let jpy = s.create_offer("Anime Pack", "digital", 500, "JPY", None).await;
+    let jpy = s
+        .create_offer("Anime Pack", "digital", 500, "JPY", None)
+        .await;
     let products = s.app.get("/api/products/").await;
     assert_eq!(products.status, 200);
     let products = list(&products.json);
@@ -414,7 +418,11 @@ async fn catalog_cards_have_an_active_price_with_its_amount() {
         products[0]["active_price"]["amount"], "500",
         "JPY has no minor unit"
     );
-    assert_eq!(card["feature_keys"], json!(["templates_pack"]), "normalised");
+    assert_eq!(
+        card["feature_keys"],
+        json!(["templates_pack"]),
+        "normalised"
+    );
 }
 
 #[tokio::test]
@@ -447,7 +455,11 @@ async fn subscription_status_is_computed_and_refresh_pulls_from_clerk() {
             &status["blocking"],
             &status["reason_code"]
         ),
-        (&json!("fresh"), &json!(false), &json!("no_subscription_payload")),
+        (
+            &json!("fresh"),
+            &json!(false),
+            &json!("no_subscription_payload")
+        ),
         "{status}"
     );
     assert!(status["error_code"].is_null() && status["last_success_at"].is_null());
@@ -483,7 +495,9 @@ async fn subscription_status_is_computed_and_refresh_pulls_from_clerk() {
 
     // Clerk failing is reported in the status, never thrown at the dashboard.
     clerk.fail_backend_api(Some(500));
-    let status = s.get("/api/account/subscriptions/status/?refresh=true").await;
+    let status = s
+        .get("/api/account/subscriptions/status/?refresh=true")
+        .await;
     assert_eq!(
         (&status["reason_code"], &status["error_code"]),
         (&json!("sync_failed"), &json!("clerk_error")),
@@ -577,10 +591,10 @@ async fn create_offer_fast_works_for_any_signed_in_user_with_seller_access_any()
         .send(
             s.app
                 .client
-                .put(
-                    s.app
-                        .url(&format!("/api/seller/products/{}/service-offer/", d.product_id)),
-                )
+                .put(s.app.url(&format!(
+                    "/api/seller/products/{}/service-offer/",
+                    d.product_id
+                )))
                 .bearer_auth(&s.seller)
                 .json(&json!({"session_minutes": 60})),
         )
@@ -607,7 +621,13 @@ async fn create_offer_fast_works_for_any_signed_in_user_with_seller_access_any()
 async fn order_create_answers_order_and_checkout() {
     let s = Starter::start().await;
     let hosted = s
-        .create_offer("Kit", "digital", 2900, "USD", Some("https://checkout.example.com/c/1"))
+        .create_offer(
+            "Kit",
+            "digital",
+            2900,
+            "USD",
+            Some("https://checkout.example.com/c/1"),
+        )
         .await;
     let res = s.order(&s.buyer, &hosted.price_id).await;
     assert_eq!(res.status, 201, "{}", res.text);
@@ -720,7 +740,13 @@ async fn the_seed_era_manual_buy_flow_completes_with_a_receipt() {
 async fn the_head_buy_flow_completes_with_a_receipt_after_the_payment_webhook() {
     let s = Starter::start().await;
     let offer = s
-        .create_offer("Kit", "digital", 2900, "USD", Some("https://checkout.stripe.com/c/pay/cs_1"))
+        .create_offer(
+            "Kit",
+            "digital",
+            2900,
+            "USD",
+            Some("https://checkout.stripe.com/c/pay/cs_1"),
+        )
         .await;
     let res = s.order(&s.buyer, &offer.price_id).await;
     assert_eq!(res.json["checkout"]["provider"], "stripe");
@@ -786,7 +812,11 @@ async fn bad_input_keeps_the_contract_codes_and_adds_detail() {
             &json!({"is_active": false}),
         )
         .await;
-    assert_eq!(s.order(&s.buyer, &offer.price_id).await.status, 404, "inactive price");
+    assert_eq!(
+        s.order(&s.buyer, &offer.price_id).await.status,
+        404,
+        "inactive price"
+    );
     s.app
         .patch_as(
             &s.seller,
@@ -807,7 +837,10 @@ async fn bad_input_keeps_the_contract_codes_and_adds_detail() {
         (422, Some("validation_failed"))
     );
     assert!(zero.json["detail"].as_str().unwrap().contains("quantity"));
-    assert_eq!(count(&s.app.db_pool, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT count(*) FROM orders").await,
+        0
+    );
     let mine = s.order(&s.buyer, &offer.price_id).await;
     let public_id = mine.json["order"]["public_id"].as_str().unwrap();
     let other = s.app.token("user_other", "buyer").await;
@@ -851,7 +884,12 @@ async fn cors_allows_the_headers_a_drf_era_client_sends() {
         .to_str()
         .unwrap()
         .to_ascii_lowercase();
-    for h in ["authorization", "content-type", "x-csrftoken", "x-requested-with"] {
+    for h in [
+        "authorization",
+        "content-type",
+        "x-csrftoken",
+        "x-requested-with",
+    ] {
         assert!(allowed.contains(h), "{h} not in {allowed}");
     }
 }
@@ -883,7 +921,10 @@ async fn a_seller_moves_a_work_order_along_audited_and_emailed() {
     );
     for (status, extra) in [
         ("in_progress", json!({})),
-        ("ready_for_delivery", json!({"delivery_notes": "Three concepts attached"})),
+        (
+            "ready_for_delivery",
+            json!({"delivery_notes": "Three concepts attached"}),
+        ),
         (
             "completed",
             json!({"shipping_carrier": "DHL", "shipping_tracking_number": "JD0001",

@@ -78,7 +78,10 @@ async fn buy(app: &TestApp, buyer: &str, price_id: &str) -> String {
         )
         .await;
     assert_eq!(order.status, 201, "{}", order.text);
-    let public_id = order.json["order"]["public_id"].as_str().unwrap().to_string();
+    let public_id = order.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let res = app
         .post_as(
             buyer,
@@ -610,7 +613,10 @@ async fn a_refund_revokes_only_what_its_order_granted() {
                 &json!({"price_id": price}),
             )
             .await;
-        let public_id = order.json["order"]["public_id"].as_str().unwrap().to_string();
+        let public_id = order.json["order"]["public_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(
             app.deliver_stripe(&checkout(
                 &format!("evt_pay_{i}"),

@@ -44,7 +44,10 @@ async fn sell_and_buy(app: &TestApp, buyer: &str) -> String {
             &json!({"price_id": price.json["id"]}),
         )
         .await;
-    order.json["order"]["public_id"].as_str().unwrap().to_string()
+    order.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]

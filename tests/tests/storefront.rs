@@ -145,7 +145,11 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         refused.text
     );
     let service = app
-        .post_as(&seller, "/api/seller/products/", &json!({"name": "Coaching Call", "product_type": "service", "visibility": "published"}))
+        .post_as(
+            &seller,
+            "/api/seller/products/",
+            &json!({"name": "Coaching Call", "product_type": "service", "visibility": "published"}),
+        )
         .await;
     assert_eq!(service.status, 201, "{}", service.text);
     let sid = service.json["id"].as_str().unwrap().to_string();
@@ -203,7 +207,10 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         order.json["checkout"]["checkout_url"],
         "https://checkout.example.com/c/1"
     );
-    let public_id = order.json["order"]["public_id"].as_str().unwrap().to_string();
+    let public_id = order.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         app.get_as(&buyer, "/api/account/orders/").await.json[0]["public_id"],
         public_id.as_str()

@@ -330,13 +330,9 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
             role,
             why,
         }) => {
-            let previous = granary_jobs::account::profile::set_role(
-                pool,
-                &clerk_user_id,
-                &role,
-                &actor(&why),
-            )
-            .await?;
+            let previous =
+                granary_jobs::account::profile::set_role(pool, &clerk_user_id, &role, &actor(&why))
+                    .await?;
             out(
                 json!({ "user": clerk_user_id, "role": role, "previous_role": previous }),
                 output::plain,

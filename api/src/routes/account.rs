@@ -135,9 +135,10 @@ pub async fn subscription_status(
     user: AuthUser,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<Json<SyncStatus>> {
-    let refresh = q.refresh.as_deref().is_some_and(|r| {
-        matches!(r.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-    });
+    let refresh = q
+        .refresh
+        .as_deref()
+        .is_some_and(|r| matches!(r.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
     if refresh {
         billing::refresh(&state.pool, &state.config, &user.clerk_user_id).await?;
     }
@@ -160,10 +161,12 @@ pub async fn entitlements(
     user: AuthUser,
     Query(q): Query<CurrentQuery>,
 ) -> ApiResult<Json<Vec<EntitlementOut>>> {
-    let all = q
-        .current
-        .as_deref()
-        .is_some_and(|c| matches!(c.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"));
+    let all = q.current.as_deref().is_some_and(|c| {
+        matches!(
+            c.to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    });
     Ok(Json(
         billing::entitlements(&state.pool, user.profile_id, all).await?,
     ))

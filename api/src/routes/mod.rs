@@ -125,7 +125,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/seller/prices/{id}/",
-            get(prices::get).patch(prices::update).delete(prices::delete),
+            get(prices::get)
+                .patch(prices::update)
+                .delete(prices::delete),
         )
         .route(
             "/api/seller/products/{id}/assets/",
@@ -133,7 +135,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/seller/assets/{id}/",
-            get(assets::get).patch(assets::update).delete(assets::delete),
+            get(assets::get)
+                .patch(assets::update)
+                .delete(assets::delete),
         )
         .route(
             "/api/seller/products/{id}/service-offer/",

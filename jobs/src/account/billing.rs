@@ -208,10 +208,26 @@ pub async fn subscriptions(
     Ok(rows
         .into_iter()
         .map(|s| {
-            let price_summary = match (s.price_id, s.price_name, s.amount_cents, s.currency, s.billing_period) {
-                (Some(id), Some(name), Some(amount_cents), Some(currency), Some(billing_period)) => {
-                    Some(PriceSummary { id, name, amount_cents, currency, billing_period })
-                }
+            let price_summary = match (
+                s.price_id,
+                s.price_name,
+                s.amount_cents,
+                s.currency,
+                s.billing_period,
+            ) {
+                (
+                    Some(id),
+                    Some(name),
+                    Some(amount_cents),
+                    Some(currency),
+                    Some(billing_period),
+                ) => Some(PriceSummary {
+                    id,
+                    name,
+                    amount_cents,
+                    currency,
+                    billing_period,
+                }),
                 _ => None,
             };
             SubscriptionOut {

@@ -117,7 +117,11 @@ pub async fn create(
         "service_offer",
         "service_offer is required.",
     );
-    f.check(notes.len() <= 4000, "customer_notes", "at most 4000 characters");
+    f.check(
+        notes.len() <= 4000,
+        "customer_notes",
+        "at most 4000 characters",
+    );
     f.finish()?;
     let offer = sqlx::query!(
         r#"SELECT s.id, s.capacity, s.booking_window_days, s.min_notice_hours FROM service_offers s JOIN products p ON p.id = s.product_id

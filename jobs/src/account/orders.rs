@@ -216,7 +216,10 @@ fn new_public_id() -> String {
 }
 
 fn provider_for(url: &str, config: &Config) -> &'static str {
-    match url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)) {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
         Some(h) if h == "checkout.stripe.com" || h == "buy.stripe.com" => "stripe",
         Some(_) => "clerk",
         None if config.dev_manual_checkout => "manual",
@@ -411,7 +414,9 @@ pub async fn confirm(
         "manual or clerk",
     );
     f.check(
-        b.clerk_checkout_id.as_deref().is_none_or(|c| c.len() <= 128),
+        b.clerk_checkout_id
+            .as_deref()
+            .is_none_or(|c| c.len() <= 128),
         "clerk_checkout_id",
         "at most 128 characters",
     );

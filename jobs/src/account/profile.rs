@@ -292,10 +292,16 @@ pub async fn send_test_email(
     profile_id: Uuid,
 ) -> DomainResult<EmailTestOut> {
     let account = customer(&mut *conn, profile_id).await?;
-    let to = [&account.billing_email, &account.profile["email"].as_str().unwrap_or_default().to_string()]
-        .into_iter()
-        .find(|e| !e.is_empty())
-        .cloned();
+    let to = [
+        &account.billing_email,
+        &account.profile["email"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    ]
+    .into_iter()
+    .find(|e| !e.is_empty())
+    .cloned();
     let Some(to) = to else {
         return Err(DomainError::BadRequest(
             "Your account has no email address to send the test to.".into(),

@@ -212,8 +212,7 @@ pub async fn update(
     );
     f.check(
         b.shipping_tracking_url.as_deref().is_none_or(|u| {
-            u.is_empty()
-                || url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            u.is_empty() || url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
         }),
         "shipping_tracking_url",
         "must be an http(s) URL",

@@ -76,7 +76,8 @@ impl OfferInput {
             "1 to 730",
         );
         f.check(
-            self.min_notice_hours.is_none_or(|d| (0..=8760).contains(&d)),
+            self.min_notice_hours
+                .is_none_or(|d| (0..=8760).contains(&d)),
             "min_notice_hours",
             "0 to 8760",
         );
@@ -90,7 +91,10 @@ impl OfferInput {
 }
 
 /// The offers of these products.
-pub async fn load(db: impl PgExecutor<'_>, product_ids: &[Uuid]) -> sqlx::Result<Vec<ServiceOfferOut>> {
+pub async fn load(
+    db: impl PgExecutor<'_>,
+    product_ids: &[Uuid],
+) -> sqlx::Result<Vec<ServiceOfferOut>> {
     sqlx::query_as!(
         ServiceOfferOut,
         r#"SELECT id, product_id, duration_minutes AS session_minutes, duration_minutes, delivery_days, revision_count,
@@ -112,9 +116,12 @@ pub async fn get(db: impl PgExecutor<'_>, product_id: Uuid) -> DomainResult<Serv
 }
 
 async fn require_service(conn: &mut PgConnection, product_id: Uuid) -> DomainResult<()> {
-    let t = sqlx::query_scalar!("SELECT product_type FROM products WHERE id = $1", product_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let t = sqlx::query_scalar!(
+        "SELECT product_type FROM products WHERE id = $1",
+        product_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if t != "service" {
         return Err(DomainError::BadRequest(
             "Product is not a service product.".into(),

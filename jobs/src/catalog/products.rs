@@ -44,7 +44,11 @@ impl ProductInput {
         }
         if let Some(s) = &self.slug {
             let s = s.trim();
-            self.slug = Some(if is_slug(s) { s.to_string() } else { slugify(s) });
+            self.slug = Some(if is_slug(s) {
+                s.to_string()
+            } else {
+                slugify(s)
+            });
         }
         let mut f = Fields::new();
         if creating {
@@ -202,11 +206,7 @@ pub async fn create(
 }
 
 /// Changes the fields given.
-pub async fn update(
-    conn: &mut PgConnection,
-    id: Uuid,
-    mut b: ProductInput,
-) -> DomainResult<()> {
+pub async fn update(conn: &mut PgConnection, id: Uuid, mut b: ProductInput) -> DomainResult<()> {
     b.check(false)?;
     check_active_price(conn, id, b.active_price).await?;
     sqlx::query!(
@@ -255,9 +255,12 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> DomainResult<()> {
             .execute(&mut *conn)
             .await?;
     } else {
-        sqlx::query!("UPDATE products SET active_price_id = NULL WHERE id = $1", id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE products SET active_price_id = NULL WHERE id = $1",
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
         sqlx::query!("DELETE FROM service_offers WHERE product_id = $1", id)
             .execute(&mut *conn)
             .await?;

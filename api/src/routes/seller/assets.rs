@@ -223,4 +223,3 @@ pub async fn delete(
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
-

@@ -234,4 +234,3 @@ pub async fn delete(
     }
     Ok(StatusCode::NO_CONTENT)
 }
-
