@@ -180,25 +180,6 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Turns a named constraint violation into a client error, as realworld-axum-sqlx does:
-/// constraint names, not message text, decide client errors.
-pub trait ResultExt<T> {
-    /// Maps a violation of `constraint` to `map()`; other errors pass through.
-    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> ApiError) -> ApiResult<T>;
-}
-
-impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
-    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> ApiError) -> ApiResult<T> {
-        self.map_err(|e| match e.into() {
-            ApiError::Internal(inner) => match inner.downcast_ref::<sqlx::Error>() {
-                Some(sqlx::Error::Database(db)) if db.constraint() == Some(constraint) => map(),
-                _ => ApiError::Internal(inner),
-            },
-            other => other,
-        })
-    }
-}
-
 impl From<granary_jobs::error::DomainError> for ApiError {
     fn from(err: granary_jobs::error::DomainError) -> Self {
         use granary_jobs::error::DomainError as D;

@@ -398,6 +398,25 @@ async fn shop_checks(
     if invisible.is_empty() {
         r.push("catalog", Level::Ok, "every product is visible", "");
     }
+    // A purchasable price without a checkout URL: the storefront creates the order and shows
+    // it pending, but the buyer is never sent anywhere to pay (seed troubleshooting: "Buy
+    // button shows Checkout URL missing").
+    let no_checkout = sqlx::query!(
+        r#"SELECT p.slug, pr.name FROM prices pr JOIN products p ON p.id = pr.product_id
+           WHERE granary_purchasable(p, pr) AND coalesce(pr.metadata->>'checkout_url', '') = ''
+             AND pr.clerk_plan_id IS NULL
+           ORDER BY p.slug, pr.created_at"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for p in &no_checkout {
+        r.push(
+            format!("product {}", p.slug),
+            Level::Warn,
+            format!("price \"{}\" has no checkout URL: orders stay pending_payment", p.name),
+            "set metadata.checkout_url on the price (PATCH /api/seller/prices/<id>/), or map it to a Clerk plan (clerk_plan_id)",
+        );
+    }
 
     let failed = sqlx::query!(r#"SELECT job_type, count(*) AS "n!" FROM apalis.jobs WHERE (status = 'Failed' AND attempts >= max_attempts) GROUP BY 1 ORDER BY 1"#).fetch_all(pool).await?;
     if failed.is_empty() {

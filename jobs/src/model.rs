@@ -144,6 +144,21 @@ impl WorkOrderStatus {
     }
 }
 
+/// A digital asset's state: `pending` until `finalize_asset` copies it to permanent storage.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AssetStatus {
+    /// Uploaded, not finalized yet.
+    Pending,
+    /// In permanent storage; grants can be issued.
+    Ready,
+    /// Finalizing failed (`last_error` says why).
+    Failed,
+}
+
 /// How a work order is delivered.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,

@@ -44,6 +44,7 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
     with_worker: bool,
+    release_binaries: bool,
     with_clerk: bool,
     with_resend: bool,
     database_url: Option<String>,
@@ -59,6 +60,14 @@ impl TestAppBuilder {
     /// Also runs the job runtime in-process.
     pub fn with_worker(mut self) -> Self {
         self.with_worker = true;
+        self
+    }
+
+    /// Runs the real release `granary-api` binary as a child process (`serve`, plus
+    /// `--with-worker` with [`Self::with_worker`]) instead of the in-process router: the
+    /// contract is then proved on what ships. The binaries are built once per test binary.
+    pub fn release_binaries(mut self) -> Self {
+        self.release_binaries = true;
         self
     }
 
@@ -118,26 +127,46 @@ impl TestAppBuilder {
             storage_root.to_string_lossy().into_owned(),
         );
         env.extend(self.env);
+        let port = free_port();
+        if self.release_binaries {
+            env.insert("PORT".into(), port.to_string());
+            env.insert("BIND_HOST".into(), "127.0.0.1".into());
+        }
         let final_env = env.clone();
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
         let config = Arc::new(config);
         let pool = granary_jobs::db::pool(&config, 10).expect("pool");
         let shutdown = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
-        let addr = listener.local_addr().expect("local addr");
-        let state = AppState::new((*config).clone(), pool.clone());
-        let server = tokio::spawn(granary_api::serve(listener, state, shutdown.clone()));
-        let worker = self.with_worker.then(|| {
-            tokio::spawn(granary_jobs::queue::runtime::run(
-                pool.clone(),
-                config.clone(),
-                granary_jobs::handlers::registry(),
-                shutdown.clone(),
-            ))
-        });
+        let (addr, server, worker, process) = if self.release_binaries {
+            let exe = release_dir().join("granary-api");
+            let args: &[&str] = if self.with_worker {
+                &["serve", "--with-worker"]
+            } else {
+                &["serve"]
+            };
+            let vars: Vec<(String, String)> = env.clone().into_iter().collect();
+            let child = worker::WorkerProcess::spawn(&exe, args, &vars);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            wait_healthy(&format!("http://{addr}"), Duration::from_secs(60)).await;
+            (addr, None, None, Some(child))
+        } else {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind an ephemeral port");
+            let addr = listener.local_addr().expect("local addr");
+            let state = AppState::new((*config).clone(), pool.clone());
+            let server = tokio::spawn(granary_api::serve(listener, state, shutdown.clone()));
+            let worker = self.with_worker.then(|| {
+                tokio::spawn(granary_jobs::queue::runtime::run(
+                    pool.clone(),
+                    config.clone(),
+                    granary_jobs::handlers::registry(),
+                    shutdown.clone(),
+                ))
+            });
+            (addr, Some(server), worker, None)
+        };
         TestApp {
             addr,
             base: format!("http://{addr}"),
@@ -149,8 +178,9 @@ impl TestAppBuilder {
                 .build()
                 .expect("client"),
             shutdown,
-            server: Some(server),
+            server,
             worker,
+            process,
             clerk,
             resend,
             storage_root,
@@ -177,6 +207,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The release `granary-api` child process, with [`TestAppBuilder::release_binaries`].
+    process: Option<worker::WorkerProcess>,
     /// The Clerk stand-in, when started.
     pub clerk: Option<clerk::ClerkStandIn>,
     /// The Resend stand-in, when started.
@@ -256,6 +288,9 @@ impl TestApp {
     /// Stops the api and the worker gracefully and waits for both.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
+        if let Some(p) = self.process.take() {
+            let _ = tokio::task::spawn_blocking(move || p.terminate()).await;
+        }
         if let Some(s) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
         }
@@ -323,6 +358,13 @@ impl Drop for TestApp {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.storage_root);
     }
+}
+
+/// The folder of the release binaries, built once per test binary (`cargo build --release
+/// --workspace --bins`).
+pub fn release_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| worker::build_binaries(true)).clone()
 }
 
 /// Waits until the scalar query `sql` returns `want`; panics with the last value after `timeout`.

@@ -38,7 +38,6 @@ use seller::{assets, offers, prices, products, work_orders};
         extras::supabase_profile, extras::ai_providers, extras::ai_usage,
         admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay,
     ),
-    components(schemas(prices::PriceIn, assets::AssetIn, assets::AssetOut)),
     tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"), (name = "admin"))
 )]
 pub struct ApiDoc;

@@ -3,7 +3,9 @@
 //! "Published and purchasable" is the SQL function `granary_purchasable` (one rule for the
 //! catalog, order creation and the doctor).
 
+pub mod assets;
 pub mod offers;
+pub mod prices;
 pub mod products;
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,184 @@
+//! The asset state machine: an asset points at an uploaded object and is `pending` until
+//! `finalize_asset` copies it to permanent storage (`ready`, or `failed` with the reason); a
+//! new `file_path` makes it `pending` again with a finalize job of its own. Deleting is soft
+//! (grants may refer to it).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::{
+    error::{DomainResult, Fields},
+    fulfillment::FinalizeAsset,
+    model::AssetStatus,
+    queue,
+};
+
+/// A digital asset as sellers see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AssetOut {
+    /// Id.
+    pub id: Uuid,
+    /// Product.
+    pub product_id: Uuid,
+    /// Title.
+    pub title: String,
+    /// The uploaded object's key.
+    pub file_path: String,
+    /// The permanent, content-addressed key once ready.
+    pub storage_key: Option<String>,
+    /// `pending`, `ready` or `failed`.
+    pub status: AssetStatus,
+    /// Size once ready.
+    pub size_bytes: Option<i64>,
+    /// Content type once ready.
+    pub content_type: Option<String>,
+    /// SHA-256 once ready.
+    pub sha256: Option<String>,
+    /// Granted to buyers.
+    pub is_active: bool,
+    /// Why finalizing failed.
+    pub last_error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Asset create/update body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AssetInput {
+    /// Title (required on create).
+    pub title: Option<String>,
+    /// The uploaded object's key (required on create).
+    pub file_path: Option<String>,
+    /// Granted to buyers.
+    pub is_active: Option<bool>,
+}
+
+impl AssetInput {
+    fn check(&self, creating: bool) -> DomainResult<()> {
+        let mut f = Fields::new();
+        if creating {
+            f.check(self.title.is_some(), "title", "required");
+            f.check(self.file_path.is_some(), "file_path", "required");
+        }
+        f.check(
+            self.title
+                .as_deref()
+                .is_none_or(|t| !t.trim().is_empty() && t.len() <= 200),
+            "title",
+            "must be 1 to 200 characters",
+        );
+        f.check(
+            self.file_path.as_deref().is_none_or(|p| {
+                !p.is_empty()
+                    && p.len() <= 1024
+                    && !p.starts_with('/')
+                    && !p.split('/').any(|s| s == ".." || s.is_empty())
+            }),
+            "file_path",
+            "a relative object key such as files/bundle-v1.zip (no leading /, no .. or empty segments)",
+        );
+        f.finish()
+    }
+}
+
+/// The assets of a product (or one asset), oldest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    product_id: Option<Uuid>,
+    only: Option<Uuid>,
+) -> sqlx::Result<Vec<AssetOut>> {
+    sqlx::query_as!(
+        AssetOut,
+        r#"SELECT id, product_id, title, file_path, storage_key, status AS "status: AssetStatus", size_bytes, content_type,
+                  sha256, is_active, last_error, created_at, updated_at
+           FROM digital_assets WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR product_id = $1) AND ($2::uuid IS NULL OR id = $2)
+           ORDER BY created_at"#,
+        product_id,
+        only
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Registers an uploaded object and enqueues its finalization; returns the id.
+pub async fn create(
+    conn: &mut PgConnection,
+    product_id: Uuid,
+    b: AssetInput,
+) -> DomainResult<Uuid> {
+    b.check(true)?;
+    let file_path = b.file_path.unwrap_or_default();
+    let id = sqlx::query_scalar!(
+        "INSERT INTO digital_assets (product_id, title, file_path, is_active) VALUES ($1, $2, $3, coalesce($4, true)) RETURNING id",
+        product_id,
+        b.title.as_deref().map(str::trim),
+        file_path,
+        b.is_active
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    queue::enqueue(
+        conn,
+        &FinalizeAsset {
+            asset_id: id,
+            file_path,
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Changes the fields given; a different `file_path` makes the asset pending again and
+/// enqueues its finalization.
+pub async fn update(conn: &mut PgConnection, id: Uuid, b: AssetInput) -> DomainResult<()> {
+    b.check(false)?;
+    let replaced = sqlx::query_scalar!(
+        r#"SELECT file_path <> $2 AS "r!" FROM digital_assets WHERE id = $1 FOR UPDATE"#,
+        id,
+        b.file_path.as_deref().unwrap_or_default()
+    )
+    .fetch_one(&mut *conn)
+    .await?
+        && b.file_path.is_some();
+    sqlx::query!(
+        r#"UPDATE digital_assets SET title = coalesce($2, title), is_active = coalesce($4, is_active),
+               file_path = coalesce($3, file_path),
+               status = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN 'pending' ELSE status END,
+               storage_key = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE storage_key END,
+               sha256 = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE sha256 END,
+               size_bytes = CASE WHEN $3::text IS NOT NULL AND $3 <> file_path THEN NULL ELSE size_bytes END
+           WHERE id = $1"#,
+        id,
+        b.title.as_deref().map(str::trim),
+        b.file_path,
+        b.is_active
+    )
+    .execute(&mut *conn)
+    .await?;
+    if let (true, Some(file_path)) = (replaced, b.file_path) {
+        queue::enqueue(
+            conn,
+            &FinalizeAsset {
+                asset_id: id,
+                file_path,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Soft-deletes an asset (grants may refer to it).
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE digital_assets SET deleted_at = now(), is_active = false WHERE id = $1",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
