@@ -2,19 +2,24 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on SIGTERM or ctrl-c (whichever comes first).
+/// Cancels `token` on SIGTERM or ctrl-c (whichever comes first). The SIGTERM handler is
+/// registered before this returns, so a SIGTERM that arrives while the process is still starting
+/// (a deploy that replaces a worker at once) is a clean shutdown, not the default "terminate"
+/// action. Call it from inside the runtime, as early as possible.
 pub fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::spawn(async move {
         let ctrl_c = async {
             let _ = tokio::signal::ctrl_c().await;
         };
         #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        let term = async move {
+            match term {
+                Some(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                None => std::future::pending::<()>().await,
             }
         };
         #[cfg(not(unix))]

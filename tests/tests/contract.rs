@@ -184,6 +184,13 @@ impl Starter {
     }
 }
 
+/// Stripe's `checkout.session.completed` for an order (session `cs_<n>`, intent `pi_<n>`).
+fn stripe_checkout_paid(event: &str, n: &str, public_id: &str, amount: i64) -> Value {
+    json!({"id": event, "type": "checkout.session.completed", "created": 1_700_000_000,
+        "data": {"object": {"id": format!("cs_{n}"), "client_reference_id": public_id, "payment_status": "paid",
+                            "amount_total": amount, "currency": "usd", "payment_intent": format!("pi_{n}")}}})
+}
+
 fn list(v: &Value) -> &Vec<Value> {
     v.as_array()
         .unwrap_or_else(|| panic!("a bare JSON array, as the frontend reads lists: {v}"))
@@ -757,9 +764,7 @@ async fn the_head_buy_flow_completes_with_a_receipt_after_the_payment_webhook() 
     let res = s.order(&s.buyer, &offer.price_id).await;
     assert_eq!(res.json["checkout"]["provider"], "stripe");
     let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
-    let paid = json!({"id": "evt_paid_1", "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": "cs_1", "client_reference_id": public_id, "payment_status": "paid",
-                            "amount_total": 2900, "currency": "usd", "payment_intent": "pi_1"}}});
+    let paid = stripe_checkout_paid("evt_paid_1", "1", &public_id, 2900);
     assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
     s.wait_fulfilled_with_receipt(&public_id).await;
     assert_eq!(
@@ -980,10 +985,8 @@ async fn a_refund_cancels_the_open_work_order() {
         .await;
     let res = s.order(&s.buyer, &offer.price_id).await;
     let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
-    let paid = json!({"id": "evt_p", "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": "cs_w", "client_reference_id": public_id, "payment_status": "paid",
-                            "amount_total": 1500, "currency": "usd", "payment_intent": "pi_w"}}});
-    s.app.deliver_stripe(&paid).await;
+    let paid = stripe_checkout_paid("evt_p", "w", &public_id, 1500);
+    assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
     s.wait_fulfilled_with_receipt(&public_id).await;
     let refund = json!({"id": "evt_r", "type": "charge.refunded", "created": 1_700_000_100,
         "data": {"object": {"id": "ch_w", "payment_intent": "pi_w", "amount": 1500, "amount_refunded": 1500,

@@ -915,11 +915,30 @@ async fn the_openapi_contract_is_published() {
         "/api/account/orders/create/",
         "/api/seller/products/{id}/",
         "/api/billing/features/",
+        "/api/account/orders/work/",
+        "/api/account/subscriptions/status/",
+        "/api/account/preflight/email-test/",
+        "/api/seller/work-orders/{id}/",
+        "/api/ai/usage/summary/",
     ] {
         assert!(
             paths.contains_key(p),
             "{p} missing from {:?}",
             paths.keys().collect::<Vec<_>>()
+        );
+    }
+    // The answers are described with the starter's shapes.
+    let schemas = &res.json["components"]["schemas"];
+    for (schema, field) in [
+        ("Created", "checkout"),
+        ("ProductOut", "active_price"),
+        ("AccessOut", "download_url"),
+        ("MeOut", "customer_account"),
+        ("WorkOrderOut", "delivery_mode"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} missing"
         );
     }
 }

@@ -236,12 +236,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
+            // First, so that a SIGTERM during startup is a clean exit.
+            let token = tokio_util::sync::CancellationToken::new();
+            granary_jobs::shutdown::cancel_on_signal(token.clone());
             let pool = db::pool(&config, 10)?;
             db::ensure_migrated(&pool)
                 .await
                 .context("the worker cannot start")?;
-            let token = tokio_util::sync::CancellationToken::new();
-            granary_jobs::shutdown::cancel_on_signal(token.clone());
             let result = granary_jobs::queue::runtime::run(
                 pool.clone(),
                 Arc::new(config),

@@ -10,7 +10,7 @@ use axum::{
 use granary_jobs::catalog::assets::{self, AssetInput, AssetOut};
 use uuid::Uuid;
 
-use super::owned_product;
+use super::{owned_asset, owned_product};
 use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
 
 async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<AssetOut>> {
@@ -19,20 +19,6 @@ async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<AssetOut>> {
         .pop()
         .map(Json)
         .ok_or(ApiError::NotFound)
-}
-
-async fn owned_asset(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
-    user.require_seller()?;
-    sqlx::query_scalar!(
-        r#"SELECT a.id FROM digital_assets a JOIN products p ON p.id = a.product_id
-           WHERE a.id = $1 AND a.deleted_at IS NULL AND p.deleted_at IS NULL AND (p.seller_profile_id = $2 OR $3)"#,
-        id,
-        user.profile_id,
-        user.is_admin()
-    )
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound)
 }
 
 /// `GET /api/seller/products/<product_id>/assets/`.

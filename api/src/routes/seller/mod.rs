@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
 
-/// The product, if the caller may manage it.
+/// The product, if the caller may manage it: their own (any, for an admin), not deleted.
+/// Prices and assets are owned through their product.
 pub(crate) async fn owned_product(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
     user.require_seller()?;
     sqlx::query_scalar!(
@@ -24,4 +25,30 @@ pub(crate) async fn owned_product(state: &AppState, user: &AuthUser, id: Uuid) -
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::NotFound)
+}
+
+/// The price, if the caller may manage its product.
+pub(crate) async fn owned_price(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
+    let product = sqlx::query_scalar!(
+        "SELECT product_id FROM prices WHERE id = $1 AND deleted_at IS NULL",
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    owned_product(state, user, product).await?;
+    Ok(id)
+}
+
+/// The asset, if the caller may manage its product.
+pub(crate) async fn owned_asset(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
+    let product = sqlx::query_scalar!(
+        "SELECT product_id FROM digital_assets WHERE id = $1 AND deleted_at IS NULL",
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    owned_product(state, user, product).await?;
+    Ok(id)
 }

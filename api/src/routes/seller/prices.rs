@@ -11,7 +11,7 @@ use granary_jobs::catalog::{
 };
 use uuid::Uuid;
 
-use super::owned_product;
+use super::{owned_price, owned_product};
 use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
 
 async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<PriceOut>> {
@@ -19,21 +19,6 @@ async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<PriceOut>> {
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
-}
-
-/// The price, if the caller may manage it.
-async fn owned_price(state: &AppState, user: &AuthUser, id: Uuid) -> ApiResult<Uuid> {
-    user.require_seller()?;
-    sqlx::query_scalar!(
-        r#"SELECT pr.id FROM prices pr JOIN products p ON p.id = pr.product_id
-           WHERE pr.id = $1 AND pr.deleted_at IS NULL AND p.deleted_at IS NULL AND (p.seller_profile_id = $2 OR $3)"#,
-        id,
-        user.profile_id,
-        user.is_admin()
-    )
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound)
 }
 
 /// `GET /api/seller/products/<product_id>/prices/`.
