@@ -298,13 +298,16 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
                 FROM emails m WHERE m.order_id = $1
             UNION ALL SELECT m.sent_at, 'email.' || m.status, jsonb_build_object('email_id', m.id, 'kind', m.kind, 'provider_message_id', m.provider_message_id)
                 FROM emails m WHERE m.order_id = $1 AND m.sent_at IS NOT NULL
+            UNION ALL SELECT c.created_at, CASE WHEN c.source_type = 'refund' THEN 'credits.taken_back' ELSE 'credits.added' END,
+                   jsonb_build_object('unit', c.unit, 'amount', c.amount, 'balance_after', c.balance_after, 'shortfall', c.shortfall, 'reason', c.reason)
+                FROM credit_entries c WHERE c.order_id = $1
             UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'details', x.details)
                 FROM operator_actions x WHERE x.target_type = 'order' AND x.target_id = $1::text
         ) t
         -- Events of one transaction share a timestamp: show them in causal order.
         ORDER BY at, CASE
             WHEN kind = 'order.created' THEN 0 WHEN kind = 'webhook.received' THEN 1 WHEN kind LIKE 'payment.%' THEN 2
-            WHEN kind LIKE 'order.%' THEN 3 WHEN kind LIKE 'entitlement.%' THEN 4 WHEN kind LIKE 'grant.%' THEN 5
+            WHEN kind LIKE 'order.%' THEN 3 WHEN kind LIKE 'entitlement.%' THEN 4 WHEN kind LIKE 'grant.%' OR kind LIKE 'credits.%' THEN 5
             WHEN kind = 'email.queued' THEN 6 WHEN kind = 'job.enqueued' THEN 7 WHEN kind = 'job.attempt' THEN 8
             ELSE 9 END, kind
         "#,

@@ -181,6 +181,8 @@ pub struct Config {
     pub dev_auth: bool,
     /// `SELLER_ACCESS`: who may use the seller API.
     pub seller_access: SellerAccess,
+    /// `CREDITS_SERVICE_TOKEN`: lets the shop's own services debit credits for a named user.
+    pub credits_service_token: Option<SecretString>,
     /// Largest request body accepted, on every route.
     pub max_body_bytes: usize,
     /// How long shutdown waits for running jobs.
@@ -511,6 +513,17 @@ impl Config {
                 .url("CLERK_API_URL")
                 .unwrap_or_else(|| Url::parse("https://api.clerk.com").expect("static URL")),
         };
+        let credits_service_token = r.secret("CREDITS_SERVICE_TOKEN");
+        if credits_service_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 32)
+        {
+            r.problem(
+                "CREDITS_SERVICE_TOKEN",
+                "is shorter than 32 characters",
+                "generate one with: openssl rand -hex 32",
+            );
+        }
         let seller_access = match r.get("SELLER_ACCESS").unwrap_or("role") {
             "role" => SellerAccess::Role,
             "any" => SellerAccess::Any,
@@ -868,6 +881,7 @@ impl Config {
             dev_manual_checkout,
             dev_auth,
             seller_access,
+            credits_service_token,
             max_body_bytes,
             shutdown_timeout,
             worker,

@@ -418,6 +418,28 @@ async fn shop_checks(
         );
     }
 
+    // Refunds of credit packs that were already partly spent: the shop gave away the shortfall.
+    let shortfalls = sqlx::query!(
+        r#"SELECT p.clerk_user_id, c.unit, c.shortfall, o.public_id AS "public_id?"
+           FROM credit_entries c JOIN profiles p ON p.id = c.profile_id LEFT JOIN orders o ON o.id = c.order_id
+           WHERE c.shortfall > 0 AND c.created_at > now() - interval '30 days' ORDER BY c.id DESC LIMIT 20"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for s in &shortfalls {
+        r.push(
+            format!("credits of {}", s.clerk_user_id),
+            Level::Warn,
+            format!(
+                "{} {} were already spent when order {} was refunded: the balance stopped at zero",
+                s.shortfall,
+                s.unit,
+                s.public_id.as_deref().unwrap_or("?")
+            ),
+            "decide whether to recover them; `granary-worker credits show <user>` has the ledger",
+        );
+    }
+
     let failed = sqlx::query!(r#"SELECT job_type, count(*) AS "n!" FROM apalis.jobs WHERE (status = 'Failed' AND attempts >= max_attempts) GROUP BY 1 ORDER BY 1"#).fetch_all(pool).await?;
     if failed.is_empty() {
         r.push("failed jobs", Level::Ok, "none", "");

@@ -180,6 +180,13 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
         "Total paid: {}",
         money(order.total_cents, &order.currency)
     ));
+    // Credit packs: added once per item and unit, and said in the receipt.
+    for (unit, amount) in crate::credits::grant_order_packs(&mut tx, order.id).await? {
+        lines.push(format!(
+            "{} {unit} added",
+            crate::credits::thousands(amount)
+        ));
+    }
     if has_downloads {
         lines.push("Your downloads are ready in your account (sign in to download).".into());
     }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod catalog;
 pub mod clerk_api;
 pub mod config;
+pub mod credits;
 pub mod db;
 pub mod doctor;
 pub mod emails;

@@ -213,7 +213,9 @@ pub async fn revoke_source(ctx: JobContext, job: RevokeSource) -> Result<(), Job
     .await?;
     let work_orders =
         crate::account::work_orders::cancel_for_order(&mut tx, job.order_id, &job.reason).await?;
+    let credit_shortfall =
+        crate::credits::revoke_order_packs(&mut tx, job.order_id, &job.reason).await?;
     tx.commit().await?;
-    tracing::info!(order_id = %job.order_id, entitlements = ents, grants, work_orders, "revoked what the order granted");
+    tracing::info!(order_id = %job.order_id, entitlements = ents, grants, work_orders, credit_shortfall, "revoked what the order granted");
     Ok(())
 }

@@ -327,8 +327,11 @@ pub async fn sync_entitlements(ctx: JobContext, job: SyncEntitlements) -> Result
         };
         queue::enqueue::enqueue_at(&mut tx, &later, Some(at)).await?;
     }
+    // Plans that grant credits reset their allowance once per billing period.
+    let allowances =
+        crate::credits::reset_allowances(&mut tx, profile_id, &job.clerk_user_id).await?;
     tx.commit().await?;
-    tracing::info!(clerk_user_id = %job.clerk_user_id, granted, revoked, "entitlements synced");
+    tracing::info!(clerk_user_id = %job.clerk_user_id, granted, revoked, allowances, "entitlements synced");
     Ok(())
 }
 

@@ -444,7 +444,7 @@ async fn the_dashboard_probes_answer_honestly() {
         list(&usage["notes"])[0]
             .as_str()
             .unwrap()
-            .contains("No AI provider")
+            .contains("no usage to report")
     );
     assert_eq!(usage["plan_tier"], "free");
     assert!(usage["period_end"].is_null());

@@ -61,6 +61,9 @@ enum Command {
     /// Users: grant a role.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Credits: show a user's ledger, add or remove credits.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
     /// Enqueue a canary job and wait for a worker to run it.
     Probe {
         /// Give up after this many seconds.
@@ -107,6 +110,27 @@ enum JobsCmd {
     /// Cancel a waiting or failed job.
     Cancel {
         id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCmd {
+    /// A user's balances and newest ledger entries.
+    Show {
+        /// Clerk user id.
+        clerk_user_id: String,
+    },
+    /// Add (positive) or remove (negative) credits; `--reason` is required and audited.
+    Adjust {
+        /// Clerk user id.
+        clerk_user_id: String,
+        /// Unit (`tokens`, ...).
+        unit: String,
+        /// Signed amount, e.g. 500 or -200.
+        #[arg(allow_hyphen_values = true)]
+        amount: i64,
         #[command(flatten)]
         why: Why,
     },
@@ -336,6 +360,25 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                     .await?;
             out(
                 json!({ "user": clerk_user_id, "role": role, "previous_role": previous }),
+                output::plain,
+            );
+        }
+        Command::Credits(CreditsCmd::Show { clerk_user_id }) => {
+            let profile = granary_jobs::credits::profile_of(pool, &clerk_user_id).await?;
+            let summary = granary_jobs::credits::summary(pool, profile).await?;
+            out(serde_json::to_value(summary)?, output::pretty);
+        }
+        Command::Credits(CreditsCmd::Adjust {
+            clerk_user_id,
+            unit,
+            amount,
+            why,
+        }) => {
+            let balance =
+                granary_jobs::credits::adjust(pool, &clerk_user_id, &unit, amount, &actor(&why))
+                    .await?;
+            out(
+                json!({ "user": clerk_user_id, "unit": unit, "balance": balance }),
                 output::plain,
             );
         }

@@ -3,7 +3,10 @@
 //! invented usage).
 
 use axum::{Json, extract::State};
-use granary_jobs::account::{billing, profile};
+use granary_jobs::{
+    account::{billing, profile},
+    credits,
+};
 use serde_json::{Value, json};
 
 use crate::{ApiResult, AppState, auth::AuthUser};
@@ -25,8 +28,10 @@ pub async fn ai_providers(_user: AuthUser) -> Json<Vec<Value>> {
     Json(Vec::new())
 }
 
-/// `GET /api/ai/usage/summary/`: empty `buckets`, with a note saying why.
-#[utoipa::path(get, path = "/api/ai/usage/summary/", tag = "account", responses((status = 200, description = "{buckets: [], notes: [...]}")))]
+/// `GET /api/ai/usage/summary/`: one bucket per credit unit the caller holds, from the ledger
+/// (`used`, `limit`, `percent_used`, `near_limit`, `reset_window`); empty, with a note, where
+/// the shop sells no credits. Usage is never invented.
+#[utoipa::path(get, path = "/api/ai/usage/summary/", tag = "account", responses((status = 200, description = "{buckets, notes, plan_tier, period_end}")))]
 pub async fn ai_usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
     let features = billing::enabled_features(
         &state.pool,
@@ -34,14 +39,25 @@ pub async fn ai_usage(State(state): State<AppState>, user: AuthUser) -> ApiResul
         user.claims.extra.get(&state.config.clerk.billing_claim),
     )
     .await?;
+    let buckets = credits::usage_buckets(&state.pool, user.profile_id).await?;
+    let period_end = billing::current_period_end(&state.pool, &user.clerk_user_id).await?;
+    let notes: Vec<&str> = if buckets.is_empty() {
+        vec![
+            "No credits are sold or granted to this account, and no AI provider is configured, so there is no usage to report.",
+        ]
+    } else {
+        vec![
+            "Usage comes from the credit ledger: used in the current billing period against the plan's allowance, or against everything bought.",
+        ]
+    };
     Ok(Json(json!({
         "period": "current_billing_cycle",
         "period_start": null,
-        "period_end": null,
-        "period_source": "none",
+        "period_end": period_end,
+        "period_source": if period_end.is_some() { "subscription" } else { "none" },
         "plan_tier": profile::plan_tier(&features),
-        "buckets": [],
+        "buckets": buckets,
         "billing_sync": null,
-        "notes": ["No AI provider or usage metering is configured, so there is no usage to report."],
+        "notes": notes,
     })))
 }

@@ -11,6 +11,7 @@ use crate::AppState;
 mod account;
 mod admin;
 mod catalog;
+mod credits;
 mod downloads;
 mod extras;
 mod health;
@@ -35,6 +36,7 @@ use seller::{assets, offers, prices, products, work_orders};
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
         account::subscriptions, account::subscription_status, account::entitlements, account::downloads, downloads::access,
         account::work_orders, account::list_bookings, account::create_booking, account::email_test,
+        credits::summary, credits::consume, credits::adjust,
         extras::supabase_profile, extras::ai_providers, extras::ai_usage,
         admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay,
     ),
@@ -93,6 +95,9 @@ pub fn router() -> Router<AppState> {
             "/api/account/preflight/email-test/",
             post(account::email_test),
         )
+        .route("/api/account/credits/", get(credits::summary))
+        .route("/api/account/credits/consume/", post(credits::consume))
+        .route("/api/admin/credits/adjust/", post(credits::adjust))
         .route("/api/admin/jobs/", get(admin::jobs))
         .route("/api/admin/jobs/{id}/", get(admin::job))
         .route("/api/admin/jobs/{id}/requeue/", post(admin::requeue_job))

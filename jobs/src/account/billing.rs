@@ -255,6 +255,20 @@ pub async fn subscriptions(
         .collect())
 }
 
+/// The end of the caller's current billing period (their live subscription items'), if any.
+pub async fn current_period_end(
+    db: impl PgExecutor<'_>,
+    clerk_user_id: &str,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar!(
+        r#"SELECT max(current_period_end) FROM subscriptions
+           WHERE clerk_user_id = $1 AND kind = 'item' AND status IN ('active', 'past_due', 'free_trial')"#,
+        clerk_user_id
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// Fresh while the newest sync is younger than this.
 pub const SOFT_WINDOW_SECONDS: i64 = 900;
 /// Hard-stale after this.

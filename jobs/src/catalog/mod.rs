@@ -121,6 +121,8 @@ pub struct ProductOut {
     pub visibility: String,
     /// Features granted to buyers.
     pub feature_keys: Vec<String>,
+    /// Credits granted per unit bought (a pack) or, for a subscription plan, per billing period.
+    pub credit_grants: Vec<crate::credits::CreditGrant>,
     /// Download grant expiry (days), when set.
     pub download_expiry_days: Option<i32>,
     /// Download limit, when set.
@@ -235,6 +237,7 @@ struct ProductRow {
     product_type: String,
     visibility: String,
     feature_keys: Vec<String>,
+    credit_grants: Value,
     download_expiry_days: Option<i32>,
     download_max: Option<i32>,
     metadata: Value,
@@ -315,7 +318,7 @@ pub async fn load_products(
     let rows = sqlx::query_as!(
         ProductRow,
         r#"SELECT id, seller_profile_id, name, slug, tagline, description, product_type, visibility, feature_keys,
-                  download_expiry_days, download_max, metadata, active_price_id, created_at, updated_at
+                  credit_grants, download_expiry_days, download_max, metadata, active_price_id, created_at, updated_at
            FROM products WHERE id = ANY($1)"#,
         ids
     )
@@ -375,6 +378,7 @@ pub async fn load_products(
                 product_type: r.product_type,
                 visibility: r.visibility,
                 feature_keys: r.feature_keys,
+                credit_grants: serde_json::from_value(r.credit_grants).unwrap_or_default(),
                 download_expiry_days: r.download_expiry_days,
                 download_max: r.download_max,
                 metadata: r.metadata,

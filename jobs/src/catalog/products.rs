@@ -26,6 +26,9 @@ pub struct ProductInput {
     pub visibility: Option<String>,
     /// Normalised as the starter does: lower case, spaces to `_`, deduplicated.
     pub feature_keys: Option<Vec<String>>,
+    /// Credits granted per unit bought, or per billing period for a subscription plan:
+    /// `[{"unit": "tokens", "amount": 100000}]`.
+    pub credit_grants: Option<Vec<crate::credits::CreditGrant>>,
     /// The price storefronts sell; must be one of this product's.
     pub active_price: Option<Uuid>,
     /// Days a download grant lasts.
@@ -87,6 +90,9 @@ impl ProductInput {
                 "letters, digits and _ . : - only, 1 to 100 characters",
             );
         }
+        if let Some(grants) = self.credit_grants.as_mut() {
+            crate::credits::check_grants(grants, &mut f);
+        }
         f.check(
             self.download_expiry_days.is_none_or(|d| d > 0),
             "download_expiry_days",
@@ -104,6 +110,12 @@ impl ProductInput {
         );
         f.finish()
     }
+}
+
+fn grants_json(b: &ProductInput) -> Option<serde_json::Value> {
+    b.credit_grants
+        .as_ref()
+        .map(|g| serde_json::to_value(g).expect("credit grants serialize"))
 }
 
 fn slug_taken() -> DomainError {
@@ -177,9 +189,9 @@ pub async fn create(
         };
         let inserted = sqlx::query_scalar!(
             r#"INSERT INTO products (seller_profile_id, name, slug, tagline, description, product_type, visibility, feature_keys,
-                                     download_expiry_days, download_max, metadata)
+                                     download_expiry_days, download_max, metadata, credit_grants)
                VALUES ($1, $2, $3, coalesce($4, ''), coalesce($5, ''), coalesce($6, 'digital'), coalesce($7, 'draft'),
-                       coalesce($8::text[], '{}'), $9, $10, coalesce($11, '{}'::jsonb))
+                       coalesce($8::text[], '{}'), $9, $10, coalesce($11, '{}'::jsonb), coalesce($12, '[]'::jsonb))
                ON CONFLICT (slug) DO NOTHING
                RETURNING id"#,
             seller,
@@ -193,6 +205,7 @@ pub async fn create(
             b.download_expiry_days,
             b.download_max,
             b.metadata,
+            grants_json(&b),
         )
         .fetch_optional(&mut *conn)
         .await?;
@@ -214,7 +227,8 @@ pub async fn update(conn: &mut PgConnection, id: Uuid, mut b: ProductInput) -> D
                product_type = coalesce($5, product_type), visibility = coalesce($6, visibility),
                feature_keys = coalesce($7, feature_keys), download_expiry_days = coalesce($8, download_expiry_days),
                download_max = coalesce($9, download_max), metadata = coalesce($10, metadata),
-               tagline = coalesce($11, tagline), active_price_id = coalesce($12, active_price_id)
+               tagline = coalesce($11, tagline), active_price_id = coalesce($12, active_price_id),
+               credit_grants = coalesce($13, credit_grants)
            WHERE id = $1"#,
         id,
         b.name.as_deref().map(str::trim),
@@ -228,6 +242,7 @@ pub async fn update(conn: &mut PgConnection, id: Uuid, mut b: ProductInput) -> D
         b.metadata,
         b.tagline.as_deref().map(str::trim),
         b.active_price,
+        grants_json(&b),
     )
     .execute(&mut *conn)
     .await
