@@ -326,6 +326,44 @@ async fn a_refund_takes_back_the_unspent_part_and_records_the_rest() {
     let env: Vec<(String, String)> = app.env.clone().into_iter().collect();
     let (_, doctor) = granary_tests::worker::cli(&env, &["doctor"]).await;
     assert!(doctor.contains("30 tokens were already spent"), "{doctor}");
+    // ...and can make it good from the command line, with a reason, audited.
+    let (code, out) = granary_tests::worker::cli(
+        &env,
+        &[
+            "credits",
+            "adjust",
+            "user_buyer",
+            "tokens",
+            "30",
+            "--reason",
+            "goodwill after refund",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(balance(&app, &buyer, "tokens").await, 30);
+    let (code, _) = granary_tests::worker::cli(
+        &env,
+        &[
+            "credits",
+            "adjust",
+            "user_buyer",
+            "tokens",
+            "-31",
+            "--reason",
+            "too much",
+        ],
+    )
+    .await;
+    assert_ne!(code, 0, "removing more than the balance is refused");
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM operator_actions WHERE action = 'credits.adjust' AND reason = 'goodwill after refund'"
+        )
+        .await,
+        1
+    );
 }
 
 fn item_event(ty: &str, ts_ms: i64, period_start_ms: i64) -> Value {
