@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::{
     Config,
     emails::{self, Draft},
+    model::{AssetStatus, OrderStatus},
     orders::FulfillOrder,
     queue::{self, Job, JobContext, JobError, JobRefs, ops::Actor},
     storage::Storage,
@@ -107,7 +108,7 @@ fn money(cents: i64, currency: &str) -> String {
 pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
     let Some(order) = sqlx::query!(
-        "SELECT id, public_id, status, customer_profile_id, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE",
+        r#"SELECT id, public_id, status AS "status: OrderStatus", customer_profile_id, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE"#,
         job.order_id
     )
     .fetch_optional(&mut *tx)
@@ -115,8 +116,8 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
     else {
         return Err(JobError::permanent(anyhow::anyhow!("order {} does not exist", job.order_id)));
     };
-    if !matches!(order.status.as_str(), "paid" | "fulfilled") {
-        tracing::warn!(order_id = %order.id, status = %order.status, "not fulfilling an order that is not paid");
+    if !matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilled) {
+        tracing::warn!(order_id = %order.id, status = order.status.as_db(), "not fulfilling an order that is not paid");
         return Ok(());
     }
     // Entitlements: the product's features, sourced from each order item.
@@ -232,7 +233,7 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
 
 /// Runs `finalize_asset`.
 pub async fn finalize_asset(ctx: JobContext, job: FinalizeAsset) -> Result<(), JobError> {
-    let Some(asset) = sqlx::query!("SELECT file_path, status, storage_key FROM digital_assets WHERE id = $1 AND deleted_at IS NULL", job.asset_id)
+    let Some(asset) = sqlx::query!(r#"SELECT file_path, status AS "status: AssetStatus", storage_key FROM digital_assets WHERE id = $1 AND deleted_at IS NULL"#, job.asset_id)
         .fetch_optional(&ctx.pool)
         .await?
     else {
@@ -241,7 +242,7 @@ pub async fn finalize_asset(ctx: JobContext, job: FinalizeAsset) -> Result<(), J
     if asset.file_path != job.file_path {
         return Ok(()); // replaced meanwhile; the replacement has its own job
     }
-    if asset.status == "ready" && asset.storage_key.is_some() {
+    if asset.status == AssetStatus::Ready && asset.storage_key.is_some() {
         return Ok(()); // done before; the staging object may be gone, which is fine
     }
     let storage =
