@@ -92,6 +92,30 @@ impl WorkerProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Waits until this process's job runtime has registered its queue workers (their ids carry
+    /// the pid), so a SIGTERM sent next tests the graceful shutdown rather than a process that
+    /// has not reached `main` yet (whose SIGTERM is the operating system's default action).
+    pub async fn wait_registered(&self, pool: &sqlx::PgPool, timeout: std::time::Duration) {
+        let pattern = format!("%:{}:%", self.child.id());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers WHERE id LIKE $1")
+                .bind(&pattern)
+                .fetch_one(pool)
+                .await
+                .expect("count workers");
+            if n > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker {} did not register within {timeout:?}",
+                self.child.id()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: no cleanup of any kind runs.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

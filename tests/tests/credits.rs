@@ -255,6 +255,7 @@ async fn a_pack_bought_with_a_duplicate_webhook_and_a_killed_worker_is_added_onc
         Duration::from_secs(60),
     )
     .await;
+    worker.wait_registered(&app.db_pool, WAIT).await;
     assert!(worker.terminate());
     assert_eq!(balance(&app, &buyer, "tokens").await, 100_000);
     assert_eq!(

@@ -59,6 +59,7 @@ async fn a_burst_of_paid_orders_survives_repeated_kill_9_and_is_fulfilled_exactl
         long,
     )
     .await;
+    worker.wait_registered(&app.db_pool, long).await;
     assert!(worker.terminate());
     let p = &app.db_pool;
     assert_eq!(
