@@ -42,7 +42,7 @@ impl AppState {
     /// Wraps a configuration and a pool. In development with `GRANARY_DEV_AUTH=true`, the local
     /// development key is trusted too.
     pub fn new(config: Config, pool: PgPool) -> Self {
-        let dev_key = if config.dev_auth && config.is_development() {
+        let dev_key = if config.clerk.dev_auth && config.is_development() {
             match auth::dev::decoding_key() {
                 Ok(k) => Some(k),
                 Err(e) => {

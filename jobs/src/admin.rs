@@ -185,7 +185,7 @@ pub async fn list_webhooks(pool: &PgPool, f: &WebhookFilter) -> sqlx::Result<Val
     let limit = f.limit.unwrap_or(50).clamp(1, 500);
     let offset = f.offset.unwrap_or(0).max(0);
     let rows = sqlx::query!(
-        r#"SELECT id, provider, event_id, event_type, status, rejection_reason, last_error, received_at, processed_at, process_attempts
+        r#"SELECT id, provider, event_id, event_type, status, rejection_reason, last_error, received_at, processed_at, process_attempts, found_by
            FROM webhook_events
            WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR status = $2)
              AND ($3::text IS NULL OR event_type = $3) AND ($4::timestamptz IS NULL OR received_at >= $4)
@@ -203,7 +203,7 @@ pub async fn list_webhooks(pool: &PgPool, f: &WebhookFilter) -> sqlx::Result<Val
         "webhooks": rows.iter().map(|r| json!({
             "id": r.id, "provider": r.provider, "event_id": r.event_id, "type": r.event_type, "status": r.status,
             "rejection_reason": r.rejection_reason, "error": r.last_error, "received_at": r.received_at,
-            "processed_at": r.processed_at, "process_attempts": r.process_attempts,
+            "processed_at": r.processed_at, "process_attempts": r.process_attempts, "found_by": r.found_by,
         })).collect::<Vec<_>>(),
         "limit": limit, "offset": offset,
     }))
@@ -213,7 +213,7 @@ pub async fn list_webhooks(pool: &PgPool, f: &WebhookFilter) -> sqlx::Result<Val
 pub async fn show_webhook(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Value>> {
     let Some(r) = sqlx::query!(
         r#"SELECT id, provider, event_id, event_type, status, rejection_reason, last_error, headers, body, body_truncated,
-                  occurred_at, received_at, processed_at, process_attempts FROM webhook_events WHERE id = $1"#,
+                  occurred_at, received_at, processed_at, process_attempts, found_by, reconcile_run_id FROM webhook_events WHERE id = $1"#,
         id
     )
     .fetch_optional(pool)
@@ -232,6 +232,7 @@ pub async fn show_webhook(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Value>
         "rejection_reason": r.rejection_reason, "error": r.last_error, "headers": redact_headers(&r.headers),
         "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated, "occurred_at": r.occurred_at,
         "received_at": r.received_at, "processed_at": r.processed_at, "process_attempts": r.process_attempts,
+        "found_by": r.found_by, "reconcile_run_id": r.reconcile_run_id,
         "effects": effects.iter().map(|e| json!({"entity": e.entity, "id": e.entity_id, "action": e.action})).collect::<Vec<_>>(),
     })))
 }
@@ -276,7 +277,7 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
             UNION ALL SELECT o.paid_at, 'order.paid', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.paid_at IS NOT NULL
             UNION ALL SELECT o.fulfilled_at, 'order.fulfilled', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.fulfilled_at IS NOT NULL
             UNION ALL SELECT o.refunded_at, 'order.' || o.status, '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.refunded_at IS NOT NULL
-            UNION ALL SELECT w.received_at, 'webhook.received', jsonb_build_object('id', w.id, 'provider', w.provider, 'type', w.event_type, 'status', w.status, 'action', e.action, 'error', w.last_error)
+            UNION ALL SELECT w.received_at, 'webhook.received', jsonb_build_object('id', w.id, 'provider', w.provider, 'type', w.event_type, 'status', w.status, 'action', e.action, 'error', w.last_error, 'found_by', w.found_by)
                 FROM webhook_event_effects e JOIN webhook_events w ON w.id = e.webhook_event_id WHERE e.entity = 'order' AND e.entity_id = $1
             UNION ALL SELECT t.created_at, 'payment.' || t.kind, jsonb_build_object('provider', t.provider, 'provider_payment_id', t.provider_payment_id, 'amount_cents', t.amount_cents, 'currency', t.currency)
                 FROM payment_transactions t WHERE t.order_id = $1
@@ -303,6 +304,9 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
                 FROM credit_entries c WHERE c.order_id = $1
             UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'details', x.details)
                 FROM operator_actions x WHERE x.target_type = 'order' AND x.target_id = $1::text
+            UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'grant_id', g.id, 'details', x.details)
+                FROM operator_actions x JOIN download_grants g ON x.target_type = 'download_grant' AND x.target_id = g.id::text
+                JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1
         ) t
         -- Events of one transaction share a timestamp: show them in causal order.
         ORDER BY at, CASE

@@ -99,13 +99,25 @@ pub fn explain_rejection(provider: &str, reason: &str) -> (&'static str, String)
     }
 }
 
-/// Runs every check. `live` also calls Resend to validate the API key.
-pub async fn run(
-    config: &Config,
-    pool: &PgPool,
-    live: bool,
-    unfulfilled_after: Duration,
-) -> Report {
+/// What doctor looks at, beyond the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Also call Resend and Stripe to validate their keys.
+    pub live: bool,
+    /// Paid orders not fulfilled after this long are reported.
+    pub unfulfilled_after: Duration,
+    /// Orders still `pending_payment` after this long are examined for payments that arrived
+    /// but were not applied.
+    pub pending_after: Duration,
+}
+
+/// Runs every check.
+pub async fn run(config: &Config, pool: &PgPool, opts: Options) -> Report {
+    let Options {
+        live,
+        unfulfilled_after,
+        pending_after,
+    } = opts;
     let mut r = Report::default();
     r.push(
         "config",
@@ -214,7 +226,7 @@ pub async fn run(
 
     // Clerk.
     match &config.clerk.jwks_url {
-        None if config.dev_auth => r.push(
+        None if config.clerk.dev_auth => r.push(
             "clerk jwks",
             Level::Warn,
             "no Clerk JWKS configured; only development tokens are trusted",
@@ -270,7 +282,7 @@ pub async fn run(
         ),
         (
             "STRIPE_WEBHOOK_SECRET",
-            config.stripe_webhook_secret.is_some(),
+            config.stripe.webhook_secret.is_some(),
         ),
     ] {
         if set {
@@ -290,6 +302,11 @@ pub async fn run(
         }
     }
 
+    cors_check(config, &mut r);
+    if live {
+        stripe_key_check(config, &mut r).await;
+    }
+
     if db_ok && let Err(e) = shop_checks(config, pool, unfulfilled_after, &mut r).await {
         r.push(
             "shop state",
@@ -298,7 +315,203 @@ pub async fn run(
             "run: granary-worker migrate",
         );
     }
+    if db_ok && let Err(e) = recovery_checks(pool, pending_after, &mut r).await {
+        r.push(
+            "shop state",
+            Level::Fail,
+            format!("could not read: {e}"),
+            "run: granary-worker migrate",
+        );
+    }
     r
+}
+
+/// The storefront's origin and Clerk's authorized parties against `CORS_ALLOWED_ORIGINS` (seed:
+/// "CORS errors in the browser"). A browser blocks every call from an origin CORS does not
+/// allow; a token whose `azp` is not an authorized party is refused.
+fn cors_check(config: &Config, r: &mut Report) {
+    let origin = |s: &str| {
+        url::Url::parse(s)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| s.trim_end_matches('/').to_string())
+    };
+    let allowed: Vec<String> = config
+        .cors_allowed_origins
+        .iter()
+        .map(|o| origin(o))
+        .collect();
+    let listed = if allowed.is_empty() {
+        "(none)".to_string()
+    } else {
+        allowed.join(", ")
+    };
+    let mut fine = true;
+    let frontend = config.frontend_app_url.origin().ascii_serialization();
+    if !allowed.contains(&frontend) {
+        fine = false;
+        r.push(
+            "cors",
+            Level::Fail,
+            format!("the storefront (FRONTEND_APP_URL) runs at {frontend}, which CORS_ALLOWED_ORIGINS does not allow ({listed}): the browser blocks every call it makes to the api"),
+            format!("add {frontend} to CORS_ALLOWED_ORIGINS (origins only: scheme, host and port, no path or trailing slash), then restart the api"),
+        );
+    }
+    let parties: Vec<String> = config
+        .clerk
+        .authorized_parties
+        .iter()
+        .map(|p| origin(p))
+        .collect();
+    for party in parties.iter().filter(|p| !allowed.contains(p)) {
+        fine = false;
+        r.push(
+            "cors",
+            Level::Warn,
+            format!("{party} is in CLERK_AUTHORIZED_PARTIES but not in CORS_ALLOWED_ORIGINS ({listed}): its users sign in, then every api call from their browser is blocked"),
+            format!("add {party} to CORS_ALLOWED_ORIGINS, or remove it from CLERK_AUTHORIZED_PARTIES"),
+        );
+    }
+    if !parties.is_empty() {
+        for o in allowed.iter().filter(|o| !parties.contains(o)) {
+            fine = false;
+            r.push(
+                "cors",
+                Level::Warn,
+                format!("{o} is in CORS_ALLOWED_ORIGINS but not in CLERK_AUTHORIZED_PARTIES ({}): its browser calls get through, but its signed-in calls answer 401 (the token's azp is refused)", parties.join(", ")),
+                format!("add {o} to CLERK_AUTHORIZED_PARTIES, or remove it from CORS_ALLOWED_ORIGINS"),
+            );
+        }
+    }
+    if fine {
+        r.push(
+            "cors",
+            Level::Ok,
+            format!("the storefront's origin {frontend} is allowed"),
+            "",
+        );
+    }
+}
+
+/// `--live`: asks Stripe whether the key works (one page of one event).
+async fn stripe_key_check(config: &Config, r: &mut Report) {
+    if config.stripe.secret_key.is_none() {
+        return;
+    }
+    let since = chrono::Utc::now().timestamp();
+    match crate::stripe_api::list_events(&reqwest::Client::new(), config, &[], since, None).await {
+        Ok(_) => r.push("stripe api", Level::Ok, "Stripe accepted STRIPE_SECRET_KEY", ""),
+        Err(e) => r.push("stripe api", Level::Fail, e.to_string(), e.fix()),
+    }
+}
+
+/// The checks for payments that arrived but did not pay their order: the last reconciliation
+/// sweeps, prices no buyer can pay, and pending orders with a stored but unapplied payment.
+async fn recovery_checks(
+    pool: &PgPool,
+    pending_after: Duration,
+    r: &mut Report,
+) -> sqlx::Result<()> {
+    // The sweeps (seed: "checkout.session.completed never arrived"; "bad Stripe key").
+    for run in crate::reconcile::latest(pool).await? {
+        let name = format!("{} reconciliation", run.provider);
+        if run.status == "failed" {
+            let code = run.error_code.clone().unwrap_or_default();
+            let fix = if run.provider == "stripe" {
+                crate::stripe_api::fix_for(&code).to_string()
+            } else {
+                "check CLERK_SECRET_KEY and CLERK_API_URL; the sweep retries with backoff".into()
+            };
+            r.push(
+                name,
+                Level::Fail,
+                format!(
+                    "the last sweep failed after {} attempt(s) ({code}): {}; missed payments are not being recovered",
+                    run.attempts,
+                    run.error.clone().unwrap_or_default()
+                ),
+                format!("{fix}; then run: granary-worker reconcile"),
+            );
+        } else {
+            r.push(
+                name,
+                Level::Ok,
+                format!(
+                    "last sweep at {}: {} examined, {} recovered",
+                    run.finished_at.unwrap_or(run.created_at).format("%Y-%m-%d %H:%M UTC"),
+                    run.examined,
+                    run.recovered
+                ),
+                "",
+            );
+        }
+    }
+
+    // A purchasable price without a checkout URL: the storefront creates the order and shows it
+    // pending, but the buyer is never sent anywhere to pay (seed: "Buy button shows Checkout URL
+    // missing").
+    let no_checkout = sqlx::query!(
+        r#"SELECT p.slug, p.name AS product, pr.id, pr.name FROM prices pr JOIN products p ON p.id = pr.product_id
+           WHERE granary_purchasable(p, pr) AND coalesce(pr.metadata->>'checkout_url', '') = ''
+             AND pr.clerk_plan_id IS NULL
+           ORDER BY p.slug, pr.created_at"#
+    )
+    .fetch_all(pool)
+    .await?;
+    if !no_checkout.is_empty() {
+        let list: Vec<String> = no_checkout
+            .iter()
+            .map(|p| format!("{} ({}): price \"{}\" {}", p.product, p.slug, p.name, p.id))
+            .collect();
+        r.push(
+            "prices without a checkout URL",
+            Level::Warn,
+            format!(
+                "{} purchasable price(s) send no buyer anywhere to pay (orders stay pending_payment): {}",
+                no_checkout.len(),
+                list.join("; ")
+            ),
+            "give each a checkout URL: PATCH /api/seller/prices/<id>/ with {\"metadata\": {\"checkout_url\": \"https://...\"}}, or map it to a Clerk plan (clerk_plan_id)",
+        );
+    }
+
+    // Orders still pending whose payment did reach Granary (delivered, or found by a sweep) but
+    // was ignored or failed to apply: a customer who paid and got nothing.
+    let stuck = sqlx::query!(
+        r#"SELECT o.public_id, w.id AS event_row, w.event_id AS "event_id!", w.event_type AS "event_type!",
+                  w.status, w.last_error, w.found_by
+           FROM orders o
+           JOIN webhook_events w ON w.provider = 'stripe' AND w.status IN ('ignored', 'failed')
+                AND w.received_at >= o.created_at - interval '1 hour'
+                AND w.event_type IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded', 'payment_intent.succeeded')
+                AND (convert_from(w.body, 'UTF8')::jsonb #>> '{data,object,client_reference_id}' IN (o.public_id, o.id::text)
+                     OR convert_from(w.body, 'UTF8')::jsonb #>> '{data,object,metadata,order_id}' IN (o.public_id, o.id::text))
+           WHERE o.status = 'pending' AND o.created_at < now() - make_interval(secs => $1)
+           ORDER BY o.created_at LIMIT 50"#,
+        pending_after.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await?;
+    for s in &stuck {
+        r.push(
+            format!("pending order {}", s.public_id),
+            Level::Fail,
+            format!(
+                "still pending_payment after {} min, yet Stripe reported its payment ({} {}, {} by {}) and it was {}: {}",
+                pending_after.as_secs() / 60,
+                s.event_type,
+                s.event_id,
+                if s.found_by == "reconciliation" { "found" } else { "delivered" },
+                if s.found_by == "reconciliation" { "the reconciliation sweep" } else { "webhook" },
+                s.status,
+                s.last_error.clone().unwrap_or_default()
+            ),
+            format!(
+                "read the event: granary-worker webhooks show {}; fix what it names (the price's amount or currency, the order reference), then: granary-worker webhooks replay {}",
+                s.event_row, s.event_row
+            ),
+        );
+    }
+    Ok(())
 }
 
 async fn storage_check(config: &Config, r: &mut Report) {
@@ -398,26 +611,6 @@ async fn shop_checks(
     if invisible.is_empty() {
         r.push("catalog", Level::Ok, "every product is visible", "");
     }
-    // A purchasable price without a checkout URL: the storefront creates the order and shows
-    // it pending, but the buyer is never sent anywhere to pay (seed troubleshooting: "Buy
-    // button shows Checkout URL missing").
-    let no_checkout = sqlx::query!(
-        r#"SELECT p.slug, pr.name FROM prices pr JOIN products p ON p.id = pr.product_id
-           WHERE granary_purchasable(p, pr) AND coalesce(pr.metadata->>'checkout_url', '') = ''
-             AND pr.clerk_plan_id IS NULL
-           ORDER BY p.slug, pr.created_at"#
-    )
-    .fetch_all(pool)
-    .await?;
-    for p in &no_checkout {
-        r.push(
-            format!("product {}", p.slug),
-            Level::Warn,
-            format!("price \"{}\" has no checkout URL: orders stay pending_payment", p.name),
-            "set metadata.checkout_url on the price (PATCH /api/seller/prices/<id>/), or map it to a Clerk plan (clerk_plan_id)",
-        );
-    }
-
     // Refunds of credit packs that were already partly spent: the shop gave away the shortfall.
     let shortfalls = sqlx::query!(
         r#"SELECT p.clerk_user_id, c.unit, c.shortfall, o.public_id AS "public_id?"

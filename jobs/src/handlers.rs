@@ -2,6 +2,7 @@
 
 use crate::{
     emails, fulfillment, orders,
+    reconcile,
     queue::{Registry, probe},
     subscriptions,
     webhooks::{apply, ingest::ProcessWebhookEvent},
@@ -18,4 +19,9 @@ pub fn registry() -> Registry {
         .register(fulfillment::finalize_asset)
         .register(fulfillment::issue_grants)
         .register(emails::send_email)
+        .register(reconcile::reconcile_stripe)
+        .register(reconcile::reconcile_clerk)
+        .every("reconcile", reconcile::interval, |pool, config| async move {
+            reconcile::schedule(&pool, &config).await
+        })
 }

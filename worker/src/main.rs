@@ -48,6 +48,9 @@ enum Command {
         /// Paid orders not fulfilled after this many minutes are reported.
         #[arg(long, default_value_t = 15)]
         unfulfilled_minutes: u64,
+        /// Orders pending this many minutes are checked for payments that arrived unapplied.
+        #[arg(long, default_value_t = 30)]
+        pending_minutes: u64,
     },
     /// Jobs: list, show, requeue, cancel.
     #[command(subcommand)]
@@ -64,6 +67,22 @@ enum Command {
     /// Credits: show a user's ledger, add or remove credits.
     #[command(subcommand)]
     Credits(CreditsCmd),
+    /// Run a reconciliation sweep now: list Stripe's payment events of the window and apply
+    /// those no webhook delivered; pull stale Clerk subscriptions. Prints what it found and did.
+    Reconcile {
+        /// RFC 3339 time, or an age like 30m, 24h, 7d (Stripe keeps events for 30 days).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// stripe, clerk, or all configured.
+        #[arg(long, default_value = "all")]
+        provider: String,
+        /// How long to wait for a worker to run the sweep and apply what it found.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Download grants: give back downloads, or take a grant away.
+    #[command(subcommand)]
+    Grants(GrantsCmd),
     /// Enqueue a canary job and wait for a worker to run it.
     Probe {
         /// Give up after this many seconds.
@@ -131,6 +150,31 @@ enum CreditsCmd {
         /// Signed amount, e.g. 500 or -200.
         #[arg(allow_hyphen_values = true)]
         amount: i64,
+        #[command(flatten)]
+        why: Why,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCmd {
+    /// Reset a grant's used downloads to 0 (for a customer who ran out), optionally allowing
+    /// more and extending its expiry.
+    Reset {
+        /// Grant id (on the order's timeline).
+        grant: uuid::Uuid,
+        /// Downloads added to the limit.
+        #[arg(long)]
+        add: Option<i32>,
+        /// Extend the expiry, e.g. 7d or 12h (from now, or from the expiry if later).
+        #[arg(long)]
+        extend: Option<String>,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Revoke a grant: its downloads stop at once.
+    Revoke {
+        /// Grant id.
+        grant: uuid::Uuid,
         #[command(flatten)]
         why: Why,
     },
@@ -280,23 +324,83 @@ async fn main() -> anyhow::Result<()> {
         Command::Doctor {
             live,
             unfulfilled_minutes,
+            pending_minutes,
         } => {
             let pool = db::pool(&config, 2)?;
             let report = doctor::run(
                 &config,
                 &pool,
-                live,
-                Duration::from_secs(unfulfilled_minutes * 60),
+                doctor::Options {
+                    live,
+                    unfulfilled_after: Duration::from_secs(unfulfilled_minutes * 60),
+                    pending_after: Duration::from_secs(pending_minutes * 60),
+                },
             )
             .await;
             output::doctor(&report, cli.json);
             std::process::exit(if report.failed() { 1 } else { 0 });
+        }
+        Command::Reconcile {
+            since,
+            provider,
+            wait,
+        } => {
+            let pool = db::pool(&config, 2)?;
+            let ok = reconcile_now(&pool, &config, &since, &provider, wait, cli.json).await?;
+            std::process::exit(if ok { 0 } else { 1 });
         }
         other => {
             let pool = db::pool(&config, 2)?;
             operate(&pool, other, cli.json).await
         }
     }
+}
+
+/// `granary-worker reconcile`: queues the sweeps as jobs, waits for a worker to run them and
+/// apply what they found, and prints it. True when every sweep succeeded.
+async fn reconcile_now(
+    pool: &PgPool,
+    config: &Config,
+    since: &str,
+    provider: &str,
+    wait: u64,
+    as_json: bool,
+) -> anyhow::Result<bool> {
+    use granary_jobs::reconcile::{self, Provider, Trigger};
+    let since = parse_time(since)?;
+    let providers = match provider {
+        "all" => reconcile::configured(config),
+        "stripe" => vec![Provider::Stripe],
+        "clerk" => vec![Provider::Clerk],
+        other => anyhow::bail!("`{other}`: use stripe, clerk or all"),
+    };
+    anyhow::ensure!(
+        !providers.is_empty(),
+        "nothing to reconcile: set STRIPE_SECRET_KEY (and/or CLERK_SECRET_KEY)"
+    );
+    let mut runs = Vec::new();
+    for p in providers {
+        let q = reconcile::enqueue(pool, p, Trigger::Operator, Some(since)).await?;
+        runs.push((q.run_id.context("an operator's sweep is always new")?, q.job_id));
+    }
+    let mut ok = true;
+    let mut all = Vec::new();
+    for (run_id, job_id) in runs {
+        let run = reconcile::wait_for(pool, run_id, Duration::from_secs(wait))
+            .await?
+            .context("the sweep's run row vanished")?;
+        if run.status != "succeeded" {
+            ok = false;
+        }
+        if !as_json {
+            output::reconcile_run(&run, &job_id);
+        }
+        all.push(run);
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(ok)
 }
 
 async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Result<()> {
@@ -362,6 +466,35 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 json!({ "user": clerk_user_id, "role": role, "previous_role": previous }),
                 output::plain,
             );
+        }
+        Command::Grants(GrantsCmd::Reset {
+            grant,
+            add,
+            extend,
+            why,
+        }) => {
+            let extend = extend
+                .as_deref()
+                .map(|e| {
+                    let at = parse_time(e)?;
+                    (Utc::now() - at)
+                        .to_std()
+                        .with_context(|| format!("`{e}`: use an age like 7d or 12h"))
+                })
+                .transpose()?;
+            let state = granary_jobs::account::downloads::reset_grant(
+                pool,
+                grant,
+                granary_jobs::account::downloads::Reset { add, extend },
+                &actor(&why),
+            )
+            .await?;
+            out(serde_json::to_value(state)?, output::plain);
+        }
+        Command::Grants(GrantsCmd::Revoke { grant, why }) => {
+            let state =
+                granary_jobs::account::downloads::revoke_grant(pool, grant, &actor(&why)).await?;
+            out(serde_json::to_value(state)?, output::plain);
         }
         Command::Credits(CreditsCmd::Show { clerk_user_id }) => {
             let profile = granary_jobs::credits::profile_of(pool, &clerk_user_id).await?;
@@ -461,7 +594,9 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Command::Run | Command::Migrate | Command::Doctor { .. } => unreachable!("handled in main"),
+        Command::Run | Command::Migrate | Command::Doctor { .. } | Command::Reconcile { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(())
 }

@@ -205,3 +205,45 @@ pub fn doctor(r: &Report, as_json: bool) {
         }
     );
 }
+
+/// `reconcile`: what one sweep found and what applying it did.
+pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
+    let what = if run.provider == "stripe" {
+        format!(
+            "{} payment event(s) listed, {} never seen before",
+            run.examined, run.recovered
+        )
+    } else {
+        format!(
+            "{} stale user(s) examined, {} pulled",
+            run.examined, run.recovered
+        )
+    };
+    println!(
+        "{} sweep {} (job {job_id}): {}, after {} attempt(s); {what}",
+        run.provider, run.id, run.status, run.attempts
+    );
+    if run.status == "queued" || run.status == "running" {
+        println!("  not finished yet: is a worker running? (granary-worker probe)");
+    }
+    if let Some(e) = &run.error {
+        let fix = if run.provider == "stripe" {
+            granary_jobs::stripe_api::fix_for(run.error_code.as_deref().unwrap_or_default())
+        } else {
+            "check CLERK_SECRET_KEY and CLERK_API_URL"
+        };
+        println!("  failed: {e}");
+        println!("  fix: {fix}; the sweep retries with backoff (granary-worker jobs show {job_id})");
+    }
+    for e in &run.found {
+        let did = if e.effects.is_empty() {
+            e.note.clone().unwrap_or_default()
+        } else {
+            e.effects.join(", ")
+        };
+        println!(
+            "  found {} {} → {}: {did}",
+            e.provider_event_id, e.event_type, e.status
+        );
+    }
+}

@@ -7,6 +7,7 @@ use axum::{
     extract::{Path, Query, State},
 };
 use granary_jobs::{
+    account::downloads,
     admin::{self, JobFilter, WebhookFilter},
     queue::ops::{self, Actor, OpError},
     webhooks::ingest::{self, ReplayError},
@@ -25,19 +26,37 @@ pub struct ActionIn {
 }
 
 fn actor(user: &AuthUser, body: &Bytes) -> ApiResult<Actor> {
+    Ok(action::<ActionIn>(user, body)?.0)
+}
+
+/// The admin's actor (with the body's `reason`) and the action's own fields from the same body
+/// (an empty body is every field's default).
+fn action<T: serde::de::DeserializeOwned + Default>(
+    user: &AuthUser,
+    body: &Bytes,
+) -> ApiResult<(Actor, T)> {
     user.require_admin()?;
-    let input: ActionIn = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionIn::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+    let parse = |body: &Bytes| -> ApiResult<(ActionIn, T)> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok((ActionIn::default(), T::default()));
+        }
+        let bad = |e: serde_json::Error| ApiError::BadRequest {
             code: "invalid_json",
-            message: format!("The body is not valid JSON: {e}"),
-        })?
+            message: format!("The body is not valid JSON for this action: {e}"),
+        };
+        Ok((
+            serde_json::from_slice(body).map_err(bad)?,
+            serde_json::from_slice(body).map_err(bad)?,
+        ))
     };
-    Ok(Actor {
-        name: format!("admin:{}", user.clerk_user_id),
-        reason: input.reason,
-    })
+    let (why, input) = parse(body)?;
+    Ok((
+        Actor {
+            name: format!("admin:{}", user.clerk_user_id),
+            reason: why.reason,
+        },
+        input,
+    ))
 }
 
 fn op_error(e: OpError) -> ApiError {
@@ -175,4 +194,137 @@ pub async fn replay(
         Err(e @ ReplayError::Rejected(..)) => Err(ApiError::conflict(e.to_string())),
         Err(ReplayError::Db(e)) => Err(e.into()),
     }
+}
+
+/// `{"role": "seller", "reason": "..."}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct RoleIn {
+    /// `buyer`, `seller` or `admin`.
+    role: String,
+    /// Why (kept in the audit; read with the actor, declared here for the schema).
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+/// `POST /api/admin/users/<clerk user id>/role/`: the twin of `granary-worker users set-role`.
+#[utoipa::path(post, path = "/api/admin/users/{clerk_user_id}/role/", tag = "admin", params(("clerk_user_id" = String, Path)), request_body = RoleIn, responses((status = 200, description = "The role is set; the previous one is returned"), (status = 400, description = "not a role")))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(clerk_user_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let (actor, input) = action::<RoleIn>(&user, &body)?;
+    let previous =
+        granary_jobs::account::profile::set_role(&state.pool, &clerk_user_id, &input.role, &actor)
+            .await?;
+    Ok(Json(
+        json!({ "user": clerk_user_id, "role": input.role, "previous_role": previous }),
+    ))
+}
+
+/// `{"add": 3, "extend_seconds": 604800, "reason": "..."}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ResetIn {
+    /// Downloads added to the limit.
+    add: Option<i32>,
+    /// Extend the expiry by this many seconds (from now, or from the expiry if later).
+    extend_seconds: Option<u64>,
+    /// Why (kept in the audit; read with the actor, declared here for the schema).
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+/// `POST /api/admin/grants/<id>/reset/`: the twin of `granary-worker grants reset`.
+#[utoipa::path(post, path = "/api/admin/grants/{id}/reset/", tag = "admin", params(("id" = Uuid, Path)), request_body = ResetIn, responses((status = 200, description = "The grant after the reset", body = downloads::GrantState), (status = 404, description = "no such grant"), (status = 409, description = "the grant is revoked")))]
+pub async fn reset_grant(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> ApiResult<Json<downloads::GrantState>> {
+    let (actor, input) = action::<ResetIn>(&user, &body)?;
+    let reset = downloads::Reset {
+        add: input.add,
+        extend: input.extend_seconds.map(std::time::Duration::from_secs),
+    };
+    Ok(Json(
+        downloads::reset_grant(&state.pool, id, reset, &actor).await?,
+    ))
+}
+
+/// `POST /api/admin/grants/<id>/revoke/`: the twin of `granary-worker grants revoke`.
+#[utoipa::path(post, path = "/api/admin/grants/{id}/revoke/", tag = "admin", params(("id" = Uuid, Path)), request_body = ActionIn, responses((status = 200, description = "The grant, revoked", body = downloads::GrantState), (status = 404, description = "no such grant"), (status = 409, description = "already revoked")))]
+pub async fn revoke_grant(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> ApiResult<Json<downloads::GrantState>> {
+    let actor = actor(&user, &body)?;
+    Ok(Json(downloads::revoke_grant(&state.pool, id, &actor).await?))
+}
+
+/// `{"provider": "stripe", "since": "2026-11-24T00:00:00Z"}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ReconcileIn {
+    /// `stripe`, `clerk`, or `all` configured (the default).
+    provider: Option<String>,
+    /// Stripe events created at or after this (default: 24 hours ago).
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `POST /api/admin/reconcile/`: queues sweeps now (the twin of `granary-worker reconcile`);
+/// read each with `GET /api/admin/reconcile/<run id>/`.
+#[utoipa::path(post, path = "/api/admin/reconcile/", tag = "admin", request_body = ReconcileIn, responses((status = 202, description = "The queued sweeps"), (status = 400, description = "unknown provider, or none configured")))]
+pub async fn reconcile(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    use granary_jobs::reconcile::{self, Provider, Trigger};
+    let (_, input) = action::<ReconcileIn>(&user, &body)?;
+    let providers = match input.provider.as_deref().unwrap_or("all") {
+        "all" => reconcile::configured(&state.config),
+        "stripe" => vec![Provider::Stripe],
+        "clerk" => vec![Provider::Clerk],
+        other => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_request",
+                message: format!("`{other}` is not a provider: use stripe, clerk or all"),
+            });
+        }
+    };
+    if providers.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_request",
+            message: "Nothing to reconcile: set STRIPE_SECRET_KEY (and/or CLERK_SECRET_KEY)."
+                .into(),
+        });
+    }
+    let since = input
+        .since
+        .unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::hours(24));
+    let mut runs = Vec::new();
+    for p in providers {
+        runs.push(reconcile::enqueue(&state.pool, p, Trigger::Operator, Some(since)).await?);
+    }
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "runs": runs })),
+    ))
+}
+
+/// `GET /api/admin/reconcile/<run id>/`: a sweep, with what it found and what applying it did.
+#[utoipa::path(get, path = "/api/admin/reconcile/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, description = "The sweep"), (status = 404, description = "no such sweep")))]
+pub async fn reconcile_run(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<granary_jobs::reconcile::Run>> {
+    user.require_admin()?;
+    granary_jobs::reconcile::run(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }

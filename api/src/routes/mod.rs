@@ -38,7 +38,7 @@ use seller::{assets, offers, prices, products, work_orders};
         account::work_orders, account::list_bookings, account::create_booking, account::email_test,
         credits::summary, credits::consume, credits::adjust,
         extras::supabase_profile, extras::ai_providers, extras::ai_usage,
-        admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay,
+        admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay, admin::set_role, admin::reset_grant, admin::revoke_grant, admin::reconcile, admin::reconcile_run,
     ),
     tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"), (name = "admin"))
 )]
@@ -113,6 +113,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/webhooks/", get(admin::webhooks))
         .route("/api/admin/webhooks/{id}/", get(admin::webhook))
         .route("/api/admin/webhooks/{id}/replay/", post(admin::replay))
+        .route("/api/admin/users/{clerk_user_id}/role/", post(admin::set_role))
+        .route("/api/admin/grants/{id}/reset/", post(admin::reset_grant))
+        .route("/api/admin/grants/{id}/revoke/", post(admin::revoke_grant))
+        .route("/api/admin/reconcile/", post(admin::reconcile))
+        .route("/api/admin/reconcile/{id}/", get(admin::reconcile_run))
         .route(
             "/api/seller/products/",
             get(products::list).post(products::create),

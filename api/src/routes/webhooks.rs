@@ -31,7 +31,7 @@ pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Byte
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let now = chrono::Utc::now().timestamp();
     let verified = verify::stripe(
-        state.config.stripe_webhook_secret.as_ref(),
+        state.config.stripe.webhook_secret.as_ref(),
         &body,
         &headers,
         now,

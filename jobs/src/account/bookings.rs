@@ -163,8 +163,38 @@ pub async fn create(
     )
     .fetch_one(&mut *conn)
     .await?;
-    list(&mut *conn, profile_id, Some(id))
+    let booking = list(&mut *conn, profile_id, Some(id))
         .await?
         .pop()
-        .ok_or(DomainError::NotFound)
+        .ok_or(DomainError::NotFound)?;
+    // The customer hears that the request arrived (seed: "booked customer got no email"), in
+    // the same transaction: no booking without its email, no email without its booking.
+    let subject = format!("We received your booking request: {}", booking.product_name);
+    let mut lines = vec![match booking.starts_at {
+        Some(t) => format!(
+            "You asked for {} on {} (UTC), for {} minutes.",
+            booking.product_name,
+            t.format("%A %e %B %Y at %H:%M"),
+            booking.duration_minutes
+        ),
+        None => format!(
+            "You asked for {}. We will propose a time shortly.",
+            booking.product_name
+        ),
+    }];
+    lines.push("We will confirm it by email. Thank you!".to_string());
+    crate::emails::queue_email(
+        &mut *conn,
+        &crate::emails::Draft {
+            dedupe_key: format!("booking_request:booking:{id}"),
+            kind: "booking_request",
+            html: crate::emails::html(&subject, &lines, None),
+            text: crate::emails::text(&subject, &lines, None),
+            subject,
+            order_id: None,
+            profile_id,
+        },
+    )
+    .await?;
+    Ok(booking)
 }

@@ -218,3 +218,132 @@ pub async fn access(
         grant,
     })
 }
+
+/// A grant as the operator changed it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GrantState {
+    /// Grant id.
+    pub id: Uuid,
+    /// Downloads used (a reset sets it to 0).
+    pub download_count: i32,
+    /// Downloads allowed; None: unlimited.
+    pub max_downloads: Option<i32>,
+    /// Expiry; None: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a reset gives back beyond the used count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reset {
+    /// Downloads added to the limit (on top of the reset count).
+    pub add: Option<i32>,
+    /// Pushes the expiry this far from now (or from the expiry, if it is later).
+    pub extend: Option<Duration>,
+}
+
+/// `grants reset`: gives a customer who ran out their downloads back: the used count goes to 0
+/// (the history of downloads stays), optionally with more allowed and a later expiry. A revoked
+/// grant is refused: a refund or an operator took it away on purpose. Audited with before and
+/// after.
+pub async fn reset_grant(
+    pool: &PgPool,
+    grant_id: Uuid,
+    r: Reset,
+    actor: &crate::queue::ops::Actor,
+) -> DomainResult<GrantState> {
+    if r.add.is_some_and(|n| n < 0) {
+        return Err(DomainError::field("add", "must not be negative"));
+    }
+    let extend_secs = r.extend.map(|d| d.as_secs_f64());
+    let mut tx = pool.begin().await?;
+    let before = grant_state(&mut tx, grant_id).await?;
+    if let Some(at) = before.revoked_at {
+        return Err(DomainError::conflict(format!(
+            "grant {grant_id} was revoked at {at}; a revoked grant is not reset (issue a new one with orders requeue after fixing the order, if that is what you mean)"
+        )));
+    }
+    let after = sqlx::query_as!(
+        GrantState,
+        r#"UPDATE download_grants SET download_count = 0,
+               max_downloads = CASE WHEN max_downloads IS NULL THEN NULL ELSE max_downloads + coalesce($2, 0) END,
+               expires_at = CASE WHEN $3::float8 IS NULL OR expires_at IS NULL THEN expires_at
+                                 ELSE greatest(expires_at, now()) + make_interval(secs => $3) END
+           WHERE id = $1
+           RETURNING id, download_count, max_downloads, expires_at, revoked_at"#,
+        grant_id,
+        r.add,
+        extend_secs
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        &crate::audit::Action {
+            actor: &actor.name,
+            action: "grant.reset",
+            target_type: "download_grant",
+            target_id: &grant_id.to_string(),
+            reason: actor.reason.as_deref(),
+            details: serde_json::json!({ "before": before, "after": after }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// `grants revoke`: the grant stops working at once (its download route answers 403). Audited.
+/// Revoking a revoked grant changes nothing and says so.
+pub async fn revoke_grant(
+    pool: &PgPool,
+    grant_id: Uuid,
+    actor: &crate::queue::ops::Actor,
+) -> DomainResult<GrantState> {
+    let mut tx = pool.begin().await?;
+    let before = grant_state(&mut tx, grant_id).await?;
+    if before.revoked_at.is_some() {
+        return Err(DomainError::conflict(format!(
+            "grant {grant_id} is already revoked"
+        )));
+    }
+    let reason = actor
+        .reason
+        .clone()
+        .unwrap_or_else(|| "revoked by an operator".into());
+    let after = sqlx::query_as!(
+        GrantState,
+        r#"UPDATE download_grants SET revoked_at = now(), revoke_reason = $2 WHERE id = $1
+           RETURNING id, download_count, max_downloads, expires_at, revoked_at"#,
+        grant_id,
+        reason
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        &crate::audit::Action {
+            actor: &actor.name,
+            action: "grant.revoke",
+            target_type: "download_grant",
+            target_id: &grant_id.to_string(),
+            reason: actor.reason.as_deref(),
+            details: serde_json::json!({ "before": before }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+async fn grant_state(conn: &mut sqlx::PgConnection, grant_id: Uuid) -> DomainResult<GrantState> {
+    sqlx::query_as!(
+        GrantState,
+        "SELECT id, download_count, max_downloads, expires_at, revoked_at FROM download_grants WHERE id = $1 FOR UPDATE",
+        grant_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(DomainError::NotFound)
+}

@@ -1,6 +1,6 @@
 //! Which handler runs which queue.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use sqlx::PgPool;
 
@@ -27,10 +27,22 @@ pub struct JobContext {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(JobContext, serde_json::Value) -> BoxFuture + Send + Sync>;
 
-/// The set of job kinds a worker runs.
+type TickFuture = Pin<Box<dyn Future<Output = sqlx::Result<()>> + Send>>;
+
+/// Something the runtime does on a schedule (queueing a periodic job, typically).
+#[derive(Clone)]
+pub(crate) struct Periodic {
+    pub(crate) name: &'static str,
+    /// How often, from the configuration; None: never.
+    pub(crate) every: fn(&Config) -> Option<Duration>,
+    pub(crate) tick: Arc<dyn Fn(PgPool, Arc<Config>) -> TickFuture + Send + Sync>,
+}
+
+/// The set of job kinds a worker runs, and what it does on a schedule.
 #[derive(Clone, Default)]
 pub struct Registry {
     pub(crate) handlers: BTreeMap<&'static str, Handler>,
+    pub(crate) periodic: Vec<Periodic>,
 }
 
 impl Registry {
@@ -63,6 +75,26 @@ impl Registry {
                 }),
             }),
         );
+        self
+    }
+
+    /// Runs `tick` every `every(config)` while the runtime runs (first after one interval).
+    /// Several workers may tick at once: `tick` must be safe to repeat (a deduplicated enqueue).
+    pub fn every<F, Fut>(
+        mut self,
+        name: &'static str,
+        every: fn(&Config) -> Option<Duration>,
+        tick: F,
+    ) -> Self
+    where
+        F: Fn(PgPool, Arc<Config>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = sqlx::Result<()>> + Send + 'static,
+    {
+        self.periodic.push(Periodic {
+            name,
+            every,
+            tick: Arc::new(move |pool, config| Box::pin(tick(pool, config))),
+        });
         self
     }
 

@@ -82,6 +82,18 @@ pub async fn run(
             true
         });
     let mut worker_ids = Vec::new();
+    let mut periodic = Vec::new();
+    for task in registry.periodic {
+        if let Some(every) = (task.every)(&config) {
+            periodic.push(tokio::spawn(periodic_loop(
+                task,
+                every,
+                pool.clone(),
+                config.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
     for (queue, handler) in registry.handlers {
         let worker_id = format!("{queue}@{process}");
         worker_ids.push(worker_id.clone());
@@ -132,6 +144,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let _ = maintenance.await;
+    for task in periodic {
+        let _ = task.await;
+    }
     // Whatever is still claimed by this process did not finish within the shutdown timeout:
     // hand it back now rather than waiting for the rescue bound.
     match release_claims(&pool, &worker_ids).await {
@@ -394,6 +409,24 @@ pub async fn prune_completed(pool: &PgPool, older_than: Duration) -> sqlx::Resul
         .await?;
     tx.commit().await?;
     Ok(ids.len() as u64)
+}
+
+async fn periodic_loop(
+    task: super::registry::Periodic,
+    every: Duration,
+    pool: PgPool,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = (task.tick)(pool.clone(), config.clone()).await {
+            tracing::warn!(task = task.name, error = %e, "periodic task failed; will try again");
+        }
+    }
 }
 
 async fn maintenance_loop(pool: PgPool, config: Arc<Config>, shutdown: CancellationToken) {

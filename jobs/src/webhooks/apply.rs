@@ -326,7 +326,8 @@ async fn stripe_order(
         let row = sqlx::query!(
             r#"
             SELECT o.id, o.total_cents, o.currency FROM payment_transactions t JOIN orders o ON o.id = t.order_id
-            WHERE t.provider = 'stripe' AND (t.raw->>'payment_intent' = $1 OR t.raw->>'latest_charge' = $1)
+            WHERE t.provider = 'stripe' AND t.kind = 'payment'
+              AND (t.provider_payment_id = $1 OR t.raw->>'payment_intent' = $1 OR t.raw->>'latest_charge' = $1)
             LIMIT 1
             "#,
             pi
@@ -336,6 +337,52 @@ async fn stripe_order(
         return Ok(row.map(|r| (r.id, r.total_cents, r.currency)));
     }
     Ok(None)
+}
+
+/// Records a Stripe payment for `order` after the checks every Stripe payment passes: the
+/// amount and currency must be the order's (a mismatch is left failed for a human, never
+/// fulfilled). One payment per provider id: a repeat records nothing and pays nothing.
+async fn pay_stripe(
+    conn: &mut PgConnection,
+    event: Uuid,
+    (order_id, total, currency): (Uuid, i64, String),
+    obj: &Value,
+    payment_id: &str,
+    amount: Option<i64>,
+    what: &str,
+) -> Result<Outcome, JobError> {
+    let amount = amount.unwrap_or(total);
+    let paid_currency = s(&obj["currency"])
+        .map(str::to_ascii_uppercase)
+        .unwrap_or(currency.clone());
+    if amount != total || paid_currency != currency {
+        return Err(JobError::permanent(anyhow::anyhow!(
+            "{what} paid {amount} {paid_currency} for an order of {total} {currency}; not fulfilling, check it by hand"
+        )));
+    }
+    let paid = orders::record_payment(
+        conn,
+        order_id,
+        &Payment {
+            provider: "stripe",
+            provider_payment_id: payment_id,
+            kind: "payment",
+            amount_cents: amount,
+            currency: &paid_currency,
+            webhook_event_id: Some(event),
+            raw: obj.clone(),
+        },
+    )
+    .await?;
+    Ok(Outcome::Applied(vec![(
+        "order",
+        order_id,
+        if paid == orders::PaidOutcome::NewlyPaid {
+            "paid"
+        } else {
+            "payment_recorded"
+        },
+    )]))
 }
 
 async fn apply_stripe(
@@ -354,45 +401,42 @@ async fn apply_stripe(
             let session_id = s(&obj["id"]).ok_or_else(|| {
                 JobError::permanent(anyhow::anyhow!("checkout session without id"))
             })?;
-            let Some((order_id, total, currency)) = stripe_order(conn, obj).await? else {
+            let Some(order) = stripe_order(conn, obj).await? else {
                 // Permanent: retrying cannot find an order that the session does not name. The
                 // event stays `failed` for the operator.
                 return Err(JobError::permanent(anyhow::anyhow!(
                     "checkout session {session_id} names no known order (client_reference_id / metadata.order_id)"
                 )));
             };
-            let amount = obj["amount_total"].as_i64().unwrap_or(total);
-            let paid_currency = s(&obj["currency"])
-                .map(str::to_ascii_uppercase)
-                .unwrap_or(currency.clone());
-            if amount != total || paid_currency != currency {
-                return Err(JobError::permanent(anyhow::anyhow!(
-                    "checkout session {session_id} paid {amount} {paid_currency} for an order of {total} {currency}; not fulfilling, check it by hand"
+            // The payment is the session's payment intent when it has one, so the session and
+            // its `payment_intent.succeeded` record one payment between them.
+            let payment_id = s(&obj["payment_intent"]).unwrap_or(session_id);
+            let amount = obj["amount_total"].as_i64();
+            pay_stripe(conn, event, order, obj, payment_id, amount, &format!("checkout session {session_id}")).await
+        }
+        "payment_intent.succeeded" => {
+            let intent_id = s(&obj["id"]).ok_or_else(|| {
+                JobError::permanent(anyhow::anyhow!("payment intent without id"))
+            })?;
+            if s(&obj["metadata"]["order_id"]).is_none() {
+                return Ok(Outcome::Ignored(format!(
+                    "payment intent {intent_id} names no order (metadata.order_id); its checkout session pays the order"
                 )));
             }
-            let paid = orders::record_payment(
-                conn,
-                order_id,
-                &Payment {
-                    provider: "stripe",
-                    provider_payment_id: session_id,
-                    kind: "payment",
-                    amount_cents: amount,
-                    currency: &paid_currency,
-                    webhook_event_id: Some(event),
-                    raw: obj.clone(),
-                },
-            )
-            .await?;
-            Ok(Outcome::Applied(vec![(
-                "order",
-                order_id,
-                if paid == orders::PaidOutcome::NewlyPaid {
-                    "paid"
-                } else {
-                    "payment_recorded"
-                },
-            )]))
+            let Some(order) = stripe_order(conn, obj).await? else {
+                return Err(JobError::permanent(anyhow::anyhow!(
+                    "payment intent {intent_id} names an unknown order (metadata.order_id)"
+                )));
+            };
+            let amount = obj["amount_received"].as_i64().or(obj["amount"].as_i64());
+            pay_stripe(conn, event, order, obj, intent_id, amount, &format!("payment intent {intent_id}")).await
+        }
+        "payment_intent.payment_failed" => {
+            let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+                return Ok(Outcome::Ignored("names no known order (metadata.order_id)".into()));
+            };
+            // The order stays pending: the buyer can pay again. The attempt is on the timeline.
+            Ok(Outcome::Applied(vec![("order", order_id, "payment_failed")]))
         }
         "checkout.session.async_payment_failed" => {
             let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
@@ -462,9 +506,6 @@ async fn apply_stripe(
                 },
             )]))
         }
-        "payment_intent.succeeded" | "payment_intent.payment_failed" => Ok(Outcome::Ignored(
-            "orders are paid through checkout.session events".into(),
-        )),
         other => Ok(Outcome::Ignored(format!(
             "event type `{other}` is not handled"
         ))),

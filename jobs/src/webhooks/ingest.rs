@@ -133,6 +133,56 @@ async fn store_one(
     })
 }
 
+/// An event found by a reconciliation sweep rather than delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    /// Who sent it.
+    pub provider: Provider,
+    /// The provider's event id.
+    pub event_id: &'a str,
+    /// Its type.
+    pub event_type: &'a str,
+    /// The provider's event time.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The event as the provider's API returned it.
+    pub body: &'a [u8],
+    /// The sweep (`reconcile_runs.id`).
+    pub run_id: Uuid,
+}
+
+/// Stores an event found by a reconciliation sweep, unless the provider delivered it (or a
+/// sweep found it) before, and enqueues its processing, in the caller's transaction. Whichever
+/// of the delivery and the sweep comes second inserts nothing.
+pub async fn store_found(conn: &mut sqlx::PgConnection, f: Found<'_>) -> sqlx::Result<Stored> {
+    let id = sqlx::query_scalar!(
+        r#"
+        INSERT INTO webhook_events (provider, event_id, event_type, body, occurred_at, found_by, reconcile_run_id)
+        VALUES ($1, $2, $3, $4, $5, 'reconciliation', $6)
+        ON CONFLICT (provider, event_id) WHERE status <> 'rejected' DO NOTHING
+        RETURNING id
+        "#,
+        f.provider.as_str(),
+        f.event_id,
+        f.event_type,
+        f.body,
+        f.occurred_at,
+        f.run_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        return Ok(Stored::Duplicate);
+    };
+    queue::enqueue(
+        conn,
+        &ProcessWebhookEvent {
+            webhook_event_id: id,
+        },
+    )
+    .await?;
+    Ok(Stored::New(id))
+}
+
 /// Records a rejected delivery with its reason (body truncated), pruning the oldest rejected
 /// rows beyond [`REJECTED_KEPT`].
 pub async fn store_rejected(

@@ -1,0 +1,195 @@
+//! Asset storage (OpenDAL: fs, S3, Supabase) and download links: their lifetime, signing key
+//! and default limits.
+
+use std::{path::PathBuf, time::Duration};
+
+use secrecy::SecretString;
+
+use super::{StorageConfig, reader::Reader};
+
+/// What this part reads.
+pub(super) struct Storage {
+    pub storage: StorageConfig,
+    pub signed_url_ttl: Duration,
+    pub download_signing_key: SecretString,
+    pub download_default_expiry_days: Option<i32>,
+    pub download_default_max: Option<i32>,
+}
+
+pub(super) fn read(
+    r: &mut Reader<'_>,
+    dev: bool,
+    database_url: &str,
+    warnings: &mut Vec<String>,
+) -> Storage {
+    let backend = r
+        .get("ASSET_STORAGE_BACKEND")
+        .unwrap_or(if dev { "fs" } else { "s3" })
+        .to_string();
+    let bucket = r.get("ASSET_STORAGE_BUCKET").map(str::to_string);
+    let storage = match backend.as_str() {
+        "fs" => StorageConfig::Fs {
+            root: PathBuf::from(r.get("ASSET_STORAGE_FS_ROOT").unwrap_or("var/storage")),
+        },
+        "s3" => {
+            let missing: Vec<&str> = [
+                ("ASSET_STORAGE_BUCKET", bucket.is_some()),
+                (
+                    "ASSET_STORAGE_S3_ACCESS_KEY_ID",
+                    r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID").is_some(),
+                ),
+                (
+                    "ASSET_STORAGE_S3_SECRET_ACCESS_KEY",
+                    r.get("ASSET_STORAGE_S3_SECRET_ACCESS_KEY").is_some(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(v, ok)| (!ok).then_some(v))
+            .collect();
+            if missing.is_empty() {
+                StorageConfig::S3 {
+                    endpoint: r
+                        .url("ASSET_STORAGE_S3_ENDPOINT_URL")
+                        .map(|u| u.to_string().trim_end_matches('/').to_string()),
+                    region: r
+                        .get("ASSET_STORAGE_S3_REGION")
+                        .unwrap_or("us-east-1")
+                        .to_string(),
+                    bucket: bucket.clone().unwrap_or_default(),
+                    access_key_id: r
+                        .get("ASSET_STORAGE_S3_ACCESS_KEY_ID")
+                        .unwrap_or_default()
+                        .to_string(),
+                    secret_access_key: r
+                        .secret("ASSET_STORAGE_S3_SECRET_ACCESS_KEY")
+                        .expect("checked above"),
+                }
+            } else {
+                StorageConfig::Unavailable {
+                    backend: backend.clone(),
+                    reason: format!("missing {}", missing.join(", ")),
+                }
+            }
+        }
+        "supabase" => match (
+            r.url("SUPABASE_URL"),
+            r.get("ASSET_STORAGE_S3_ACCESS_KEY_ID"),
+            r.secret("ASSET_STORAGE_S3_SECRET_ACCESS_KEY"),
+            bucket.clone(),
+        ) {
+            (Some(url), Some(key_id), Some(secret), Some(bucket)) => StorageConfig::Supabase {
+                url: url.to_string().trim_end_matches('/').to_string(),
+                bucket,
+                region: r
+                    .get("ASSET_STORAGE_S3_REGION")
+                    .unwrap_or("us-east-1")
+                    .to_string(),
+                access_key_id: key_id.to_string(),
+                secret_access_key: secret,
+            },
+            (url, key_id, secret, bucket) => {
+                let missing: Vec<&str> = [
+                    ("SUPABASE_URL", url.is_some()),
+                    ("ASSET_STORAGE_S3_ACCESS_KEY_ID", key_id.is_some()),
+                    ("ASSET_STORAGE_S3_SECRET_ACCESS_KEY", secret.is_some()),
+                    ("ASSET_STORAGE_BUCKET", bucket.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(v, ok)| (!ok).then_some(v))
+                .collect();
+                StorageConfig::Unavailable {
+                    backend: backend.clone(),
+                    reason: format!("missing {}", missing.join(", ")),
+                }
+            }
+        },
+        other => {
+            r.problem(
+                "ASSET_STORAGE_BACKEND",
+                format!("`{other}` is not a storage backend"),
+                "use fs, s3 or supabase",
+            );
+            StorageConfig::Unavailable {
+                backend: other.into(),
+                reason: "unknown backend".into(),
+            }
+        }
+    };
+    if let StorageConfig::Unavailable { backend, reason } = &storage {
+        warnings.push(format!("asset storage `{backend}` is not usable ({reason}): download and asset routes answer 503 storage_unavailable"));
+    }
+    let signed_url_ttl = Duration::from_secs(r.number(
+        "ASSET_STORAGE_SIGNED_URL_TTL_SECONDS",
+        600u64,
+        "use a number of seconds such as 600",
+    ));
+    if signed_url_ttl.is_zero() || signed_url_ttl > Duration::from_secs(7 * 24 * 3600) {
+        r.problem(
+            "ASSET_STORAGE_SIGNED_URL_TTL_SECONDS",
+            "must be between 1 second and 7 days",
+            "use a number of seconds such as 600",
+        );
+    }
+    let download_signing_key = match r.get("DOWNLOAD_URL_SIGNING_KEY") {
+        Some(k) if k.len() >= 32 => SecretString::from(k.to_string()),
+        Some(_) => {
+            r.problem(
+                "DOWNLOAD_URL_SIGNING_KEY",
+                "is shorter than 32 characters",
+                "generate one with: openssl rand -hex 32",
+            );
+            SecretString::from(String::new())
+        }
+        // Development: a per-database-URL key is good enough and needs no setup.
+        None if dev => SecretString::from(format!("granary-dev-signing-key::{database_url}")),
+        None => {
+            r.problem(
+                "DOWNLOAD_URL_SIGNING_KEY",
+                "is not set",
+                "generate one with: openssl rand -hex 32",
+            );
+            SecretString::from(String::new())
+        }
+    };
+
+    let download_default_expiry_days = match r.number(
+        "DOWNLOAD_DEFAULT_EXPIRY_DAYS",
+        30i32,
+        "use a number of days such as 30; 0 means no expiry",
+    ) {
+        0 => None,
+        d if d > 0 => Some(d),
+        _ => {
+            r.problem(
+                "DOWNLOAD_DEFAULT_EXPIRY_DAYS",
+                "must not be negative",
+                "use a number of days such as 30; 0 means no expiry",
+            );
+            None
+        }
+    };
+    let download_default_max = match r.number(
+        "DOWNLOAD_DEFAULT_MAX",
+        10i32,
+        "use a number such as 10; 0 means unlimited",
+    ) {
+        0 => None,
+        d if d > 0 => Some(d),
+        _ => {
+            r.problem(
+                "DOWNLOAD_DEFAULT_MAX",
+                "must not be negative",
+                "use a number such as 10; 0 means unlimited",
+            );
+            None
+        }
+    };
+
+    Storage {
+        storage,
+        signed_url_ttl,
+        download_signing_key,
+        download_default_expiry_days,
+        download_default_max,
+    }
+}

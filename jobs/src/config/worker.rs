@@ -1,0 +1,99 @@
+//! The job runtime: concurrency, heartbeats and the rescue bound, polling, backoff, retention,
+//! and how long shutdown waits.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::{WorkerConfig, reader::Reader};
+
+pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
+    let shutdown_timeout = Duration::from_secs(r.number(
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        25u64,
+        "use a number of seconds such as 25",
+    ));
+
+    let worker = WorkerConfig {
+        concurrency: r.number(
+            "WORKER_CONCURRENCY_DEFAULT",
+            10usize,
+            "use a number such as 10",
+        ),
+        per_queue_concurrency: {
+            let mut map = HashMap::new();
+            for pair in r.list("WORKER_CONCURRENCY") {
+                match pair
+                    .split_once('=')
+                    .map(|(q, n)| (q.trim().to_string(), n.trim().parse::<usize>()))
+                {
+                    Some((q, Ok(n))) if n > 0 => {
+                        map.insert(q, n);
+                    }
+                    _ => r.problem(
+                        "WORKER_CONCURRENCY",
+                        format!("`{pair}` is not queue=number"),
+                        "use e.g. send_email=4,fulfill_order=8",
+                    ),
+                }
+            }
+            map
+        },
+        heartbeat_interval: Duration::from_millis(r.number(
+            "WORKER_HEARTBEAT_MS",
+            5000u64,
+            "use milliseconds such as 5000",
+        )),
+        missed_heartbeats: r.number(
+            "WORKER_MISSED_HEARTBEATS",
+            3usize,
+            "use a number such as 3",
+        ),
+        poll_interval: Duration::from_millis(r.number(
+            "WORKER_POLL_INTERVAL_MS",
+            1000u64,
+            "use milliseconds such as 1000",
+        )),
+        batch_size: r.number("WORKER_BATCH_SIZE", 10usize, "use a number such as 10"),
+        backoff_base: Duration::from_millis(r.number(
+            "JOB_BACKOFF_BASE_MS",
+            2000u64,
+            "use milliseconds such as 2000",
+        )),
+        backoff_cap: Duration::from_secs(r.number(
+            "JOB_BACKOFF_CAP_SECONDS",
+            3600u64,
+            "use seconds such as 3600",
+        )),
+        retention: Duration::from_secs(
+            3600 * r.number("JOB_RETENTION_HOURS", 168u64, "use hours such as 168"),
+        ),
+    };
+    if worker.concurrency == 0 || worker.batch_size == 0 || worker.missed_heartbeats == 0 {
+        r.problem(
+            "WORKER_CONCURRENCY_DEFAULT",
+            "concurrency, batch size and missed heartbeats must be at least 1",
+            "use positive numbers",
+        );
+    }
+    // apalis-postgres registers a worker with a whole-second client timestamp and compares
+    // it with the database clock: a bound under 2 s (or under two heartbeats) would let a
+    // live worker look dead and its running jobs be taken (measured: a slow job ran twice
+    // with 0.5 s x 2).
+    if worker.missed_heartbeats < 2
+        || worker.heartbeat_interval * (worker.missed_heartbeats as u32)
+            < Duration::from_secs(2)
+        || worker.rescue_bound() < Duration::from_secs(3)
+    {
+        r.problem("WORKER_MISSED_HEARTBEATS", "the rescue bound (heartbeat x missed heartbeats) must be at least 2 s and 2 heartbeats", "use WORKER_HEARTBEAT_MS=5000 and WORKER_MISSED_HEARTBEATS=3");
+    }
+    if worker.heartbeat_interval < Duration::from_millis(200)
+        || worker.poll_interval < Duration::from_millis(20)
+    {
+        r.problem(
+            "WORKER_HEARTBEAT_MS",
+            "heartbeat below 200 ms or poll below 20 ms would hammer the database",
+            "use WORKER_HEARTBEAT_MS=5000 and WORKER_POLL_INTERVAL_MS=1000",
+        );
+    }
+
+    (worker, shutdown_timeout)
+}

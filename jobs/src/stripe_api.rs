@@ -1,0 +1,152 @@
+//! Stripe's API, the one call Granary makes: list events (`GET /v1/events`, bearer
+//! `STRIPE_SECRET_KEY`), for the reconciliation sweep. The base URL is `STRIPE_API_BASE`, so
+//! tests point the real client at a local stand-in speaking Stripe's wire format.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::Config;
+
+/// The payment events a sweep lists.
+pub const PAYMENT_EVENT_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "payment_intent.succeeded",
+    "charge.refunded",
+    "charge.dispute.created",
+];
+
+/// Most events per page (Stripe's maximum).
+const PAGE_LIMIT: u32 = 100;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeApiError {
+    /// No `STRIPE_SECRET_KEY`.
+    #[error("STRIPE_SECRET_KEY is not set, so Granary cannot ask Stripe")]
+    NotConfigured,
+    /// Network, timeout, or an answer that is not Stripe's.
+    #[error("Stripe could not be reached: {0}")]
+    Unreachable(String),
+    /// Stripe answered an error.
+    #[error("Stripe answered {status} ({kind}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stripe's `error.type` (`invalid_request_error`, `api_error`, ...).
+        kind: String,
+        /// Stripe's `error.message`.
+        message: String,
+        /// Stripe's `Retry-After`, when it sent one (429).
+        retry_after: Option<Duration>,
+    },
+}
+
+impl StripeApiError {
+    /// A short code for the run record and doctor.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotConfigured => "not_configured",
+            Self::Unreachable(_) => "stripe_unreachable",
+            Self::Api { status: 401, .. } => "stripe_unauthorized",
+            Self::Api { status: 403, .. } => "stripe_forbidden",
+            Self::Api { status: 429, .. } => "stripe_rate_limited",
+            Self::Api { .. } => "stripe_error",
+        }
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> &'static str {
+        fix_for(self.code())
+    }
+}
+
+/// What to do about a failure with this code ([`StripeApiError::code`]).
+pub fn fix_for(code: &str) -> &'static str {
+    match code {
+        "not_configured" => "set STRIPE_SECRET_KEY (a restricted key with read access to Events is enough)",
+        "stripe_unreachable" => "check outbound network to STRIPE_API_BASE; the sweep retries with backoff",
+        "stripe_unauthorized" => "STRIPE_SECRET_KEY is wrong or was rolled: copy a current key from Stripe Dashboard → Developers → API keys, then restart the worker",
+        "stripe_forbidden" => "the restricted key may not read Events: give it read access to Events in Stripe Dashboard → Developers → API keys",
+        "stripe_rate_limited" => "Stripe is rate-limiting this account; the sweep retries with backoff",
+        _ => "a Stripe-side error; the sweep retries with backoff (status.stripe.com)",
+    }
+}
+
+/// One page of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventPage {
+    /// Events, newest first.
+    pub data: Vec<Value>,
+    /// More (older) events follow the last one.
+    pub has_more: bool,
+}
+
+/// Lists one page of events of `types` created at or after `created_gte` (unix seconds),
+/// older than `starting_after` when given.
+pub async fn list_events(
+    client: &reqwest::Client,
+    config: &Config,
+    types: &[&str],
+    created_gte: i64,
+    starting_after: Option<&str>,
+) -> Result<EventPage, StripeApiError> {
+    let key = config
+        .stripe
+        .secret_key
+        .as_ref()
+        .ok_or(StripeApiError::NotConfigured)?;
+    let mut url = config.stripe.api_base.clone();
+    url.path_segments_mut()
+        .map_err(|_| StripeApiError::Unreachable("STRIPE_API_BASE cannot be a base".into()))?
+        .pop_if_empty()
+        .extend(["v1", "events"]);
+    {
+        let mut q = url.query_pairs_mut();
+        for t in types {
+            q.append_pair("types[]", t);
+        }
+        q.append_pair("created[gte]", &created_gte.to_string());
+        q.append_pair("limit", &PAGE_LIMIT.to_string());
+        if let Some(after) = starting_after {
+            q.append_pair("starting_after", after);
+        }
+    }
+    let res = client
+        .get(url)
+        .bearer_auth(key.expose_secret())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| StripeApiError::Unreachable(e.to_string()))?;
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = res
+        .bytes()
+        .await
+        .map_err(|e| StripeApiError::Unreachable(e.to_string()))?;
+    if !status.is_success() {
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let e = &body["error"];
+        return Err(StripeApiError::Api {
+            status: status.as_u16(),
+            kind: e["type"].as_str().unwrap_or("unknown").to_string(),
+            message: e["message"]
+                .as_str()
+                .unwrap_or("no error message")
+                .to_string(),
+            retry_after,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        StripeApiError::Unreachable(format!("the answer is not a Stripe list of events: {e}"))
+    })
+}
