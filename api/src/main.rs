@@ -109,11 +109,17 @@ async fn main() -> anyhow::Result<()> {
         );
         db::create_database_if_missing(config.database_url.expose_secret()).await?;
     }
-    let pool = db::pool(&config, 20)?;
+    let with_worker = cli.with_worker || dev;
+    let registry = granary_jobs::handlers::registry();
+    let held = if with_worker {
+        registry.held_connections()
+    } else {
+        0
+    };
+    let pool = db::pool(&config, 20 + held)?;
     if dev {
         db::migrate(&pool).await?;
     }
-    let with_worker = cli.with_worker || dev;
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     granary_jobs::shutdown::cancel_on_signal(shutdown.clone());
@@ -124,13 +130,7 @@ async fn main() -> anyhow::Result<()> {
             .context("the in-process worker cannot start")?;
         let (pool, config, token) = (pool.clone(), config.clone(), shutdown.clone());
         Some(tokio::spawn(async move {
-            granary_jobs::queue::runtime::run(
-                pool,
-                config,
-                granary_jobs::handlers::registry(),
-                token,
-            )
-            .await
+            granary_jobs::queue::runtime::run(pool, config, registry, token).await
         }))
     } else {
         None

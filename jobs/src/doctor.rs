@@ -399,7 +399,12 @@ async fn stripe_key_check(config: &Config, r: &mut Report) {
     }
     let since = chrono::Utc::now().timestamp();
     match crate::stripe_api::list_events(&reqwest::Client::new(), config, &[], since, None).await {
-        Ok(_) => r.push("stripe api", Level::Ok, "Stripe accepted STRIPE_SECRET_KEY", ""),
+        Ok(_) => r.push(
+            "stripe api",
+            Level::Ok,
+            "Stripe accepted STRIPE_SECRET_KEY",
+            "",
+        ),
         Err(e) => r.push("stripe api", Level::Fail, e.to_string(), e.fix()),
     }
 }
@@ -437,7 +442,9 @@ async fn recovery_checks(
                 Level::Ok,
                 format!(
                     "last sweep at {}: {} examined, {} recovered",
-                    run.finished_at.unwrap_or(run.created_at).format("%Y-%m-%d %H:%M UTC"),
+                    run.finished_at
+                        .unwrap_or(run.created_at)
+                        .format("%Y-%m-%d %H:%M UTC"),
                     run.examined,
                     run.recovered
                 ),

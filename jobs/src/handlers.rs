@@ -2,9 +2,8 @@
 
 use crate::{
     emails, fulfillment, orders,
-    reconcile,
     queue::{Registry, probe},
-    subscriptions,
+    reconcile, subscriptions,
     webhooks::{apply, ingest::ProcessWebhookEvent},
 };
 
@@ -21,7 +20,9 @@ pub fn registry() -> Registry {
         .register(emails::send_email)
         .register(reconcile::reconcile_stripe)
         .register(reconcile::reconcile_clerk)
-        .every("reconcile", reconcile::interval, |pool, config| async move {
-            reconcile::schedule(&pool, &config).await
-        })
+        .every(
+            "reconcile",
+            reconcile::interval,
+            |pool, config| async move { reconcile::schedule(&pool, &config).await },
+        )
 }

@@ -142,9 +142,7 @@ pub async fn enqueue(
     .execute(&mut *tx)
     .await?;
     let queued = match provider {
-        Provider::Stripe => {
-            queue::enqueue(&mut tx, &ReconcileStripe { run_id, scheduled }).await?
-        }
+        Provider::Stripe => queue::enqueue(&mut tx, &ReconcileStripe { run_id, scheduled }).await?,
         Provider::Clerk => queue::enqueue(&mut tx, &ReconcileClerk { run_id, scheduled }).await?,
     };
     match queued {
@@ -239,11 +237,7 @@ async fn finish(
 
 /// Where a sweep starts: the operator's `since`; else the look-back, shortened to just before
 /// the last successful scheduled sweep started (so a healthy shop lists minutes, not days).
-async fn window_start(
-    pool: &PgPool,
-    config: &Config,
-    run_id: Uuid,
-) -> sqlx::Result<DateTime<Utc>> {
+async fn window_start(pool: &PgPool, config: &Config, run_id: Uuid) -> sqlx::Result<DateTime<Utc>> {
     let row = sqlx::query!(
         r#"SELECT since,
                   (SELECT max(started_at) FROM reconcile_runs

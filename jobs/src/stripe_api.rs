@@ -67,11 +67,21 @@ impl StripeApiError {
 /// What to do about a failure with this code ([`StripeApiError::code`]).
 pub fn fix_for(code: &str) -> &'static str {
     match code {
-        "not_configured" => "set STRIPE_SECRET_KEY (a restricted key with read access to Events is enough)",
-        "stripe_unreachable" => "check outbound network to STRIPE_API_BASE; the sweep retries with backoff",
-        "stripe_unauthorized" => "STRIPE_SECRET_KEY is wrong or was rolled: copy a current key from Stripe Dashboard → Developers → API keys, then restart the worker",
-        "stripe_forbidden" => "the restricted key may not read Events: give it read access to Events in Stripe Dashboard → Developers → API keys",
-        "stripe_rate_limited" => "Stripe is rate-limiting this account; the sweep retries with backoff",
+        "not_configured" => {
+            "set STRIPE_SECRET_KEY (a restricted key with read access to Events is enough)"
+        }
+        "stripe_unreachable" => {
+            "check outbound network to STRIPE_API_BASE; the sweep retries with backoff"
+        }
+        "stripe_unauthorized" => {
+            "STRIPE_SECRET_KEY is wrong or was rolled: copy a current key from Stripe Dashboard → Developers → API keys, then restart the worker"
+        }
+        "stripe_forbidden" => {
+            "the restricted key may not read Events: give it read access to Events in Stripe Dashboard → Developers → API keys"
+        }
+        "stripe_rate_limited" => {
+            "Stripe is rate-limiting this account; the sweep retries with backoff"
+        }
         _ => "a Stripe-side error; the sweep retries with backoff (status.stripe.com)",
     }
 }

@@ -8,6 +8,7 @@ pub mod db;
 pub mod pgcluster;
 pub mod resend;
 pub mod shop;
+pub mod stripe;
 pub mod worker;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -33,6 +34,8 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
         ("WORKER_POLL_INTERVAL_MS", "100"),
         ("JOB_BACKOFF_BASE_MS", "500"),
         ("SHUTDOWN_TIMEOUT_SECONDS", "5"),
+        // Sweeps run when a test asks (a test of the schedule sets its own interval).
+        ("RECONCILE_INTERVAL_SECONDS", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -47,6 +50,7 @@ pub struct TestAppBuilder {
     release_binaries: bool,
     with_clerk: bool,
     with_resend: bool,
+    with_stripe: bool,
     database_url: Option<String>,
 }
 
@@ -83,6 +87,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Starts a Stripe API stand-in and points the reconciliation sweep at it.
+    pub fn with_stripe(mut self) -> Self {
+        self.with_stripe = true;
+        self
+    }
+
     /// Points the app at this URL instead of a fresh database (for "database down" tests).
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url = Some(url.into());
@@ -104,6 +114,8 @@ impl TestAppBuilder {
             env.insert("CLERK_JWT_ISSUER".into(), clerk::ISSUER.into());
             env.insert("CLERK_AUTHORIZED_PARTIES".into(), clerk::AZP.into());
             env.insert("CORS_ALLOWED_ORIGINS".into(), clerk::AZP.into());
+            // The storefront is the authorized party (doctor checks that the three agree).
+            env.insert("FRONTEND_APP_URL".into(), clerk::AZP.into());
             env.insert("CLERK_API_URL".into(), c.api_url.clone());
             env.insert("CLERK_SECRET_KEY".into(), clerk::SECRET_KEY.into());
             Some(c)
@@ -116,6 +128,14 @@ impl TestAppBuilder {
             env.insert("RESEND_BASE_URL".into(), r.url.clone());
             env.insert("RESEND_FROM_EMAIL".into(), "Shop <orders@shop.test>".into());
             Some(r)
+        } else {
+            None
+        };
+        let stripe = if self.with_stripe {
+            let s = stripe::StripeStandIn::start().await;
+            env.insert("STRIPE_SECRET_KEY".into(), stripe::SECRET_KEY.into());
+            env.insert("STRIPE_API_BASE".into(), s.url.clone());
+            Some(s)
         } else {
             None
         };
@@ -136,7 +156,11 @@ impl TestAppBuilder {
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
         let config = Arc::new(config);
-        let pool = granary_jobs::db::pool(&config, 10).expect("pool");
+        let pool = granary_jobs::db::pool(
+            &config,
+            10 + granary_jobs::handlers::registry().held_connections(),
+        )
+        .expect("pool");
         let shutdown = CancellationToken::new();
         let (addr, server, worker, process) = if self.release_binaries {
             let exe = release_dir().join("granary-api");
@@ -183,6 +207,7 @@ impl TestAppBuilder {
             process,
             clerk,
             resend,
+            stripe,
             storage_root,
             env: final_env,
             db,
@@ -213,6 +238,8 @@ pub struct TestApp {
     pub clerk: Option<clerk::ClerkStandIn>,
     /// The Resend stand-in, when started.
     pub resend: Option<resend::ResendStandIn>,
+    /// The Stripe stand-in, when started.
+    pub stripe: Option<stripe::StripeStandIn>,
     /// The `fs` storage root.
     pub storage_root: std::path::PathBuf,
     /// The configuration variables the app was started with (for child processes).

@@ -796,6 +796,23 @@ async fn seed_era_bookings_take_a_request_without_a_time() {
     assert_eq!(b["product_name"], "Coaching Call");
     assert_eq!(b["status"], "requested");
     assert_eq!(b["customer_notes"], "Mornings please");
+    // The booked customer hears that the request arrived, through the email job (seed: "no
+    // email to a booked customer").
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM emails WHERE kind = 'booking_request' AND status = 'sent' AND order_id IS NULL",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    let sent = s.app.resend.as_ref().unwrap().delivered();
+    assert!(
+        sent.iter().any(|m| m.body["subject"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Coaching Call")),
+        "{sent:?}"
+    );
     let res = s
         .app
         .post_as(&s.buyer, "/api/account/bookings/", &json!({}))

@@ -307,17 +307,14 @@ async fn main() -> anyhow::Result<()> {
             // First, so that a SIGTERM during startup is a clean exit.
             let token = tokio_util::sync::CancellationToken::new();
             granary_jobs::shutdown::cancel_on_signal(token.clone());
-            let pool = db::pool(&config, 10)?;
+            let registry = granary_jobs::handlers::registry();
+            let pool = db::pool(&config, 10 + registry.held_connections())?;
             db::ensure_migrated(&pool)
                 .await
                 .context("the worker cannot start")?;
-            let result = granary_jobs::queue::runtime::run(
-                pool.clone(),
-                Arc::new(config),
-                granary_jobs::handlers::registry(),
-                token,
-            )
-            .await;
+            let result =
+                granary_jobs::queue::runtime::run(pool.clone(), Arc::new(config), registry, token)
+                    .await;
             pool.close().await;
             result
         }
@@ -381,7 +378,10 @@ async fn reconcile_now(
     let mut runs = Vec::new();
     for p in providers {
         let q = reconcile::enqueue(pool, p, Trigger::Operator, Some(since)).await?;
-        runs.push((q.run_id.context("an operator's sweep is always new")?, q.job_id));
+        runs.push((
+            q.run_id.context("an operator's sweep is always new")?,
+            q.job_id,
+        ));
     }
     let mut ok = true;
     let mut all = Vec::new();

@@ -233,7 +233,9 @@ pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
             "check CLERK_SECRET_KEY and CLERK_API_URL"
         };
         println!("  failed: {e}");
-        println!("  fix: {fix}; the sweep retries with backoff (granary-worker jobs show {job_id})");
+        println!(
+            "  fix: {fix}; the sweep retries with backoff (granary-worker jobs show {job_id})"
+        );
     }
     for e in &run.found {
         let did = if e.effects.is_empty() {

@@ -262,7 +262,9 @@ pub async fn revoke_grant(
     body: Bytes,
 ) -> ApiResult<Json<downloads::GrantState>> {
     let actor = actor(&user, &body)?;
-    Ok(Json(downloads::revoke_grant(&state.pool, id, &actor).await?))
+    Ok(Json(
+        downloads::revoke_grant(&state.pool, id, &actor).await?,
+    ))
 }
 
 /// `{"provider": "stripe", "since": "2026-11-24T00:00:00Z"}`.

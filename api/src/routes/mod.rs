@@ -113,7 +113,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/webhooks/", get(admin::webhooks))
         .route("/api/admin/webhooks/{id}/", get(admin::webhook))
         .route("/api/admin/webhooks/{id}/replay/", post(admin::replay))
-        .route("/api/admin/users/{clerk_user_id}/role/", post(admin::set_role))
+        .route(
+            "/api/admin/users/{clerk_user_id}/role/",
+            post(admin::set_role),
+        )
         .route("/api/admin/grants/{id}/reset/", post(admin::reset_grant))
         .route("/api/admin/grants/{id}/revoke/", post(admin::revoke_grant))
         .route("/api/admin/reconcile/", post(admin::reconcile))

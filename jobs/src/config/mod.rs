@@ -317,7 +317,10 @@ impl Config {
 
         if !dev {
             for (var, on) in [
-                ("ORDER_CONFIRM_ALLOW_MANUAL", http.order_confirm_allow_manual),
+                (
+                    "ORDER_CONFIRM_ALLOW_MANUAL",
+                    http.order_confirm_allow_manual,
+                ),
                 (
                     "ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM",
                     http.order_confirm_allow_client_side_clerk_confirm,

@@ -55,7 +55,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(super) fn number<T: std::str::FromStr>(&mut self, var: &'static str, default: T, fix: &str) -> T {
+    pub(super) fn number<T: std::str::FromStr>(
+        &mut self,
+        var: &'static str,
+        default: T,
+        fix: &str,
+    ) -> T {
         match self.get(var) {
             None => default,
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -107,4 +112,3 @@ pub fn decode_svix_secret(raw: &str) -> Result<Vec<u8>, String> {
         Err(_) => Err("the part after `whsec_` is not valid base64".into()),
     }
 }
-

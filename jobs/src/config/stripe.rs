@@ -69,7 +69,9 @@ pub(super) fn read(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> StripeConf
     if lookback_hours == 0 || lookback_hours > MAX_LOOKBACK_HOURS {
         r.problem(
             "RECONCILE_LOOKBACK_HOURS",
-            format!("must be between 1 and {MAX_LOOKBACK_HOURS} hours (Stripe keeps events for 30 days)"),
+            format!(
+                "must be between 1 and {MAX_LOOKBACK_HOURS} hours (Stripe keeps events for 30 days)"
+            ),
             "use a number of hours such as 72",
         );
     }

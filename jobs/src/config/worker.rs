@@ -42,11 +42,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
             5000u64,
             "use milliseconds such as 5000",
         )),
-        missed_heartbeats: r.number(
-            "WORKER_MISSED_HEARTBEATS",
-            3usize,
-            "use a number such as 3",
-        ),
+        missed_heartbeats: r.number("WORKER_MISSED_HEARTBEATS", 3usize, "use a number such as 3"),
         poll_interval: Duration::from_millis(r.number(
             "WORKER_POLL_INTERVAL_MS",
             1000u64,
@@ -79,8 +75,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
     // live worker look dead and its running jobs be taken (measured: a slow job ran twice
     // with 0.5 s x 2).
     if worker.missed_heartbeats < 2
-        || worker.heartbeat_interval * (worker.missed_heartbeats as u32)
-            < Duration::from_secs(2)
+        || worker.heartbeat_interval * (worker.missed_heartbeats as u32) < Duration::from_secs(2)
         || worker.rescue_bound() < Duration::from_secs(3)
     {
         r.problem("WORKER_MISSED_HEARTBEATS", "the rescue bound (heartbeat x missed heartbeats) must be at least 2 s and 2 heartbeats", "use WORKER_HEARTBEAT_MS=5000 and WORKER_MISSED_HEARTBEATS=3");

@@ -64,6 +64,12 @@ pub async fn run(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let held = registry.held_connections();
+    let max = pool.options().get_max_connections();
+    anyhow::ensure!(
+        max >= held + 2,
+        "the pool has {max} connections, but the job runtime holds {held} (one LISTEN per queue) and needs at least 2 more to work; size the pool with Registry::held_connections"
+    );
     let process = process_id();
     let settings = config.worker.clone();
     let restarting = shutdown.clone();

@@ -412,12 +412,20 @@ async fn apply_stripe(
             // its `payment_intent.succeeded` record one payment between them.
             let payment_id = s(&obj["payment_intent"]).unwrap_or(session_id);
             let amount = obj["amount_total"].as_i64();
-            pay_stripe(conn, event, order, obj, payment_id, amount, &format!("checkout session {session_id}")).await
+            pay_stripe(
+                conn,
+                event,
+                order,
+                obj,
+                payment_id,
+                amount,
+                &format!("checkout session {session_id}"),
+            )
+            .await
         }
         "payment_intent.succeeded" => {
-            let intent_id = s(&obj["id"]).ok_or_else(|| {
-                JobError::permanent(anyhow::anyhow!("payment intent without id"))
-            })?;
+            let intent_id = s(&obj["id"])
+                .ok_or_else(|| JobError::permanent(anyhow::anyhow!("payment intent without id")))?;
             if s(&obj["metadata"]["order_id"]).is_none() {
                 return Ok(Outcome::Ignored(format!(
                     "payment intent {intent_id} names no order (metadata.order_id); its checkout session pays the order"
@@ -429,14 +437,29 @@ async fn apply_stripe(
                 )));
             };
             let amount = obj["amount_received"].as_i64().or(obj["amount"].as_i64());
-            pay_stripe(conn, event, order, obj, intent_id, amount, &format!("payment intent {intent_id}")).await
+            pay_stripe(
+                conn,
+                event,
+                order,
+                obj,
+                intent_id,
+                amount,
+                &format!("payment intent {intent_id}"),
+            )
+            .await
         }
         "payment_intent.payment_failed" => {
             let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
-                return Ok(Outcome::Ignored("names no known order (metadata.order_id)".into()));
+                return Ok(Outcome::Ignored(
+                    "names no known order (metadata.order_id)".into(),
+                ));
             };
             // The order stays pending: the buyer can pay again. The attempt is on the timeline.
-            Ok(Outcome::Applied(vec![("order", order_id, "payment_failed")]))
+            Ok(Outcome::Applied(vec![(
+                "order",
+                order_id,
+                "payment_failed",
+            )]))
         }
         "checkout.session.async_payment_failed" => {
             let Some((order_id, ..)) = stripe_order(conn, obj).await? else {

@@ -283,7 +283,6 @@ async fn runtime_for(
     env.insert("WORKER_BATCH_SIZE".into(), "100".into());
     env.insert("WORKER_POLL_INTERVAL_MS".into(), "1000".into());
     let config = Arc::new(Config::from_map(&env).expect("config"));
-    let pool = granary_jobs::db::pool(&config, 20).expect("pool");
     let registry = Registry::new().register(move |_ctx: JobContext, job: Noop| {
         let tx = tx.clone();
         async move {
@@ -293,6 +292,7 @@ async fn runtime_for(
             Ok::<(), JobError>(())
         }
     });
+    let pool = granary_jobs::db::pool(&config, 20 + registry.held_connections()).expect("pool");
     let token = CancellationToken::new();
     let handle = tokio::spawn(runtime::run(pool, config, registry, token.clone()));
     (token, handle)
