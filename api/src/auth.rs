@@ -300,6 +300,41 @@ fn origin_of(url: &str) -> Option<String> {
     Some(u.origin().ascii_serialization())
 }
 
+/// The request's session token: `Authorization: Bearer`, else the `__session` cookie (true when
+/// it came from the cookie, which makes unsafe methods subject to the CSRF origin check).
+pub fn session_token(parts: &Parts) -> Option<(&str, bool)> {
+    let bearer = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match bearer {
+        Some(t) => Some((t, false)),
+        None => cookie(parts, "__session").map(|c| (c, true)),
+    }
+}
+
+/// True when the request carries `Authorization: Bearer <CREDITS_SERVICE_TOKEN>` (compared in
+/// constant time): the shop's own services, not a user.
+pub fn is_service_token(parts: &Parts, config: &granary_jobs::Config) -> bool {
+    use secrecy::ExposeSecret as _;
+    use subtle::ConstantTimeEq as _;
+    let Some(expected) = &config.credits_service_token else {
+        return false;
+    };
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .is_some_and(|b| bool::from(b.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -307,28 +342,21 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let (token, from_cookie) = match bearer {
-            Some(t) => (t, false),
-            None => (
-                cookie(parts, "__session")
-                    .ok_or_else(|| ApiError::Unauthenticated("no token".into()))?,
-                true,
-            ),
+        let (token, from_cookie) =
+            session_token(parts).ok_or_else(|| ApiError::Unauthenticated("no token".into()))?;
+        // The throttle verified it already (and keyed the request by it).
+        let verified = parts
+            .extensions
+            .get::<crate::throttle::VerifiedSession>()
+            .map(|s| s.0.clone());
+        let claims = match verified {
+            Some(c) => c,
+            None => state
+                .verifier
+                .verify(token)
+                .await
+                .map_err(ApiError::Unauthenticated)?,
         };
-        let claims = state
-            .verifier
-            .verify(token)
-            .await
-            .map_err(ApiError::Unauthenticated)?;
 
         // CSRF: a cookie is sent by the browser on cross-site requests too, so a cookie-
         // authenticated unsafe request must come from an allowed origin.

@@ -71,6 +71,12 @@ pub enum ApiError {
         /// Human sentence.
         message: String,
     },
+    /// 429 `throttled`, with `Retry-After` and the starter's `detail`.
+    #[error("Request was throttled. Expected available in {retry_after} seconds.")]
+    Throttled {
+        /// Seconds until a request would be allowed.
+        retry_after: u64,
+    },
     /// 500; the cause goes to the log only.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -109,6 +115,7 @@ impl ApiError {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -159,6 +166,16 @@ impl IntoResponse for ApiError {
                     body["error"]["request_id"] = json!(id);
                 }
                 (status, Json(body)).into_response()
+            }
+            Self::Throttled { retry_after } => {
+                let message =
+                    format!("Request was throttled. Expected available in {retry_after} seconds.");
+                let mut res = error_body(status, code, &message);
+                res.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(retry_after),
+                );
+                res
             }
             other => error_body(status, code, &other.to_string()),
         }

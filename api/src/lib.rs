@@ -6,8 +6,10 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod middleware;
+pub mod openapi;
 pub mod request_id;
 mod routes;
+pub mod throttle;
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub storage: Result<granary_jobs::storage::Storage, String>,
     /// Group commit for accepted webhook deliveries.
     pub ingest: Arc<granary_jobs::webhooks::ingest::Batcher>,
+    /// Abuse limits (this process's).
+    pub throttles: Arc<throttle::Throttles>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             tracing::warn!("{e}: download and asset routes answer 503 storage_unavailable");
         }
         Self {
+            throttles: Arc::new(throttle::Throttles::new(&config.throttles)),
             config: Arc::new(config),
             ingest: Arc::new(granary_jobs::webhooks::ingest::Batcher::new(pool.clone())),
             pool,
@@ -85,6 +90,10 @@ pub fn app(state: AppState) -> Router {
         // Innermost first: tracing sees the matched path; the body limit applies to every route
         // (the Content-Length check answers before any handler runs, DefaultBodyLimit covers
         // chunked bodies read by extractors).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle::throttle,
+        ))
         .layer(middleware::trace_layer())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))

@@ -4,17 +4,15 @@
 use axum::{
     Json,
     extract::{FromRequestParts, State},
-    http::{StatusCode, header, request::Parts},
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use granary_jobs::{
     credits::{self, ConsumeError, ConsumeInput, Consumed, CreditsOut},
     queue::ops::Actor,
 };
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::{
     ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson, request_id::current_request_id,
@@ -32,18 +30,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(expected) = &state.config.credits_service_token {
-            let bearer = parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            if bearer.is_some_and(|b| {
-                bool::from(b.as_bytes().ct_eq(expected.expose_secret().as_bytes()))
-            }) {
-                return Ok(Self::Service);
-            }
+        if crate::auth::is_service_token(parts, &state.config) {
+            return Ok(Self::Service);
         }
         AuthUser::from_request_parts(parts, state)
             .await

@@ -33,6 +33,7 @@ pub struct DatabaseHealth {
 }
 
 /// Answers 200 when the database is reachable, 503 otherwise; never fails itself.
+#[utoipa::path(get, path = "/api/health/", tag = "health", responses((status = 200, description = "The database answers: `{status: ok, version, database, queue}`"), (status = 503, description = "The database does not answer: `{status: unhealthy, ...}`")))]
 #[tracing::instrument(skip_all)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let started = Instant::now();

@@ -26,6 +26,7 @@ use seller::{assets, offers, prices, products, work_orders};
 #[openapi(
     info(title = "Granary", description = "Storefront, seller dashboard and webhooks for selling digital products and services."),
     paths(
+        health::health, webhooks::clerk, webhooks::stripe,
         me::me, me::profile, me::me_clerk, me::billing_features,
         catalog::list, catalog::detail,
         products::list, products::create, products::get, products::update, products::delete,
@@ -45,7 +46,7 @@ use seller::{assets, offers, prices, products, work_orders};
 pub struct ApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(crate::openapi::document(ApiDoc::openapi()))
 }
 
 /// Every route of the api.

@@ -1,10 +1,63 @@
 //! The HTTP side: where the api listens, who may call it from a browser, request limits, and the
 //! storefront's policy switches.
 
+use std::time::Duration;
+
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::{SellerAccess, reader::Reader};
+
+/// A rate: `count` requests per `period` (the starter's `120/minute` notation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period (also the burst).
+    pub count: u32,
+    /// The period.
+    pub period: Duration,
+}
+
+/// The throttles (the starter's `DEFAULT_THROTTLE_RATES`); None turns one off.
+#[derive(Debug, Clone)]
+pub struct Throttles {
+    /// Requests without a valid session, per client IP (`THROTTLE_ANON`, `120/minute`).
+    pub anon: Option<Rate>,
+    /// Requests with a valid session, per user (`THROTTLE_USER`, `1500/hour`).
+    pub user: Option<Rate>,
+    /// Order creation (`THROTTLE_CHECKOUT_CREATE`, `60/hour`).
+    pub checkout_create: Option<Rate>,
+    /// Order confirmation (`THROTTLE_ORDER_CONFIRM`, `60/hour`).
+    pub order_confirm: Option<Rate>,
+    /// Download access (`THROTTLE_DOWNLOAD_ACCESS`, `180/hour`).
+    pub download_access: Option<Rate>,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`, addresses or CIDR
+    /// ranges). Empty: the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Parses `120/minute` (`s`, `sec`, `second`, `m`, `min`, `minute`, `h`, `hour`, `d`, `day`, as
+/// Django REST framework reads the first letter); `0` or `off` is None.
+pub fn parse_rate(raw: &str) -> Result<Option<Rate>, String> {
+    let raw = raw.trim();
+    if raw == "0" || raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let (n, unit) = raw
+        .split_once('/')
+        .ok_or_else(|| format!("`{raw}` is not a rate like 120/minute"))?;
+    let count: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` is not a number of requests"))?;
+    let period = match unit.trim().chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('s') => Duration::from_secs(1),
+        Some('m') => Duration::from_secs(60),
+        Some('h') => Duration::from_secs(3600),
+        Some('d') => Duration::from_secs(86_400),
+        _ => return Err(format!("`{unit}` is not second, minute, hour or day")),
+    };
+    Ok((count > 0).then_some(Rate { count, period }))
+}
 
 /// What this part reads.
 pub(super) struct Http {
@@ -18,6 +71,19 @@ pub(super) struct Http {
     pub dev_manual_checkout: bool,
     pub seller_access: SellerAccess,
     pub credits_service_token: Option<SecretString>,
+    pub throttles: Throttles,
+}
+
+fn rate(r: &mut Reader<'_>, var: &'static str, default: &str) -> Option<Rate> {
+    let raw = r.get(var).unwrap_or(default);
+    parse_rate(raw).unwrap_or_else(|why| {
+        r.problem(
+            var,
+            why,
+            format!("use a rate like {default} (second, minute, hour or day), or 0 to turn it off"),
+        );
+        None
+    })
 }
 
 pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
@@ -87,7 +153,31 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
         }
     };
 
+    let mut trusted_proxies = Vec::new();
+    for p in r.list("TRUSTED_PROXIES") {
+        let parsed = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => r.problem(
+                "TRUSTED_PROXIES",
+                format!("`{p}` is not an IP address or CIDR range"),
+                "list your load balancers' addresses, e.g. 10.0.0.0/8,192.168.1.10",
+            ),
+        }
+    }
+    let throttles = Throttles {
+        anon: rate(r, "THROTTLE_ANON", "120/minute"),
+        user: rate(r, "THROTTLE_USER", "1500/hour"),
+        checkout_create: rate(r, "THROTTLE_CHECKOUT_CREATE", "60/hour"),
+        order_confirm: rate(r, "THROTTLE_ORDER_CONFIRM", "60/hour"),
+        download_access: rate(r, "THROTTLE_DOWNLOAD_ACCESS", "180/hour"),
+        trusted_proxies,
+    };
+
     Http {
+        throttles,
         port,
         bind_host,
         cors_allowed_origins,

@@ -15,6 +15,7 @@ mod worker;
 
 use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
 
+pub use http::{Rate, Throttles, parse_rate};
 use reader::Reader;
 pub use reader::{Env, decode_svix_secret};
 use secrecy::SecretString;
@@ -193,6 +194,8 @@ pub struct Config {
     pub seller_access: SellerAccess,
     /// `CREDITS_SERVICE_TOKEN`: lets the shop's own services debit credits for a named user.
     pub credits_service_token: Option<SecretString>,
+    /// Abuse limits (per process).
+    pub throttles: Throttles,
     /// Largest request body accepted, on every route.
     pub max_body_bytes: usize,
     /// How long shutdown waits for running jobs.
@@ -363,6 +366,7 @@ impl Config {
             seller_access: http.seller_access,
             credits_service_token: http.credits_service_token,
             max_body_bytes: http.max_body_bytes,
+            throttles: http.throttles,
             shutdown_timeout,
             worker,
             warnings,
@@ -463,6 +467,51 @@ mod tests {
             other => panic!("expected unavailable storage, got {other:?}"),
         }
         assert!(c.warnings.iter().any(|w| w.contains("storage_unavailable")));
+    }
+
+    #[test]
+    fn rates_read_as_the_starter_writes_them() {
+        assert_eq!(
+            parse_rate("120/minute").unwrap(),
+            Some(Rate {
+                count: 120,
+                period: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            parse_rate("1500/h").unwrap().unwrap().period,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(parse_rate("0").unwrap(), None);
+        let err = Config::from_map(&env(&[
+            ("THROTTLE_USER", "lots"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip"),
+        ]))
+        .unwrap_err();
+        assert!(err.about("THROTTLE_USER").is_some() && err.about("TRUSTED_PROXIES").is_some());
+        let c = Config::from_map(&env(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")])).unwrap();
+        assert_eq!(c.throttles.trusted_proxies.len(), 2);
+        assert_eq!(c.throttles.anon.unwrap().count, 120);
+    }
+
+    #[test]
+    fn a_stripe_key_must_look_like_one() {
+        let err =
+            Config::from_map(&env(&[("STRIPE_SECRET_KEY", "pk_live_publishable")])).unwrap_err();
+        assert!(err.about("STRIPE_SECRET_KEY").is_some(), "{err}");
+        let c = Config::from_map(&env(&[
+            ("STRIPE_SECRET_KEY", "rk_test_restricted_key"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+        ]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("rk_test_restricted_key"));
+        let c =
+            Config::from_map(&env(&[("STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef")])).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("STRIPE_SECRET_KEY unset"))
+        );
     }
 
     #[test]
