@@ -94,6 +94,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             throttle::throttle,
         ))
+        .layer(axum::middleware::from_fn(middleware::refuse_nul_in_url))
         .layer(middleware::trace_layer())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))

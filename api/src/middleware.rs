@@ -4,7 +4,7 @@ use axum::{
     extract::{MatchedPath, Request},
     http::{StatusCode, header},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
@@ -39,6 +39,21 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// A URL whose path or query encodes the NUL character (`%00`) is refused with 400
+/// `invalid_request` before any handler runs: PostgreSQL stores NUL in no text column, so such
+/// an id, slug or filter could only fail as a 500.
+pub async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().contains("%00"))
+    {
+        return ApiError::bad_request("The URL may not contain the NUL character (%00).")
+            .into_response();
+    }
+    next.run(req).await
+}
+
 /// Every error leaves in the contract's shape, even those produced below the handlers (the
 /// body limit's 413, axum's 405, a rejected extractor): a client never has to parse plain text.
 pub async fn json_errors(req: Request, next: Next) -> Response {
@@ -70,7 +85,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
             "Send a JSON body with Content-Type: application/json.",
         ),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "Some fields are invalid."),
-        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "Too many requests."),
+        StatusCode::TOO_MANY_REQUESTS => ("throttled", "Too many requests."),
         s if s.is_server_error() => ("internal_error", "Something went wrong on our side."),
         _ => ("invalid_request", "The request could not be handled."),
     };

@@ -370,6 +370,7 @@ pub struct ConsumeInput {
     /// Unit.
     pub unit: String,
     /// 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1e12)]
     pub amount: i64,
     /// The caller's key for this debit: a repeat answers the first result.
     pub idempotency_key: String,

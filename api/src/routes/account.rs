@@ -17,7 +17,7 @@ use granary_jobs::account::{
 };
 use serde::Deserialize;
 
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use crate::{ApiResult, AppState, auth::AuthUser, extract::ApiJson};
 
 /// `GET /api/account/customer/`.
 #[utoipa::path(get, path = "/api/account/customer/", tag = "account", responses((status = 200, body = CustomerOut)))]
@@ -88,14 +88,7 @@ pub async fn confirm_order(
     Path(public_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Confirmed>> {
-    let body: ConfirmInput = if body.iter().all(u8::is_ascii_whitespace) {
-        ConfirmInput::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            code: "invalid_json",
-            message: format!("The body is not valid JSON: {e}"),
-        })?
-    };
+    let body: ConfirmInput = crate::extract::optional_json(&body)?;
     let mut tx = state.pool.begin().await?;
     let out = orders::confirm(
         &mut tx,

@@ -36,20 +36,8 @@ fn action<T: serde::de::DeserializeOwned + Default>(
     body: &Bytes,
 ) -> ApiResult<(Actor, T)> {
     user.require_admin()?;
-    let parse = |body: &Bytes| -> ApiResult<(ActionIn, T)> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok((ActionIn::default(), T::default()));
-        }
-        let bad = |e: serde_json::Error| ApiError::BadRequest {
-            code: "invalid_json",
-            message: format!("The body is not valid JSON for this action: {e}"),
-        };
-        Ok((
-            serde_json::from_slice(body).map_err(bad)?,
-            serde_json::from_slice(body).map_err(bad)?,
-        ))
-    };
-    let (why, input) = parse(body)?;
+    let why: ActionIn = crate::extract::optional_json(body)?;
+    let input: T = crate::extract::optional_json(body)?;
     Ok((
         Actor {
             name: format!("admin:{}", user.clerk_user_id),

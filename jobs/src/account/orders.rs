@@ -195,6 +195,7 @@ pub struct LineInput {
     /// An active price of a published product.
     pub price_id: Uuid,
     /// 1 to 1000 (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: Option<i32>,
 }
 
@@ -203,7 +204,8 @@ pub struct LineInput {
 pub struct CreateInput {
     /// One price.
     pub price_id: Option<Uuid>,
-    /// Its quantity.
+    /// Its quantity: 1 to 1000 (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: Option<i32>,
     /// Several lines instead.
     pub items: Option<Vec<LineInput>>,
@@ -378,7 +380,7 @@ pub struct ConfirmInput {
     /// Clerk's checkout id.
     pub clerk_checkout_id: Option<String>,
     /// What the client saw, kept for the audit.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub raw_payload: Option<Value>,
 }
 
