@@ -45,7 +45,7 @@ pub struct ErrorDetail {
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/api/health/" | "/api/products/" | "/api/products/{slug}/"
+        "/api/health/" | "/api/products/" | "/api/products/{slug}/" | "/api/downloads/file/"
     ) || path.starts_with("/api/webhooks/")
 }
 

@@ -74,15 +74,21 @@ pub async fn access(
 }
 
 /// The signed `fs` URL's query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
+    /// The object's key.
     key: String,
+    /// The file name the browser saves it as.
     name: String,
+    /// Expiry, in Unix seconds.
     exp: i64,
+    /// HMAC of the other three.
     sig: String,
 }
 
 /// `GET /api/downloads/file/`: streams an `fs` object when the signature is valid and fresh.
+#[utoipa::path(get, path = "/api/downloads/file/", tag = "account", params(FileQuery), responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>), (status = 403, description = "download_not_allowed: a bad or expired signature"), (status = 404, description = "not_found: the object is gone"), (status = 503, description = "storage_unavailable")))]
 pub async fn file(
     State(state): State<AppState>,
     Query(q): Query<FileQuery>,

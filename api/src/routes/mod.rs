@@ -35,7 +35,7 @@ use seller::{assets, offers, prices, products, work_orders};
         offers::get, offers::put, offers::patch,
         work_orders::list, work_orders::get, work_orders::update,
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
-        account::subscriptions, account::subscription_status, account::entitlements, account::downloads, downloads::access,
+        account::subscriptions, account::subscription_status, account::entitlements, account::downloads, downloads::access, downloads::file,
         account::work_orders, account::list_bookings, account::create_booking, account::email_test,
         credits::summary, credits::consume, credits::adjust,
         extras::supabase_profile, extras::ai_providers, extras::ai_usage,
