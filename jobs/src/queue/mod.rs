@@ -53,3 +53,24 @@ pub struct JobRefs {
     /// The Clerk user.
     pub clerk_user_id: Option<String>,
 }
+
+impl JobRefs {
+    /// Writes these ids into `span`'s fields of the same names (`event_id` is the stored
+    /// webhook row; the provider's own id is `provider_event_id`).
+    pub fn record_on(&self, span: &tracing::Span) {
+        let ids = [
+            ("order_id", self.order_id),
+            ("event_id", self.webhook_event_id),
+            ("asset_id", self.asset_id),
+            ("email_id", self.email_id),
+        ];
+        for (field, id) in ids {
+            if let Some(id) = id {
+                span.record(field, tracing::field::display(id));
+            }
+        }
+        if let Some(user) = &self.clerk_user_id {
+            span.record("clerk_user_id", user.as_str());
+        }
+    }
+}

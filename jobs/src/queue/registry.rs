@@ -65,7 +65,10 @@ impl Registry {
             Arc::new(move |ctx, value| match serde_json::from_value::<J>(value) {
                 Ok(job) => {
                     let handler = handler.clone();
-                    Box::pin(async move { handler(ctx, job).await })
+                    Box::pin(async move {
+                        job.refs().record_on(&tracing::Span::current());
+                        handler(ctx, job).await
+                    })
                 }
                 Err(e) => Box::pin(async move {
                     Err(JobError::permanent(anyhow::Error::new(e).context(format!(

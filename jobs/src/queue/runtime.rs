@@ -270,7 +270,21 @@ async fn execute(
         attempt,
         worker_id: worker_id.clone(),
     };
-    let span = tracing::info_span!("job", job_id = %job_id, queue = b.queue, attempt);
+    // The ids the job concerns are filled in once its payload is decoded (`Registry::register`,
+    // from `Job::refs`) or when the handler finds them (`provider_event_id`, the order a webhook
+    // paid): one grep for an order id follows it from webhook to receipt.
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job_id,
+        queue = b.queue,
+        attempt,
+        order_id = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        provider_event_id = tracing::field::Empty,
+        email_id = tracing::field::Empty,
+        asset_id = tracing::field::Empty,
+        clerk_user_id = tracing::field::Empty,
+    );
     let outcome = AssertUnwindSafe((b.handler)(ctx, payload))
         .catch_unwind()
         .instrument(span.clone())

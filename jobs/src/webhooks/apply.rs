@@ -28,7 +28,7 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
     let id = job.webhook_event_id;
     let mut tx = ctx.pool.begin().await?;
     let Some(ev) = sqlx::query!(
-        r#"SELECT provider, event_type, status, body, occurred_at, received_at FROM webhook_events WHERE id = $1 FOR UPDATE"#,
+        r#"SELECT provider, event_id, event_type, status, body, occurred_at, received_at FROM webhook_events WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(&mut *tx)
@@ -36,6 +36,10 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
     else {
         return Err(JobError::permanent(anyhow::anyhow!("webhook event {id} does not exist")));
     };
+    let span = tracing::Span::current();
+    if let Some(provider_id) = &ev.event_id {
+        span.record("provider_event_id", provider_id.as_str());
+    }
     if matches!(ev.status.as_str(), "processed" | "ignored" | "rejected") {
         // Already applied (a duplicate job, or a replay that raced): nothing to do.
         return Ok(());
@@ -59,6 +63,9 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
         Ok(outcome) => {
             let (status, note) = match &outcome {
                 Outcome::Applied(effects) => {
+                    if let Some((_, order, _)) = effects.iter().find(|(e, _, _)| *e == "order") {
+                        span.record("order_id", tracing::field::display(order));
+                    }
                     for (entity, entity_id, action) in effects {
                         sqlx::query!(
                             "INSERT INTO webhook_event_effects (webhook_event_id, entity, entity_id, action) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
