@@ -303,7 +303,15 @@ fn origin_of(url: &str) -> Option<String> {
 /// The request's session token: `Authorization: Bearer`, else the `__session` cookie (true when
 /// it came from the cookie, which makes unsafe methods subject to the CSRF origin check).
 pub fn session_token(parts: &Parts) -> Option<(&str, bool)> {
-    let bearer = parts
+    match bearer(parts) {
+        Some(t) => Some((t, false)),
+        None => cookie(parts, "__session").map(|c| (c, true)),
+    }
+}
+
+/// The credential of `Authorization: Bearer <credential>` (the scheme in either case).
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -311,11 +319,7 @@ pub fn session_token(parts: &Parts) -> Option<(&str, bool)> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match bearer {
-        Some(t) => Some((t, false)),
-        None => cookie(parts, "__session").map(|c| (c, true)),
-    }
+        .map(str::trim)
 }
 
 /// True when the request carries `Authorization: Bearer <CREDITS_SERVICE_TOKEN>` (compared in
@@ -326,12 +330,7 @@ pub fn is_service_token(parts: &Parts, config: &granary_jobs::Config) -> bool {
     let Some(expected) = &config.credits_service_token else {
         return false;
     };
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    bearer(parts)
         .is_some_and(|b| bool::from(b.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
 }
 

@@ -49,11 +49,6 @@ fn is_public(path: &str) -> bool {
     ) || path.starts_with("/api/webhooks/")
 }
 
-/// Routes the throttle never refuses.
-fn is_exempt(path: &str) -> bool {
-    path == "/api/health/" || path.starts_with("/api/webhooks/")
-}
-
 fn reason(status: u16) -> &'static str {
     match status {
         400 => {
@@ -143,7 +138,7 @@ pub fn document(mut doc: OpenApi) -> OpenApi {
                     .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
             });
             let mut statuses = vec![503];
-            if !is_exempt(path) {
+            if !crate::throttle::never_throttled(path) {
                 statuses.push(429);
             }
             if !is_public(path) {

@@ -127,18 +127,16 @@ impl Throttles {
     }
 }
 
-/// Routes that are never throttled.
-fn exempt(path: &str, method: &Method) -> bool {
-    method == Method::OPTIONS
-        || path.starts_with("/api/webhooks/")
-        || path == "/api/health/"
-        || path == "/metrics"
+/// Routes that are never throttled (a provider's retry storm must not turn into lost events); the
+/// OpenAPI document declares 429 on every other route.
+pub fn never_throttled(path: &str) -> bool {
+    path.starts_with("/api/webhooks/") || path == "/api/health/" || path == "/metrics"
 }
 
 /// The middleware: identity (a valid session, else the client address), then the general
 /// limit and the route's scope.
 pub async fn throttle(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if exempt(req.uri().path(), req.method()) {
+    if req.method() == Method::OPTIONS || never_throttled(req.uri().path()) {
         return next.run(req).await;
     }
     let throttles = &state.throttles;
