@@ -60,21 +60,15 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
     let offset = f.offset.unwrap_or(0).max(0);
     let rows = sqlx::query!(
         r#"
-        SELECT * FROM (
-            SELECT j.id, j.job_type, j.attempts, j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
-                   o.public_id AS "order_public_id?", r.created_at AS "created_at?",
-                   CASE WHEN j.status = 'Failed' AND j.attempts >= j.max_attempts THEN 'failed'
-                        WHEN j.status = 'Failed' THEN 'retrying' WHEN j.status = 'Killed' THEN 'cancelled'
-                        WHEN j.status IN ('Queued', 'Running') THEN 'running' WHEN j.status = 'Done' THEN 'completed'
-                        ELSE 'pending' END AS "state!"
-            FROM apalis.jobs j
-            LEFT JOIN job_refs r ON r.job_id = j.id
-            LEFT JOIN orders o ON o.id = r.order_id
-        ) t
-        WHERE ($1::text IS NULL OR t."state!" = $1) AND ($2::text IS NULL OR t.job_type = $2)
-          AND ($3::text IS NULL OR t."order_public_id?" = $3)
-          AND ($4::timestamptz IS NULL OR coalesce(t."created_at?", t.run_at) >= $4)
-        ORDER BY coalesce(t."created_at?", t.run_at) DESC, t.id DESC
+        SELECT j.id, j.queue, j.state, j.attempt, j.max_attempts, j.run_at, j.finished_at,
+               j.locked_by, j.last_error, j.created_at, o.public_id AS "order_public_id?"
+        FROM jobs j
+        LEFT JOIN job_refs r ON r.job_id = j.id
+        LEFT JOIN orders o ON o.id = r.order_id
+        WHERE ($1::text IS NULL OR j.state = $1) AND ($2::text IS NULL OR j.queue = $2)
+          AND ($3::text IS NULL OR o.public_id = $3)
+          AND ($4::timestamptz IS NULL OR j.created_at >= $4)
+        ORDER BY j.id DESC
         LIMIT $5 OFFSET $6
         "#,
         f.state,
@@ -88,13 +82,8 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
     .await?;
     let counts = sqlx::query!(
         r#"
-        SELECT job_type AS "queue!",
-               CASE WHEN status = 'Failed' AND attempts >= max_attempts THEN 'failed'
-                    WHEN status = 'Failed' THEN 'retrying' WHEN status = 'Killed' THEN 'cancelled'
-                    WHEN status IN ('Queued', 'Running') THEN 'running' WHEN status = 'Done' THEN 'completed'
-                    ELSE 'pending' END AS "state!",
-               count(*) AS "n!"
-        FROM apalis.jobs GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT queue, state, count(*) AS "n!"
+        FROM jobs GROUP BY 1, 2 ORDER BY 1, 2
         "#
     )
     .fetch_all(pool)
@@ -103,9 +92,9 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
         last_errors(pool, &rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>()).await?;
     Ok(json!({
         "jobs": rows.iter().map(|r| json!({
-            "id": r.id, "kind": r.job_type, "state": r.state, "attempts": r.attempts, "max_attempts": r.max_attempts,
-            "run_at": r.run_at, "done_at": r.done_at, "worker": r.lock_by, "order": r.order_public_id,
-            "last_error": last_errors.get(&r.id).cloned().flatten(),
+            "id": r.id, "kind": r.queue, "state": r.state, "attempts": r.attempt, "max_attempts": r.max_attempts,
+            "run_at": r.run_at, "done_at": r.finished_at, "worker": r.locked_by, "order": r.order_public_id,
+            "last_error": r.last_error.clone().or_else(|| last_errors.get(&r.id).cloned().flatten()),
         })).collect::<Vec<_>>(),
         "counts": counts.iter().map(|c| json!({"queue": c.queue, "state": c.state, "count": c.n})).collect::<Vec<_>>(),
         "limit": limit, "offset": offset,
@@ -130,10 +119,10 @@ async fn last_errors(
 /// One job with its payload, state, next run time and every attempt.
 pub async fn show_job(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
     let Some(j) = sqlx::query!(
-        r#"SELECT j.id, j.job_type, j.job, j.status, j.attempts, j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
+        r#"SELECT j.id, j.queue, j.args, j.state, j.attempt, j.max_attempts, j.run_at, j.finished_at, j.locked_by, j.last_error,
                   o.public_id AS "order_public_id?", r.webhook_event_id AS "webhook_event_id?", r.asset_id AS "asset_id?", r.email_id AS "email_id?",
                   r.dedupe_key AS "dedupe_key?"
-           FROM apalis.jobs j LEFT JOIN job_refs r ON r.job_id = j.id LEFT JOIN orders o ON o.id = r.order_id
+           FROM jobs j LEFT JOIN job_refs r ON r.job_id = j.id LEFT JOIN orders o ON o.id = r.order_id
            WHERE j.id = $1"#,
         id
     )
@@ -148,12 +137,12 @@ pub async fn show_job(pool: &PgPool, id: &str) -> sqlx::Result<Option<Value>> {
     )
     .fetch_all(pool)
     .await?;
-    let state = crate::queue::ops::state_of(&j.status, j.attempts, j.max_attempts);
-    let payload: Value = serde_json::from_slice(&j.job).unwrap_or(Value::Null);
+    let state = j.state.as_str();
+    let payload = j.args;
     let next_run = matches!(state, "pending" | "retrying").then_some(j.run_at);
     Ok(Some(json!({
-        "id": j.id, "kind": j.job_type, "state": state, "payload": payload, "attempts": j.attempts, "max_attempts": j.max_attempts,
-        "next_run_at": next_run, "done_at": j.done_at, "worker": j.lock_by, "last_result": j.last_result,
+        "id": j.id, "kind": j.queue, "state": state, "payload": payload, "attempts": j.attempt, "max_attempts": j.max_attempts,
+        "next_run_at": next_run, "done_at": j.finished_at, "worker": j.locked_by, "last_error": j.last_error,
         "order": j.order_public_id, "webhook_event_id": j.webhook_event_id, "asset_id": j.asset_id, "email_id": j.email_id, "dedupe_key": j.dedupe_key,
         "attempt_history": attempts.iter().map(|a| json!({
             "attempt": a.attempt, "worker": a.worker_id, "started_at": a.started_at, "finished_at": a.finished_at,

@@ -12,22 +12,23 @@ use crate::config::Config;
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Opens the connection pool. It connects lazily, so the api can start (and report an unhealthy
-/// database on `/api/health/`) while PostgreSQL is still down.
+/// database on `/api/health/`) while PostgreSQL is still down. A connection is not pinged before
+/// each use (sqlx's default costs a round trip per acquire); a broken one fails its statement,
+/// which the callers that must survive a restart retry, and is then closed.
 pub fn pool(config: &Config, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(config.database_url.expose_secret())
         .context("DATABASE_URL could not be parsed")
 }
 
-/// Applies every pending migration: the queue's tables (apalis-postgres keeps its own history in
-/// `apalis._sqlx_migrations`) first, then Granary's. Safe to run any number of times and from
-/// several processes at once (both migrators take an advisory lock).
+/// Applies every pending migration. Safe to run any number of times and from several processes
+/// at once (the migrator takes an advisory lock). A database from before Granary's own job
+/// runtime also has apalis-postgres's history in `apalis._sqlx_migrations`; the migration that
+/// moves its jobs across drops that schema.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    apalis_postgres::PostgresStorage::setup(pool)
-        .await
-        .context("applying the job queue's migrations (apalis schema)")?;
     MIGRATOR
         .run(pool)
         .await
@@ -37,22 +38,20 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Migrations this binary knows that the database has not applied (empty when current).
 pub async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<String>> {
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM _sqlx_migrations WHERE success \
-         UNION ALL SELECT version FROM apalis._sqlx_migrations WHERE success",
-    )
-    .fetch_all(pool)
-    .await
-    .or_else(|e| match &e {
-        // Neither table exists yet: nothing is applied.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        _ => Err(e),
-    })
-    .context("reading the applied migrations")?;
-    let apalis = apalis_postgres::PostgresStorage::migrations();
-    Ok(apalis
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match &e {
+                // The table does not exist yet: nothing is applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    Ok(Vec::new())
+                }
+                _ => Err(e),
+            })
+            .context("reading the applied migrations")?;
+    Ok(MIGRATOR
         .iter()
-        .chain(MIGRATOR.iter())
         .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
         .map(|m| format!("{} {}", m.version, m.description))
         .collect())

@@ -640,26 +640,30 @@ async fn shop_checks(
         );
     }
 
-    let failed = sqlx::query!(r#"SELECT job_type, count(*) AS "n!" FROM apalis.jobs WHERE (status = 'Failed' AND attempts >= max_attempts) GROUP BY 1 ORDER BY 1"#).fetch_all(pool).await?;
+    let failed = sqlx::query!(
+        r#"SELECT queue, count(*) AS "n!" FROM jobs WHERE state = 'failed' GROUP BY 1 ORDER BY 1"#
+    )
+    .fetch_all(pool)
+    .await?;
     if failed.is_empty() {
         r.push("failed jobs", Level::Ok, "none", "");
     }
     for f in failed {
         r.push(
-            format!("failed jobs: {}", f.job_type),
+            format!("failed jobs: {}", f.queue),
             Level::Fail,
             format!("{} job(s) out of attempts", f.n),
             format!(
                 "inspect: granary-worker jobs list --state failed --kind {}; then requeue",
-                f.job_type
+                f.queue
             ),
         );
     }
 
     let bound = config.worker.rescue_bound();
     let stuck: i64 = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM apalis.jobs j LEFT JOIN apalis.workers w ON w.id = j.lock_by
-           WHERE j.status IN ('Queued', 'Running') AND (w.last_seen IS NULL OR w.last_seen < now() - make_interval(secs => $1))"#,
+        r#"SELECT count(*) AS "n!" FROM jobs j LEFT JOIN job_workers w ON w.id = j.locked_by
+           WHERE j.state = 'running' AND (w.last_seen IS NULL OR w.last_seen < now() - make_interval(secs => $1))"#,
         bound.as_secs_f64() * 2.0
     )
     .fetch_one(pool)
@@ -677,8 +681,8 @@ async fn shop_checks(
     } else {
         r.push("stuck jobs", Level::Ok, "none", "");
     }
-    let workers: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM apalis.workers WHERE last_seen > now() - make_interval(secs => $1)"#, bound.as_secs_f64()).fetch_one(pool).await?;
-    let pending: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM apalis.jobs WHERE status = 'Pending' AND run_at < now() - interval '1 minute'"#).fetch_one(pool).await?;
+    let workers: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM job_workers WHERE last_seen > now() - make_interval(secs => $1)"#, bound.as_secs_f64()).fetch_one(pool).await?;
+    let pending: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM jobs WHERE state IN ('pending', 'retrying') AND run_at < now() - interval '1 minute'"#).fetch_one(pool).await?;
     if workers == 0 && pending > 0 {
         r.push(
             "workers",

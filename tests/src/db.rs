@@ -46,10 +46,7 @@ async fn admin(opts: &PgConnectOptions) -> PgConnection {
 /// The template's name changes whenever any migration does, so a stale template is never used.
 fn template_name() -> String {
     let mut h = Sha256::new();
-    for m in apalis_postgres::PostgresStorage::migrations()
-        .iter()
-        .chain(granary_jobs::db::MIGRATOR.iter())
-    {
+    for m in granary_jobs::db::MIGRATOR.iter() {
         h.update(m.version.to_le_bytes());
         h.update(&m.checksum);
     }

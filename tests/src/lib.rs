@@ -27,8 +27,7 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
     [
         ("APP_ENV", "development"),
         ("DATABASE_URL", database_url),
-        // A dead worker's jobs are rescued after 3 s (the shortest bound config allows is 2 s:
-        // apalis-postgres registers workers with a whole-second client timestamp).
+        // A dead worker's jobs are rescued after 4 s (heartbeat x (missed + 1)).
         ("WORKER_HEARTBEAT_MS", "1000"),
         ("WORKER_MISSED_HEARTBEATS", "3"),
         ("WORKER_POLL_INTERVAL_MS", "100"),

@@ -99,7 +99,7 @@ impl WorkerProcess {
         let pattern = format!("%:{}:%", self.child.id());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers WHERE id LIKE $1")
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_workers WHERE id LIKE $1")
                 .bind(&pattern)
                 .fetch_one(pool)
                 .await

@@ -391,7 +391,7 @@ async fn a_plan_allowance_resets_once_per_period_under_shuffled_duplicated_event
     let p2 = item_event("subscriptionItem.updated", now - 10 * day, now - 10 * day);
     let settle = || async {
         app.wait_for_count(
-            "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done' AND run_at <= now()",
+            "SELECT count(*) FROM jobs WHERE state <> 'completed' AND run_at <= now()",
             0,
             WAIT,
         )

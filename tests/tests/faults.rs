@@ -54,7 +54,7 @@ async fn a_burst_of_paid_orders_survives_repeated_kill_9_and_is_fulfilled_exactl
     .await;
     wait_for_count(
         &app.db_pool,
-        "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'",
+        "SELECT count(*) FROM jobs WHERE state <> 'completed'",
         0,
         long,
     )
@@ -99,7 +99,7 @@ async fn two_worker_processes_never_run_a_job_twice() {
     let b = WorkerProcess::start(&env);
     wait_for_count(
         &app.db_pool,
-        "SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'",
+        "SELECT count(DISTINCT id) FROM job_workers WHERE queue = 'probe'",
         2,
         Duration::from_secs(60),
     )
@@ -186,7 +186,7 @@ async fn resend_down_for_a_minute_then_back_sends_every_email_exactly_once() {
     .await;
     wait_for_count(
         p,
-        "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'",
+        "SELECT count(*) FROM jobs WHERE state <> 'completed'",
         0,
         back,
     )
@@ -419,7 +419,7 @@ async fn postgres_restarted_during_a_webhook_burst_loses_no_acknowledged_deliver
     .await;
     wait_for_count(
         &pool,
-        "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'",
+        "SELECT count(*) FROM jobs WHERE state <> 'completed'",
         0,
         long,
     )

@@ -32,7 +32,7 @@ async fn health_counts_pending_and_failed_jobs() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    sqlx::query("INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts) VALUES ('01HZZZZZZZZZZZZZZZZZZZZZZZ', 'probe', '\\x7b7d', 'Failed', 3, 3)")
+    sqlx::query("INSERT INTO jobs (id, queue, args, state, attempt, max_attempts) VALUES ('01HZZZZZZZZZZZZZZZZZZZZZZZ', 'probe', '{}', 'failed', 3, 3)")
         .execute(&app.db_pool)
         .await
         .unwrap();
@@ -175,13 +175,11 @@ async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
     granary_jobs::db::migrate(&db.pool)
         .await
         .expect("first run");
-    let applied = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await
-        + count(&db.pool, "SELECT count(*) FROM apalis._sqlx_migrations").await;
+    let applied = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await;
     granary_jobs::db::migrate(&db.pool)
         .await
         .expect("second run is a no-op");
-    let again = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await
-        + count(&db.pool, "SELECT count(*) FROM apalis._sqlx_migrations").await;
+    let again = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await;
     assert_eq!(applied, again);
     assert!(
         granary_jobs::db::pending_migrations(&db.pool)
@@ -210,8 +208,8 @@ async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
         "emails",
         "job_attempts",
         "operator_actions",
-        "apalis.jobs",
-        "apalis.workers",
+        "jobs",
+        "job_workers",
     ] {
         count(&db.pool, &format!("SELECT count(*) FROM {table}")).await;
     }
@@ -295,4 +293,146 @@ fn assert_constraint(res: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, na
         Err(sqlx::Error::Database(db)) => assert_eq!(db.constraint(), Some(name), "{db}"),
         other => panic!("expected a violation of {name}, got {other:?}"),
     }
+}
+
+/// A database from before Granary's own job runtime: apalis-postgres's schema with jobs in
+/// every state, Granary's attempts and links beside them. Upgrading loses none of them.
+#[tokio::test]
+async fn upgrading_from_apalis_postgres_moves_every_job_with_its_history() {
+    let db = TestDb::empty().await;
+    let p = &db.pool;
+    // The old order: apalis-postgres's migrations, then Granary's up to the runtime change.
+    apalis_postgres::PostgresStorage::setup(p).await.unwrap();
+    granary_jobs::db::MIGRATOR
+        .run_to(20261202000001, p)
+        .await
+        .unwrap();
+    let probe = |key: &str| format!(r#"{{"key":"{key}"}}"#);
+    // id, status, attempts, max_attempts, last_result, lock_by, run_at offset (s)
+    let old = [
+        ("01J00000000000000000000001", "Pending", 0, 20, None, -5),
+        (
+            "01J00000000000000000000002",
+            "Failed",
+            2,
+            20,
+            Some("boom 2"),
+            -1,
+        ),
+        (
+            "01J00000000000000000000003",
+            "Failed",
+            3,
+            3,
+            Some("out of attempts"),
+            -60,
+        ),
+        (
+            "01J00000000000000000000004",
+            "Killed",
+            1,
+            20,
+            Some("cancelled"),
+            -60,
+        ),
+        ("01J00000000000000000000005", "Done", 1, 20, None, -60),
+        ("01J00000000000000000000006", "Running", 1, 20, None, -1),
+    ];
+    for (id, status, attempts, max, err, offset) in old {
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, last_result, done_at)
+             VALUES ($1, 'probe', convert_to($2, 'UTF8'), $3, $4, $5, now() + make_interval(secs => $6),
+                     CASE WHEN $7::text IS NULL THEN NULL ELSE jsonb_build_object('Err', $7::text) END,
+                     CASE WHEN $3 IN ('Done', 'Killed', 'Failed') THEN now() END)",
+        )
+        .bind(id)
+        .bind(probe(id))
+        .bind(status)
+        .bind(attempts)
+        .bind(max)
+        .bind(offset as f64)
+        .bind(err)
+        .execute(p)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO job_refs (job_id, queue, max_attempts) VALUES ($1, 'probe', 20)")
+            .bind(id)
+            .execute(p)
+            .await
+            .unwrap();
+        for n in 1..=attempts {
+            let outcome = match (status, n == attempts) {
+                ("Running", true) => "running",
+                ("Done", true) => "succeeded",
+                _ => "retry",
+            };
+            sqlx::query("INSERT INTO job_attempts (job_id, queue, attempt, worker_id, outcome, error) VALUES ($1, 'probe', $2, 'probe@old:1:0', $3, $4)")
+                .bind(id)
+                .bind(n)
+                .bind(outcome)
+                .bind(format!("attempt {n}"))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+
+    granary_jobs::db::migrate(p).await.expect("the upgrade");
+
+    let moved: Vec<(String, String, i32, i32, serde_json::Value, Option<String>)> = sqlx::query_as(
+        "SELECT id, state, attempt, max_attempts, args, last_error FROM jobs ORDER BY id",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap();
+    let states: Vec<(&str, &str, i32)> = moved
+        .iter()
+        .map(|(id, s, a, _, _, _)| (&id[24..], s.as_str(), *a))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("01", "pending", 0),
+            ("02", "retrying", 2),
+            ("03", "failed", 3),
+            ("04", "cancelled", 1),
+            ("05", "completed", 1),
+            ("06", "pending", 1),
+        ]
+    );
+    for (id, _, _, _, args, _) in &moved {
+        assert_eq!(args["key"], id.as_str(), "the payload came across");
+    }
+    assert_eq!(moved[2].5.as_deref(), Some("out of attempts"));
+    assert_eq!(moved[2].3, 3);
+    // The history came across; the attempt that was running when the old runtime stopped is
+    // closed as abandoned.
+    assert_eq!(count(p, "SELECT count(*) FROM job_attempts").await, 8);
+    assert_eq!(count(p, "SELECT count(*) FROM job_refs").await, 6);
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM job_attempts WHERE job_id = '01J00000000000000000000006'",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap();
+    assert_eq!(open, ["abandoned"]);
+    assert_eq!(
+        count(
+            p,
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'apalis'"
+        )
+        .await,
+        0,
+        "the old schema is gone"
+    );
+    granary_jobs::db::ensure_migrated(p).await.unwrap();
+    // What was waiting runs: the pending, the due retry, and the one that was running.
+    let claimed = granary_jobs::queue::backend::claim(p, "probe", "probe@new:2:0", 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = claimed.iter().map(|c| &c.id[24..]).collect();
+    ids.sort();
+    assert_eq!(ids, ["01", "02", "06"]);
+    let attempts: Vec<i32> = claimed.iter().map(|c| c.attempt).collect();
+    assert!(attempts.contains(&3) && attempts.contains(&2) && attempts.contains(&1));
 }

@@ -282,7 +282,7 @@ async fn the_timeline_of_a_refunded_order_lists_every_step_in_order() {
     )
     .await;
     app.wait_for_count(
-        "SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'",
+        "SELECT count(*) FROM jobs WHERE state <> 'completed'",
         0,
         WAIT,
     )

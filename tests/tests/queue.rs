@@ -40,7 +40,7 @@ async fn attempts(pool: &PgPool, job_id: &str) -> Vec<AttemptRow> {
 
 async fn job_state(pool: &PgPool, job_id: &str) -> String {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM apalis.jobs WHERE id = $1",
+        "SELECT {} FROM jobs WHERE id = $1",
         ops::STATE_SQL
     )))
     .bind(job_id)
@@ -64,10 +64,7 @@ async fn a_rollback_leaves_no_job_and_a_commit_leaves_exactly_one() {
     let mut tx = app.db_pool.begin().await.unwrap();
     enqueue(&mut tx, &probe("rolled-back")).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(
-        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
-        0
-    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM jobs").await, 0);
     assert_eq!(
         count(&app.db_pool, "SELECT count(*) FROM job_refs").await,
         0
@@ -80,7 +77,7 @@ async fn a_rollback_leaves_no_job_and_a_commit_leaves_exactly_one() {
     assert_eq!(
         count(
             &app.db_pool,
-            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'probe' AND status = 'Pending'"
+            "SELECT count(*) FROM jobs WHERE queue = 'probe' AND state = 'pending'"
         )
         .await,
         1
@@ -113,10 +110,7 @@ async fn a_duplicate_enqueue_yields_one_job_and_the_callers_transaction_stays_us
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(
-        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
-        1
-    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM jobs").await, 1);
     assert_eq!(
         count(&app.db_pool, "SELECT count(*) FROM profiles").await,
         1
@@ -155,10 +149,7 @@ async fn a_duplicate_enqueue_yields_one_job_and_the_callers_transaction_stays_us
     // Without a key, two enqueues are two jobs.
     app.enqueue(&probe("f")).await;
     app.enqueue(&probe("f")).await;
-    assert_eq!(
-        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
-        4
-    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM jobs").await, 4);
 }
 
 #[tokio::test]
@@ -178,7 +169,7 @@ async fn a_job_failing_twice_then_succeeding_has_three_attempts_and_backoff_gaps
     )
     .await;
     app.wait_for_count(
-        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
         1,
         WAIT,
     )
@@ -283,18 +274,12 @@ async fn a_permanent_error_stops_at_once_with_its_reason() {
     );
     assert!(rows[0].retry_at.is_none());
     assert_eq!(job_state(&app.db_pool, &id).await, "failed");
-    let last: serde_json::Value =
-        sqlx::query_scalar("SELECT last_result FROM apalis.jobs WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&app.db_pool)
-            .await
-            .unwrap();
-    assert!(
-        last["Err"]
-            .as_str()
-            .unwrap()
-            .contains("told to fail permanently")
-    );
+    let last: String = sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert!(last.contains("told to fail permanently"));
 }
 
 #[tokio::test]
@@ -387,7 +372,7 @@ async fn requeue_and_cancel_behave_and_are_audited() {
     )
     .await;
     app.wait_for_count(
-        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
         1,
         WAIT,
     )
@@ -557,7 +542,7 @@ async fn a_sigkilled_workers_job_is_finished_by_another_worker_and_applied_once(
 
     let second = WorkerProcess::start(&env);
     app.wait_for_count(
-        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
         1,
         Duration::from_secs(30),
     )
@@ -599,7 +584,7 @@ async fn a_slow_job_past_the_heartbeat_bound_is_not_run_twice() {
         })
         .await;
     app.wait_for_count(
-        &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{id}' AND status = 'Done'"),
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
         1,
         WAIT,
     )
@@ -624,7 +609,7 @@ async fn worker_ids_are_unique_per_process_and_never_reused() {
     let a = WorkerProcess::start(&env);
     let b = WorkerProcess::start(&env);
     app.wait_for_count(
-        "SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'",
+        "SELECT count(DISTINCT id) FROM job_workers WHERE queue = 'probe'",
         2,
         WAIT,
     )
@@ -632,7 +617,7 @@ async fn worker_ids_are_unique_per_process_and_never_reused() {
     assert!(a.terminate());
     let c = WorkerProcess::start(&env);
     app.wait_for_count(
-        "SELECT count(DISTINCT id) FROM apalis.workers WHERE worker_type = 'probe'",
+        "SELECT count(DISTINCT id) FROM job_workers WHERE queue = 'probe'",
         3,
         WAIT,
     )
@@ -719,7 +704,7 @@ async fn retention_prunes_completed_jobs_and_keeps_failed_ones() {
     assert_eq!(
         count(
             &app.db_pool,
-            &format!("SELECT count(*) FROM apalis.jobs WHERE id = '{done}'")
+            &format!("SELECT count(*) FROM jobs WHERE id = '{done}'")
         )
         .await,
         0
@@ -734,4 +719,71 @@ async fn retention_prunes_completed_jobs_and_keeps_failed_ones() {
     );
     assert_eq!(job_state(&app.db_pool, &failed).await, "failed");
     assert_eq!(attempts(&app.db_pool, &failed).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
+    use granary_jobs::queue::backend::{self, Outcome};
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let id = app.enqueue(&probe("late")).await;
+    let outcome = |worker: &str, attempt: i32| Outcome {
+        id: id.clone(),
+        attempt,
+        worker: worker.into(),
+        outcome: "succeeded",
+        error: None,
+        retry_at: None,
+    };
+    // A worker that never heartbeats claims it: to the rescue, it is dead.
+    let first = backend::claim(p, "probe", "gone@host:1:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt, 1);
+    let rescued = runtime::rescue(p, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(rescued, std::slice::from_ref(&id));
+    assert_eq!(job_state(p, &id).await, "pending");
+    // A live worker claims it again.
+    let second = backend::claim(p, "probe", "live@host:2:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(second[0].attempt, 2);
+
+    // The first worker's completion arrives late: nothing changes.
+    assert_eq!(
+        backend::complete(p, &[outcome("gone@host:1:0", 1)])
+            .await
+            .unwrap(),
+        0
+    );
+    // Nor does a completion naming the live worker with the rescued attempt's number.
+    assert_eq!(
+        backend::complete(p, &[outcome("live@host:2:0", 1)])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(job_state(p, &id).await, "running");
+    let rows = attempts(p, &id).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["abandoned", "running"],
+        "{rows:?}"
+    );
+    assert!(rows[1].finished_at.is_none());
+
+    // The live worker's own completion is written.
+    assert_eq!(
+        backend::complete(p, &[outcome("live@host:2:0", 2)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(job_state(p, &id).await, "completed");
+    let rows = attempts(p, &id).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["abandoned", "succeeded"]
+    );
 }

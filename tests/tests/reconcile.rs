@@ -23,7 +23,7 @@ async fn n(app: &TestApp, sql: &str) -> i64 {
 /// Waits until every job has finished (done, or failed for good).
 async fn settle(app: &TestApp) {
     app.wait_for_count(
-        "SELECT count(*) FROM apalis.jobs WHERE status NOT IN ('Done', 'Killed') AND NOT (status = 'Failed' AND attempts >= max_attempts)",
+        "SELECT count(*) FROM jobs WHERE state IN ('pending', 'retrying', 'running')",
         0,
         WAIT,
     )
@@ -133,7 +133,11 @@ async fn a_payment_the_webhook_missed_is_fulfilled_by_a_sweep_once_even_when_the
     );
     // The sweeps are jobs like any other, and the timeline says where the payment came from.
     assert_eq!(
-        n(&app, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'reconcile_stripe' AND status = 'Done'").await,
+        n(
+            &app,
+            "SELECT count(*) FROM jobs WHERE queue = 'reconcile_stripe' AND state = 'completed'"
+        )
+        .await,
         2
     );
     let timeline = granary_jobs::admin::timeline(&app.pool, &ids[0])
@@ -255,8 +259,8 @@ async fn stripe_answering_500_then_429_then_200_ends_with_one_effect() {
     settle(&app).await;
     // Three attempts, each recorded with its error, and one effect.
     let errors: Vec<(i32, String, Option<String>)> = sqlx::query_as(
-        "SELECT a.attempt, a.outcome, a.error FROM job_attempts a JOIN apalis.jobs j ON j.id = a.job_id
-         WHERE j.job_type = 'reconcile_stripe' ORDER BY a.attempt",
+        "SELECT a.attempt, a.outcome, a.error FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+         WHERE j.queue = 'reconcile_stripe' ORDER BY a.attempt",
     )
     .fetch_all(&app.db_pool)
     .await
@@ -349,7 +353,12 @@ async fn the_schedule_sweeps_without_an_operator() {
     );
     // Never two scheduled sweeps waiting at once.
     assert!(
-        n(&app, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'reconcile_stripe' AND status = 'Pending'").await <= 1
+        n(
+            &app,
+            "SELECT count(*) FROM jobs WHERE queue = 'reconcile_stripe' AND state = 'pending'"
+        )
+        .await
+            <= 1
     );
 }
 

@@ -645,10 +645,7 @@ async fn order_confirm_rules_answer_their_exact_codes() {
         .await,
         1
     );
-    assert_eq!(
-        count(&app.db_pool, "SELECT count(*) FROM apalis.jobs").await,
-        0
-    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM jobs").await, 0);
 }
 
 #[tokio::test]

@@ -61,8 +61,8 @@ async fn one_grep_for_the_order_follows_it_from_webhook_to_receipt() {
     wait_for_count(
         &app.db_pool,
         &format!(
-            "SELECT count(*) FROM apalis.jobs j JOIN job_refs r ON r.job_id = j.id \
-             WHERE r.queue = 'send_email' AND r.order_id = '{order}' AND j.status = 'Done'"
+            "SELECT count(*) FROM jobs j JOIN job_refs r ON r.job_id = j.id \
+             WHERE r.queue = 'send_email' AND r.order_id = '{order}' AND j.state = 'completed'"
         ),
         1,
         Duration::from_secs(25),

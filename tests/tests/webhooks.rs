@@ -119,7 +119,7 @@ async fn a_valid_clerk_delivery_is_stored_with_one_job_and_duplicates_store_noth
     assert_eq!(
         count(
             &app.db_pool,
-            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'process_webhook_event'"
+            "SELECT count(*) FROM jobs WHERE queue = 'process_webhook_event'"
         )
         .await,
         2
@@ -535,7 +535,7 @@ async fn subscription_events_out_of_order_converge_to_the_in_order_result() {
         WAIT,
     )
     .await;
-    app.wait_for_count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'sync_entitlements' AND status <> 'Done' AND run_at <= now()", 0, WAIT).await;
+    app.wait_for_count("SELECT count(*) FROM jobs WHERE queue = 'sync_entitlements' AND state <> 'completed' AND run_at <= now()", 0, WAIT).await;
     let a_in = subscription_state(&app.db_pool, "a_in").await;
     let a_out = subscription_state(&app.db_pool, "a_out").await;
     assert_eq!(a_in, a_out);
@@ -935,13 +935,13 @@ async fn a_concurrent_burst_each_delivered_twice_is_stored_once_with_its_job_and
     assert_eq!(
         count(
             p,
-            "SELECT count(*) FROM apalis.jobs j JOIN job_refs r ON r.job_id = j.id \
+            "SELECT count(*) FROM jobs j JOIN job_refs r ON r.job_id = j.id \
              JOIN webhook_events e ON e.id = r.webhook_event_id \
-             WHERE j.job_type = 'process_webhook_event' AND j.status = 'Pending' \
-               AND convert_from(j.job, 'UTF8')::jsonb ->> 'webhook_event_id' = e.id::text"
+             WHERE j.queue = 'process_webhook_event' AND j.state = 'pending' \
+               AND j.args ->> 'webhook_event_id' = e.id::text"
         )
         .await,
         60
     );
-    assert_eq!(count(p, "SELECT count(*) FROM apalis.jobs").await, 60);
+    assert_eq!(count(p, "SELECT count(*) FROM jobs").await, 60);
 }

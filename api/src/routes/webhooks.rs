@@ -24,7 +24,7 @@ use crate::{ApiError, AppState, error::error_body};
 #[tracing::instrument(skip_all, fields(provider = "clerk"))]
 pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let verified = verify::clerk(state.config.clerk.webhook_secret.as_ref(), &body, &headers);
-    receive(&state, Provider::Clerk, verified, &headers, &body).await
+    receive(&state, Provider::Clerk, verified, &headers, body).await
 }
 
 /// Stripe deliveries.
@@ -38,7 +38,7 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         &headers,
         now,
     );
-    receive(&state, Provider::Stripe, verified, &headers, &body).await
+    receive(&state, Provider::Stripe, verified, &headers, body).await
 }
 
 async fn receive(
@@ -46,7 +46,7 @@ async fn receive(
     provider: Provider,
     verified: Result<Verified, Rejection>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Response {
     match verified {
         Ok(v) => match state.ingest.store(provider, &v, headers, body).await {
@@ -77,7 +77,7 @@ async fn receive(
                 rejection.code,
                 &rejection.detail,
                 headers,
-                body,
+                &body,
             )
             .await
             {

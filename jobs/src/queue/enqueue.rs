@@ -26,10 +26,9 @@ impl Enqueued {
 /// commit leaves exactly one, and workers are woken (NOTIFY) only at commit.
 ///
 /// A job with a dedupe key is not inserted again while one with the same queue and key is
-/// still waiting to run (`Pending`, or `Failed` with attempts left). A transaction-scoped
+/// still waiting to run (`pending`, or `retrying` after a failed attempt). A transaction-scoped
 /// advisory lock on the key serialises concurrent enqueuers, so this never raises a unique
-/// violation and never aborts the caller's transaction (apalis's own `idempotency_key` is unique
-/// in every state and would). A job that is already running does not count: it may have read
+/// violation and never aborts the caller's transaction. A job that is already running does not count: it may have read
 /// the state before the change that asks for it to run again.
 ///
 /// The waiting job found is locked (`FOR UPDATE`) until the caller commits: without that, a
@@ -60,9 +59,8 @@ pub async fn enqueue_at<J: Job>(
             r#"
             SELECT j.id
             FROM job_refs r
-            JOIN apalis.jobs j ON j.id = r.job_id
-            WHERE r.queue = $1 AND r.dedupe_key = $2
-              AND (j.status = 'Pending' OR (j.status = 'Failed' AND j.attempts < j.max_attempts))
+            JOIN jobs j ON j.id = r.job_id
+            WHERE r.queue = $1 AND r.dedupe_key = $2 AND j.state IN ('pending', 'retrying')
             LIMIT 1
             FOR UPDATE OF j
             "#,
@@ -76,34 +74,137 @@ pub async fn enqueue_at<J: Job>(
         }
     }
 
-    // apalis-postgres reads ids back as ULIDs.
-    let id = ulid::Ulid::new().to_string();
-    let payload = serde_json::to_vec(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let refs = job.refs();
+    let new = NewJob::of(job, run_at)?;
+    let id = new.id.clone();
+    insert(&mut *conn, std::slice::from_ref(&new), Wake::AtCommit).await?;
+    Ok(Enqueued::New(id))
+}
+
+/// A job ready to be written: what [`insert`] takes.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id: a ULID, so ids sort by creation time.
+    pub id: String,
+    /// Its queue (its kind).
+    pub queue: &'static str,
+    /// The payload.
+    pub args: serde_json::Value,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not before (None: now).
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its dedupe key.
+    pub dedupe_key: Option<String>,
+    /// The rows it works for.
+    pub refs: super::JobRefs,
+}
+
+impl NewJob {
+    /// `job`, with a fresh id.
+    pub fn of<J: Job>(
+        job: &J,
+        run_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: ulid::Ulid::new().to_string(),
+            queue: J::QUEUE,
+            args: serde_json::to_value(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            max_attempts: J::MAX_ATTEMPTS,
+            run_at,
+            dedupe_key: job.dedupe_key(),
+            refs: job.refs(),
+        })
+    }
+}
+
+/// When [`insert`] wakes the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A NOTIFY in the caller's transaction, delivered at its commit (one per statement).
+    AtCommit,
+    /// None: the caller sends [`notify`] after its commit, keeping the notification's lock out
+    /// of that commit (PostgreSQL serialises commits that notify).
+    AfterCommit,
+}
+
+/// The one place jobs are written: `jobs` in one statement with their links, no dedupe check
+/// (that is [`enqueue`]'s). Every enqueue path, single or batched, goes through here.
+pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob], wake: Wake) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let n = jobs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    let mut dedupe = Vec::with_capacity(n);
+    let mut orders = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    let mut assets = Vec::with_capacity(n);
+    let mut emails = Vec::with_capacity(n);
+    let mut users = Vec::with_capacity(n);
+    for j in jobs {
+        ids.push(j.id.as_str());
+        queues.push(j.queue);
+        args.push(&j.args);
+        max_attempts.push(j.max_attempts);
+        run_ats.push(j.run_at);
+        dedupe.push(j.dedupe_key.as_deref());
+        orders.push(j.refs.order_id);
+        events.push(j.refs.webhook_event_id);
+        assets.push(j.refs.asset_id);
+        emails.push(j.refs.email_id);
+        users.push(j.refs.clerk_user_id.as_deref());
+    }
     sqlx::query!(
         r#"
-        WITH job AS (
-            INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-            VALUES ($1, $2, $3, 'Pending', 0, $4, coalesce($5, now()), 0)
-            RETURNING id
+        WITH i AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
+                                 $6::text[], $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[])
+                AS i(id, queue, args, max_attempts, run_at, dedupe_key, order_id, webhook_event_id,
+                     asset_id, email_id, clerk_user_id)
+        ), job AS (
+            INSERT INTO jobs (id, queue, args, max_attempts, run_at)
+            SELECT id, queue, args, max_attempts, coalesce(run_at, now()) FROM i
+        ), refs AS (
+            INSERT INTO job_refs (job_id, queue, dedupe_key, order_id, webhook_event_id, asset_id,
+                                  email_id, clerk_user_id, max_attempts)
+            SELECT id, queue, dedupe_key, order_id, webhook_event_id, asset_id, email_id,
+                   clerk_user_id, max_attempts
+            FROM i
+        ), wake AS (
+            SELECT pg_notify('granary_jobs', q) FROM (SELECT DISTINCT queue AS q FROM i) d WHERE $12
         )
-        INSERT INTO job_refs (job_id, queue, dedupe_key, order_id, webhook_event_id, asset_id,
-                              email_id, clerk_user_id, max_attempts)
-        SELECT job.id, $2, $6, $7, $8, $9, $10, $11, $4 FROM job
+        SELECT count(*) FROM wake
         "#,
-        id,
-        J::QUEUE,
-        payload,
-        J::MAX_ATTEMPTS,
-        run_at,
-        dedupe_key,
-        refs.order_id,
-        refs.webhook_event_id,
-        refs.asset_id,
-        refs.email_id,
-        refs.clerk_user_id,
+        &ids as &[&str],
+        &queues as &[&str],
+        &args as &[&serde_json::Value],
+        &max_attempts,
+        &run_ats as &[Option<chrono::DateTime<chrono::Utc>>],
+        &dedupe as &[Option<&str>],
+        &orders as &[Option<uuid::Uuid>],
+        &events as &[Option<uuid::Uuid>],
+        &assets as &[Option<uuid::Uuid>],
+        &emails as &[Option<uuid::Uuid>],
+        &users as &[Option<&str>],
+        wake == Wake::AtCommit,
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(Enqueued::New(id))
+    Ok(())
+}
+
+/// Wakes the workers of `queues` (after a commit that wrote their jobs with
+/// [`Wake::AfterCommit`]).
+pub async fn notify(db: impl sqlx::PgExecutor<'_>, queues: &[&str]) -> sqlx::Result<()> {
+    sqlx::query!(
+        "SELECT pg_notify('granary_jobs', q) FROM unnest($1::text[]) AS q",
+        queues as &[&str]
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(())
 }

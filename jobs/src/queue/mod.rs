@@ -1,8 +1,9 @@
-//! The durable job runtime: apalis-postgres underneath, and what Granary adds on top (see
+//! The durable job runtime: apalis's workers over Granary's own backend and tables (see
 //! design/QUEUE.md): enqueue in the caller's transaction with dedupe that never aborts it,
 //! persisted backoff, permanent failures, per-attempt history, crash rescue with unique worker
 //! ids, LISTEN/NOTIFY pickup plus a poll, operator requeue/cancel, and retention.
 
+pub mod backend;
 pub mod backoff;
 pub mod enqueue;
 pub mod error;
@@ -15,14 +16,14 @@ pub mod stats;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-pub use enqueue::{Enqueued, enqueue};
+pub use enqueue::{Enqueued, NewJob, Wake, enqueue};
 pub use error::JobError;
 pub use registry::{JobContext, Registry};
 
 /// A typed job payload. Each kind has its own named queue (never the Rust type name, which
 /// would silently orphan stored jobs on a rename).
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The queue (and job kind) name stored in `apalis.jobs.job_type`.
+    /// The queue (and job kind) name stored in `jobs.queue`.
     const QUEUE: &'static str;
     /// Attempts before the job is left failed for an operator.
     const MAX_ATTEMPTS: i32 = 20;

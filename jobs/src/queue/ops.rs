@@ -37,24 +37,18 @@ pub enum OpError {
     Db(#[from] sqlx::Error),
 }
 
-/// The state an operator sees, from apalis's status refined by attempts (the Rust twin of
-/// [`STATE_SQL`]).
-pub fn state_of(status: &str, attempts: i32, max_attempts: i32) -> &'static str {
-    match status {
-        "Failed" if attempts >= max_attempts => "failed",
-        "Failed" => "retrying",
-        "Killed" => "cancelled",
-        "Queued" | "Running" => "running",
-        "Done" => "completed",
-        _ => "pending",
-    }
-}
+/// The states a job can be in, as stored in `jobs.state` and shown to operators.
+pub const STATES: [&str; 6] = [
+    "pending",
+    "retrying",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
-/// The state an operator sees: apalis's status refined by attempts.
-pub const STATE_SQL: &str = "CASE WHEN status = 'Failed' AND attempts >= max_attempts THEN 'failed' \
-     WHEN status = 'Failed' THEN 'retrying' WHEN status = 'Killed' THEN 'cancelled' \
-     WHEN status IN ('Queued', 'Running') THEN 'running' WHEN status = 'Done' THEN 'completed' \
-     ELSE 'pending' END";
+/// The state an operator sees: the stored state, as such (kept for the SQL that interpolates it).
+pub const STATE_SQL: &str = "state";
 
 async fn audit(
     conn: &mut PgConnection,
@@ -106,42 +100,35 @@ pub async fn requeue(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<(), O
 }
 
 async fn requeue_locked(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<()> {
-    // Attempts restart from the history's count, and the budget is renewed from that point:
+    // Attempt numbers continue from the history, and the budget is renewed from that point:
     // the original max_attempts more tries.
     sqlx::query!(
         r#"
-        UPDATE apalis.jobs j
-        SET status = 'Pending', run_at = now(), lock_by = NULL, lock_at = NULL, done_at = NULL,
-            attempts = coalesce((SELECT max(attempt) FROM job_attempts WHERE job_id = j.id), 0),
-            max_attempts = coalesce((SELECT max(attempt) FROM job_attempts WHERE job_id = j.id), 0)
-                + coalesce((SELECT max_attempts FROM job_refs WHERE job_id = j.id), 1),
-            last_result = NULL
-        WHERE id = $1
+        WITH j AS (
+            UPDATE jobs j
+            SET state = 'pending', run_at = now(), locked_by = NULL, locked_at = NULL,
+                finished_at = NULL,
+                max_attempts = j.attempt
+                    + coalesce((SELECT max_attempts FROM job_refs WHERE job_id = j.id), 1)
+            WHERE id = $1
+            RETURNING queue
+        )
+        -- Wake idle workers now rather than at their next poll.
+        SELECT pg_notify('granary_jobs', queue) FROM j
         "#,
         job_id
     )
-    .execute(&mut *conn)
-    .await?;
-    // Wake idle workers now rather than at their next poll.
-    sqlx::query!(
-        "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text) FROM apalis.jobs WHERE id = $1",
-        job_id
-    )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(())
 }
 
 async fn job_state(conn: &mut PgConnection, job_id: &str) -> Result<String, OpError> {
     // FOR UPDATE: the action and the state it was decided on are one.
-    let row = sqlx::query!(
-        r#"SELECT status, attempts, max_attempts FROM apalis.jobs WHERE id = $1 FOR UPDATE"#,
-        job_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| OpError::NotFound(job_id.into()))?;
-    Ok(state_of(&row.status, row.attempts, row.max_attempts).to_string())
+    sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| OpError::NotFound(job_id.into()))
 }
 
 /// Cancels a job that is waiting (pending or retrying) or failed; a running job cannot be
@@ -158,7 +145,7 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<(), Op
         });
     }
     sqlx::query!(
-        "UPDATE apalis.jobs SET status = 'Killed', done_at = now(), lock_by = NULL, lock_at = NULL WHERE id = $1",
+        "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL, locked_at = NULL WHERE id = $1",
         job_id
     )
     .execute(&mut *tx)
@@ -185,8 +172,8 @@ pub async fn requeue_order(
     let mut tx = pool.begin().await?;
     let ids: Vec<String> = sqlx::query_scalar!(
         r#"
-        SELECT j.id FROM apalis.jobs j JOIN job_refs r ON r.job_id = j.id
-        WHERE r.order_id = $1 AND j.status = 'Failed' AND j.attempts >= j.max_attempts
+        SELECT j.id FROM jobs j JOIN job_refs r ON r.job_id = j.id
+        WHERE r.order_id = $1 AND j.state = 'failed'
         ORDER BY j.id
         FOR UPDATE OF j
         "#,

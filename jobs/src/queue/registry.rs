@@ -101,10 +101,10 @@ impl Registry {
         self
     }
 
-    /// Connections the runtime holds for as long as it runs: one LISTEN per queue. A pool
-    /// shared with the runtime needs this many on top of what the work itself uses.
+    /// Connections the runtime holds for as long as it runs: one LISTEN for the process. A
+    /// pool shared with the runtime needs this many on top of what the work itself uses.
     pub fn held_connections(&self) -> u32 {
-        self.handlers.len() as u32
+        1
     }
 
     /// The queues this registry serves.

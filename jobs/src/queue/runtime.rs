@@ -1,35 +1,32 @@
-//! Running jobs: one apalis worker per queue under one apalis `Monitor`, each job wrapped by
-//! Granary's own bookkeeping.
+//! Running jobs: one apalis worker per queue under one apalis `Monitor`, fed by Granary's own
+//! backend ([`super::backend`]) over Granary's own `jobs` table.
 //!
-//! What apalis-postgres does here: claiming (`FOR UPDATE SKIP LOCKED`), LISTEN/NOTIFY wakeups,
-//! per-queue concurrency, heartbeats and the rescue of a dead worker's jobs, graceful shutdown.
-//! What Granary does in [`execute`]: an attempt row before the handler runs, panic capture, and
-//! the outcome written in one statement together with the job's next state (its own "ack"):
-//! the retry's `run_at` from the persisted backoff, or the permanent failure. That ack clears
-//! `lock_by`, which makes apalis's own batched ack (`WHERE lock_by = <worker>`) a no-op, so
-//! apalis never overwrites what Granary decided. `lock_tasks(false)` keeps apalis's batched
-//! "lock" event from flipping a finished job back to `Running`.
+//! apalis gives the worker runtime: `WorkerBuilder`, per-queue concurrency, the `Monitor`, and
+//! graceful shutdown. Granary's backend claims jobs in batches (the claim writes the attempt
+//! rows, so even a SIGKILL mid-job leaves a trace), and [`execute`] runs the handler with panic
+//! capture and hands the outcome to the group-commit completer: success, the retry with its
+//! persisted backoff (or the provider's `Retry-After`), or the permanent failure.
 //!
-//! Losing the database (a restart, a failover) must not stop the worker for good: apalis ends a
-//! worker whose fetch fails, so the monitor restarts it, under a new id (`<id>~r<n>`). The old
-//! id stops heartbeating, and whatever it had claimed is rescued after the rescue bound, as for
-//! a crashed process. Granary's own bookkeeping writes wait out a connection loss (see
-//! [`persist`]) rather than leave a job claimed by a live worker that will never finish it.
+//! Every process has a unique id; its queue workers heartbeat in `job_workers`, and any live
+//! process rescues the running jobs of a worker not seen within the rescue bound. Losing the
+//! database (a restart, a failover) stops nothing: claims, heartbeats and outcome writes retry
+//! until it is back (see [`persist`]).
 
-use std::{future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
-
-use apalis::prelude::{
-    BackendExt, BoxDynError, Data, Monitor, Strategy, TaskId, WorkerBuilder, WorkerBuilderExt,
-    WorkerContext,
+use std::{
+    collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration,
 };
-use apalis_postgres::{PostgresStorage, Pubsub};
+
+use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
 use futures::FutureExt as _;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{
-    JobError, backoff,
+    JobError,
+    backend::{self, Buffer, Claimed, Claimer, Outcome, QueueBackend},
+    backoff,
     registry::{Handler, JobContext, Registry},
 };
 use crate::Config;
@@ -37,9 +34,11 @@ use crate::Config;
 #[derive(Clone)]
 struct Binding {
     queue: &'static str,
+    worker_id: String,
     handler: Handler,
     pool: PgPool,
     config: Arc<Config>,
+    completer: tokio::sync::mpsc::Sender<Outcome>,
 }
 
 /// A process-unique worker id prefix: host, pid and 32 random bits. A restarted process never
@@ -68,10 +67,42 @@ pub async fn run(
     let max = pool.options().get_max_connections();
     anyhow::ensure!(
         max >= held + 2,
-        "the pool has {max} connections, but the job runtime holds {held} (one LISTEN per queue) and needs at least 2 more to work; size the pool with Registry::held_connections"
+        "the pool has {max} connections, but the job runtime holds {held} (one LISTEN) and needs at least 2 more to work; size the pool with Registry::held_connections"
     );
     let process = process_id();
     let settings = config.worker.clone();
+    let workers: Vec<(String, &'static str)> = registry
+        .handlers
+        .keys()
+        .map(|q| (format!("{q}@{process}"), *q))
+        .collect();
+    let worker_ids: Vec<String> = workers.iter().map(|(id, _)| id.clone()).collect();
+    // Registered before the first claim, so no rescue can mistake a new worker for a dead one.
+    persist("worker registration", || heartbeat(&pool, &workers)).await?;
+
+    let wakes: Arc<HashMap<&'static str, Arc<Notify>>> = Arc::new(
+        registry
+            .handlers
+            .keys()
+            .map(|q| (*q, Arc::new(Notify::new())))
+            .collect(),
+    );
+    let listener = tokio::spawn(listen(pool.clone(), wakes.clone(), shutdown.clone()));
+    let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
+    let closing = CancellationToken::new();
+    let completing = tokio::spawn(backend::complete_loop(
+        pool.clone(),
+        outcomes,
+        closing.clone(),
+    ));
+    let lifeline = tokio::spawn(heartbeat_loop(
+        pool.clone(),
+        workers.clone(),
+        settings.heartbeat_interval,
+        settings.rescue_bound(),
+        shutdown.clone(),
+    ));
+
     let restarting = shutdown.clone();
     let mut monitor = Monitor::new()
         .shutdown_timeout(config.shutdown_timeout)
@@ -79,15 +110,9 @@ pub async fn run(
             if restarting.is_cancelled() {
                 return false;
             }
-            tracing::error!(
-                worker = %worker.name(),
-                restarts = worker.restarts(),
-                error = %error,
-                "queue worker stopped on an error (database unreachable?); restarting it under a new id"
-            );
+            tracing::error!(worker = %worker.name(), restarts = worker.restarts(), error = %error, "queue worker stopped on an error; restarting it");
             true
         });
-    let mut worker_ids = Vec::new();
     let mut periodic = Vec::new();
     for task in registry.periodic {
         if let Some(every) = (task.every)(&config) {
@@ -100,40 +125,39 @@ pub async fn run(
             )));
         }
     }
-    for (queue, handler) in registry.handlers {
-        let worker_id = format!("{queue}@{process}");
-        worker_ids.push(worker_id.clone());
+    let mut claimers = Vec::new();
+    for ((worker_id, queue), (_, handler)) in workers.iter().cloned().zip(registry.handlers) {
+        let buffer = Buffer::new(settings.batch_size);
+        claimers.push(tokio::spawn(
+            Claimer {
+                pool: pool.clone(),
+                queue,
+                worker: worker_id.clone(),
+                buffer: buffer.clone(),
+                wake: wakes[queue].clone(),
+                poll: settings.poll_interval,
+                stop: shutdown.clone(),
+            }
+            .run(),
+        ));
         let binding = Binding {
             queue,
+            worker_id: worker_id.clone(),
             handler,
             pool: pool.clone(),
             config: config.clone(),
+            completer: completer.clone(),
         };
-        let pg_config = apalis_postgres::Config::default()
-            .queue(queue)
-            .batch_size(settings.batch_size)
-            .heartbeat_interval(settings.heartbeat_interval)
-            .missed_heartbeats(settings.missed_heartbeats)
-            .lock_tasks(false);
         let concurrency = settings.concurrency_for(queue);
-        let poll = settings.poll_interval;
-        let pool = pool.clone();
-        monitor = monitor.register(move |restarts| {
-            // New jobs wake the worker at once through NOTIFY; the interval poll catches what
-            // NOTIFY cannot announce: delayed jobs coming due, retries, requeues, rescues.
-            let strategy = Strategy::new()
-                .stream(Pubsub::new(pool.clone(), queue.to_string()))
-                .interval(poll);
-            let storage = PostgresStorage::<serde_json::Value>::new(&pool)
-                .with_config(pg_config.clone())
-                .poll_with_strategy(strategy);
-            WorkerBuilder::new(generation_id(&worker_id, restarts))
-                .backend(storage)
+        monitor = monitor.register(move |_restarts| {
+            WorkerBuilder::new(worker_id.clone())
+                .backend(QueueBackend::new(buffer.clone()))
                 .concurrency(concurrency)
                 .data(binding.clone())
                 .build(execute)
         });
     }
+    drop(completer);
     tracing::info!(process = %process, rescue_bound_s = settings.rescue_bound().as_secs(), "job runtime starting");
 
     let maintenance = tokio::spawn(maintenance_loop(
@@ -149,12 +173,19 @@ pub async fn run(
         })
         .await;
     shutdown.cancel();
+    // Claimed jobs that never started go back first (their claim undone), then the outcomes of
+    // finished jobs are written, then whatever is still running is handed back.
+    for claimer in claimers {
+        let _ = claimer.await;
+    }
+    closing.cancel();
+    let _ = completing.await;
     let _ = maintenance.await;
+    let _ = lifeline.await;
+    let _ = listener.await;
     for task in periodic {
         let _ = task.await;
     }
-    // Whatever is still claimed by this process did not finish within the shutdown timeout:
-    // hand it back now rather than waiting for the rescue bound.
     match release_claims(&pool, &worker_ids).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -169,14 +200,128 @@ pub async fn run(
     result.map_err(|e| anyhow::anyhow!("job monitor failed: {e}"))
 }
 
-/// The id of a queue worker's `restarts`-th incarnation: the first keeps the plain id, later ones
-/// get `~r<n>` so that a restarted worker never inherits (and keeps alive) the claims of the
-/// incarnation that died.
-fn generation_id(worker_id: &str, restarts: usize) -> String {
-    if restarts == 0 {
-        worker_id.to_string()
-    } else {
-        format!("{worker_id}~r{restarts}")
+/// One LISTEN connection for the process: a notification wakes its queue's claimer. After a
+/// lost connection every claimer is woken, since notifications may have been missed.
+async fn listen(
+    pool: PgPool,
+    wakes: Arc<HashMap<&'static str, Arc<Notify>>>,
+    shutdown: CancellationToken,
+) {
+    let wake_all = || wakes.values().for_each(|w| w.notify_one());
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(backend::CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling until it works");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
+        wake_all();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) => {
+                        if let Some(w) = wakes.get(n.payload()) {
+                            w.notify_one();
+                        }
+                    }
+                    // The connection was lost; the listener reconnects on the next call.
+                    Ok(None) => wake_all(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks these queue workers alive.
+async fn heartbeat(pool: &PgPool, workers: &[(String, &'static str)]) -> sqlx::Result<()> {
+    let ids: Vec<&str> = workers.iter().map(|(id, _)| id.as_str()).collect();
+    let queues: Vec<&str> = workers.iter().map(|(_, q)| *q).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO job_workers (id, queue)
+        SELECT * FROM unnest($1::text[], $2::text[])
+        ON CONFLICT (id) DO UPDATE SET last_seen = now()
+        "#,
+        &ids as &[&str],
+        &queues as &[&str],
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Rescues the running jobs of every worker not seen within `bound`: their open attempt is
+/// closed as abandoned, and the job waits to run again (or fails, out of attempts). Runs on the
+/// database's clock. Returns the jobs rescued.
+pub async fn rescue(pool: &PgPool, bound: Duration) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"
+        WITH dead AS (
+            SELECT j.id, j.attempt FROM jobs j
+            WHERE j.state = 'running'
+              AND NOT EXISTS (SELECT 1 FROM job_workers w
+                              WHERE w.id = j.locked_by
+                                AND w.last_seen > now() - make_interval(secs => $1))
+            FOR UPDATE OF j SKIP LOCKED
+        ), a AS (
+            UPDATE job_attempts t
+            SET outcome = 'abandoned', finished_at = clock_timestamp(),
+                error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
+            FROM dead WHERE t.job_id = dead.id AND t.attempt = dead.attempt AND t.outcome = 'running'
+        )
+        UPDATE jobs
+        SET state = CASE WHEN jobs.attempt >= jobs.max_attempts THEN 'failed' ELSE 'pending' END,
+            finished_at = CASE WHEN jobs.attempt >= jobs.max_attempts THEN now() END,
+            run_at = now(), locked_by = NULL, locked_at = NULL,
+            last_error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
+        FROM dead WHERE jobs.id = dead.id
+        RETURNING jobs.id
+        "#,
+        bound.as_secs_f64(),
+    )
+    .fetch_all(pool)
+    .await
+}
+
+async fn heartbeat_loop(
+    pool: PgPool,
+    workers: Vec<(String, &'static str)>,
+    every: Duration,
+    bound: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = heartbeat(&pool, &workers).await {
+            tracing::warn!(error = %e, "heartbeat failed; will try again");
+            continue;
+        }
+        match rescue(&pool, bound).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                tracing::warn!(jobs = ?ids, "rescued the running jobs of a worker that stopped")
+            }
+            Err(e) => tracing::warn!(error = %e, "rescue failed; will try again"),
+        }
     }
 }
 
@@ -202,7 +347,7 @@ const PERSIST_FOR: Duration = Duration::from_secs(300);
 /// Runs a bookkeeping write, retrying it (0.2 s doubling to 5 s, for up to [`PERSIST_FOR`])
 /// while the database is unreachable. Each write is idempotent for the same job attempt. Giving
 /// up early would leave the job claimed by this live worker, so never rescued: the order stuck.
-async fn persist<T, F, Fut>(what: &str, mut write: F) -> sqlx::Result<T>
+pub(crate) async fn persist<T, F, Fut>(what: &str, mut write: F) -> sqlx::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = sqlx::Result<T>>,
@@ -221,61 +366,24 @@ where
     }
 }
 
-/// One job attempt, wrapped in Granary's bookkeeping.
-async fn execute(
-    payload: serde_json::Value,
-    task_id: TaskId,
-    worker: WorkerContext,
-    binding: Data<Binding>,
-) -> Result<(), BoxDynError> {
-    let job_id = task_id.to_string();
-    let worker_id = worker.name().to_string();
+/// One job attempt: the handler, then its outcome to the completer.
+async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError> {
     let b = &*binding;
-
-    // The attempt row comes first, so that even a SIGKILL mid-job leaves a trace. An earlier
-    // attempt still marked running belonged to a worker that died: it is closed as abandoned.
-    let start = persist("attempt start", || sqlx::query!(
-        r#"
-        WITH abandoned AS (
-            UPDATE job_attempts
-            SET outcome = 'abandoned', finished_at = clock_timestamp(),
-                error = 'the worker stopped (killed, crashed or timed out at shutdown) before this attempt finished'
-            WHERE job_id = $1 AND outcome = 'running'
-            RETURNING attempt
-        )
-        INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
-        SELECT $1, $2,
-               greatest(
-                   coalesce((SELECT max(attempt) FROM job_attempts WHERE job_id = $1), 0),
-                   coalesce((SELECT max(attempt) FROM abandoned), 0)
-               ) + 1,
-               $3
-        RETURNING id, attempt,
-                  (SELECT max_attempts FROM apalis.jobs WHERE id = $1) AS "max_attempts?"
-        "#,
-        job_id,
-        b.queue,
-        worker_id,
-    )
-    .fetch_one(&b.pool))
-    .await?;
-    let attempt = start.attempt;
-    let max_attempts = start.max_attempts.unwrap_or(1);
-
+    let attempt = job.attempt;
     let ctx = JobContext {
         pool: b.pool.clone(),
         config: b.config.clone(),
-        job_id: job_id.clone(),
+        job_id: job.id.clone(),
         queue: b.queue,
         attempt,
-        worker_id: worker_id.clone(),
+        worker_id: b.worker_id.clone(),
     };
     // The ids the job concerns are filled in once its payload is decoded (`Registry::register`,
     // from `Job::refs`) or when the handler finds them (`provider_event_id`, the order a webhook
     // paid): one grep for an order id follows it from webhook to receipt.
     let span = tracing::info_span!(
         "job",
-        job_id = %job_id,
+        job_id = %job.id,
         queue = b.queue,
         attempt,
         order_id = tracing::field::Empty,
@@ -285,40 +393,21 @@ async fn execute(
         asset_id = tracing::field::Empty,
         clerk_user_id = tracing::field::Empty,
     );
-    let outcome = AssertUnwindSafe((b.handler)(ctx, payload))
+    let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))
         .catch_unwind()
         .instrument(span.clone())
         .await;
 
     let (kind, error, retry_in) = match outcome {
-        Ok(Ok(())) => {
-            persist("success", || sqlx::query!(
-                r#"
-                WITH attempt AS (
-                    UPDATE job_attempts SET outcome = 'succeeded', finished_at = clock_timestamp() WHERE id = $1
-                )
-                UPDATE apalis.jobs
-                SET status = 'Done', attempts = $3, done_at = now(), lock_by = NULL, lock_at = NULL,
-                    last_result = '{"Ok": null}'::jsonb
-                WHERE id = $2
-                "#,
-                start.id,
-                job_id,
-                attempt,
-            )
-            .execute(&b.pool))
-            .await?;
-            span.in_scope(|| tracing::info!("job succeeded"));
-            return Ok(());
-        }
+        Ok(Ok(())) => ("succeeded", None, None),
         Ok(Err(err)) => {
             let text = err.to_string();
             match err {
-                JobError::Permanent(_) => ("discarded", text, None),
+                JobError::Permanent(_) => ("discarded", Some(text), None),
                 JobError::RetryAfter(d, _) => {
-                    ("retry", text, Some(d.min(backoff::MAX_RETRY_AFTER)))
+                    ("retry", Some(text), Some(d.min(backoff::MAX_RETRY_AFTER)))
                 }
-                JobError::Retry(_) => ("retry", text, None),
+                JobError::Retry(_) => ("retry", Some(text), None),
             }
         }
         Err(panic) => {
@@ -327,108 +416,100 @@ async fn execute(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            ("panicked", format!("panicked: {msg}"), None)
+            ("panicked", Some(format!("panicked: {msg}")), None)
         }
     };
 
-    let exhausted = attempt >= max_attempts;
+    let exhausted = attempt >= job.max_attempts;
     let (outcome, retry_at) = match kind {
-        "discarded" => ("discarded", None),
+        "succeeded" | "discarded" => (kind, None),
         _ if exhausted => ("failed", None),
         k => {
             let w = &b.config.worker;
             let delay =
                 retry_in.unwrap_or_else(|| backoff::delay(attempt, w.backoff_base, w.backoff_cap));
-            (
-                if k == "panicked" { "panicked" } else { "retry" },
-                Some(chrono::Utc::now() + delay),
-            )
+            (k, Some(chrono::Utc::now() + delay))
         }
     };
-    // A job that will not run again gets max_attempts = attempts: apalis's fetch
-    // (`attempts < max_attempts`) never takes it, and every listing shows it as failed.
-    let retire = retry_at.is_none();
-    persist("outcome", || {
-        sqlx::query!(
-            r#"
-        WITH attempt AS (
-            UPDATE job_attempts
-            SET outcome = $3, finished_at = clock_timestamp(), error = $4, retry_at = $5
-            WHERE id = $1
-        )
-        UPDATE apalis.jobs
-        SET status = 'Failed', attempts = $6,
-            max_attempts = CASE WHEN $7 THEN $6 ELSE max_attempts END,
-            run_at = coalesce($5, run_at),
-            done_at = now(), lock_by = NULL, lock_at = NULL,
-            last_result = jsonb_build_object('Err', $4::text)
-        WHERE id = $2
-        "#,
-            start.id,
-            job_id,
+    span.in_scope(|| match (&error, retry_at) {
+        (None, _) => tracing::info!("job succeeded"),
+        (Some(error), Some(at)) => tracing::warn!(error = %error, outcome, retry_at = %at, "job attempt failed; will retry"),
+        (Some(error), None) => tracing::error!(error = %error, outcome, "job failed; left for an operator"),
+    });
+    let result = match &error {
+        None => Ok(()),
+        Some(e) => Err(e.clone().into()),
+    };
+    // Written by the completer, together with whatever else finished meanwhile. Should this
+    // process die first, the job is rescued and runs again (every handler is idempotent).
+    let _ = b
+        .completer
+        .send(Outcome {
+            id: job.id,
+            attempt,
+            worker: b.worker_id.clone(),
             outcome,
             error,
             retry_at,
-            attempt,
-            retire,
-        )
-        .execute(&b.pool)
-    })
-    .await?;
-    span.in_scope(|| match retry_at {
-        Some(at) => tracing::warn!(error = %error, outcome, retry_at = %at, "job attempt failed; will retry"),
-        None => tracing::error!(error = %error, outcome, "job failed; left for an operator"),
-    });
-    Err(error.into())
+        })
+        .await;
+    result
 }
 
-/// Hands back jobs claimed by these workers (any incarnation) and closes their open attempts.
+/// Hands back the running jobs of these workers and closes their open attempts as abandoned.
 pub async fn release_claims(pool: &PgPool, worker_ids: &[String]) -> sqlx::Result<u64> {
-    let mut tx = pool.begin().await?;
-    let released = sqlx::query!(
+    let released = sqlx::query_scalar!(
         r#"
-        UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-        WHERE split_part(lock_by, '~', 1) = ANY($1) AND status IN ('Queued', 'Running')
+        WITH j AS (
+            UPDATE jobs SET state = 'pending', locked_by = NULL, locked_at = NULL
+            WHERE state = 'running' AND locked_by = ANY($1)
+            RETURNING id, attempt
+        ), a AS (
+            UPDATE job_attempts t
+            SET outcome = 'abandoned', finished_at = clock_timestamp(),
+                error = 'the worker shut down before this attempt finished'
+            FROM j WHERE t.job_id = j.id AND t.attempt = j.attempt AND t.outcome = 'running'
+        )
+        SELECT count(*) AS "n!" FROM j
         "#,
         worker_ids
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query!(
-        r#"
-        UPDATE job_attempts
-        SET outcome = 'abandoned', finished_at = clock_timestamp(),
-            error = 'the worker shut down before this attempt finished'
-        WHERE outcome = 'running' AND split_part(worker_id, '~', 1) = ANY($1)
-        "#,
-        worker_ids
-    )
-    .execute(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    tx.commit().await?;
-    Ok(released)
+    Ok(released as u64)
 }
 
 /// Retention: completed jobs older than the configured age are pruned with their history;
-/// failed and cancelled ones are kept for the operator.
+/// failed and cancelled ones are kept for the operator. Job ids are ULIDs, so the jobs created
+/// before the cutoff are a range of the primary key.
 pub async fn prune_completed(pool: &PgPool, older_than: Duration) -> sqlx::Result<u64> {
     let cutoff = chrono::Utc::now() - older_than;
-    let mut tx = pool.begin().await?;
-    let ids: Vec<String> = sqlx::query_scalar!(
-        "DELETE FROM apalis.jobs WHERE status = 'Done' AND done_at < $1 RETURNING id",
-        cutoff
+    let below =
+        ulid::Ulid::from_parts(u64::try_from(cutoff.timestamp_millis()).unwrap_or(0) + 1, 0)
+            .to_string();
+    let pruned = sqlx::query_scalar!(
+        r#"
+        WITH j AS (
+            DELETE FROM jobs
+            WHERE id < $1 AND state = 'completed' AND finished_at < $2
+            RETURNING id
+        ), a AS (
+            DELETE FROM job_attempts t USING j WHERE t.job_id = j.id
+        ), r AS (
+            DELETE FROM job_refs t USING j WHERE t.job_id = j.id
+        )
+        SELECT count(*) AS "n!" FROM j
+        "#,
+        below,
+        cutoff,
     )
-    .fetch_all(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    sqlx::query!("DELETE FROM job_attempts WHERE job_id = ANY($1)", &ids)
-        .execute(&mut *tx)
+    // Workers gone for a day are forgotten.
+    sqlx::query!("DELETE FROM job_workers WHERE last_seen < now() - interval '1 day'")
+        .execute(pool)
         .await?;
-    sqlx::query!("DELETE FROM job_refs WHERE job_id = ANY($1)", &ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(ids.len() as u64)
+    Ok(pruned as u64)
 }
 
 async fn periodic_loop(

@@ -6,11 +6,11 @@ use sqlx::PgExecutor;
 /// How much work is waiting, running and failed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QueueDepth {
-    /// Runnable now or later: `Pending`, or `Failed` with attempts left.
+    /// Runnable now or later: `pending` or `retrying`.
     pub pending: i64,
-    /// Claimed by a worker (`Queued` or `Running`).
+    /// Claimed by a worker.
     pub running: i64,
-    /// Out of attempts, discarded, or cancelled (`Killed`): waits for an operator.
+    /// Out of attempts, discarded, or cancelled: waits for an operator.
     pub failed: i64,
     /// Age in seconds of the oldest job that is due and not yet started.
     pub oldest_pending_age_seconds: Option<f64>,
@@ -21,13 +21,13 @@ pub async fn depth(db: impl PgExecutor<'_>) -> sqlx::Result<QueueDepth> {
     let row = sqlx::query!(
         r#"
         SELECT
-            count(*) FILTER (WHERE status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) AS "pending!",
-            count(*) FILTER (WHERE status IN ('Queued', 'Running')) AS "running!",
-            count(*) FILTER (WHERE (status = 'Failed' AND attempts >= max_attempts) OR status = 'Killed') AS "failed!",
+            count(*) FILTER (WHERE state IN ('pending', 'retrying')) AS "pending!",
+            count(*) FILTER (WHERE state = 'running') AS "running!",
+            count(*) FILTER (WHERE state IN ('failed', 'cancelled')) AS "failed!",
             extract(epoch FROM now() - min(run_at) FILTER (
-                WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) AND run_at <= now()
+                WHERE state IN ('pending', 'retrying') AND run_at <= now()
             ))::float8 AS oldest_pending_age_seconds
-        FROM apalis.jobs
+        FROM jobs WHERE state <> 'completed'
         "#
     )
     .fetch_one(db)

@@ -62,13 +62,11 @@ pub enum Stored {
     Duplicate,
 }
 
-/// Stores an accepted delivery and enqueues its processing, atomically, in one statement (one
-/// round trip and one commit: the hot path of every webhook). Returns only after the commit: a
-/// 2xx answered on its strength means the event is durable.
-///
-/// The job is written here rather than through [`queue::enqueue`]: its dedupe key is the event
-/// row just inserted by the same statement, so no other job can hold it and the dedupe lookup
-/// (an advisory lock and a query, two more round trips) has nothing to find. A duplicate
+/// Stores an accepted delivery and enqueues its processing, atomically, in one transaction.
+/// Returns only after the commit: a 2xx answered on its strength means the event is durable.
+/// Workers are woken after the commit, so the commit carries no NOTIFY (PostgreSQL serialises
+/// commits that notify). The job is written by [`queue::enqueue::insert`] without a dedupe
+/// lookup: its key is the event row just inserted, so no other job can hold it. A duplicate
 /// delivery inserts no event, hence no job.
 pub async fn store_accepted(
     pool: &PgPool,
@@ -77,40 +75,24 @@ pub async fn store_accepted(
     headers: &HeaderMap,
     body: &[u8],
 ) -> sqlx::Result<Stored> {
-    store_one(pool, provider, v, headers_json(headers), body).await
+    store_one(pool, provider, v, &headers_json(headers), body).await
 }
 
 async fn store_one(
     pool: &PgPool,
     provider: Provider,
     v: &Verified,
-    headers: Value,
+    headers: &Value,
     body: &[u8],
 ) -> sqlx::Result<Stored> {
-    use queue::Job as _;
     let id = Uuid::new_v4();
-    let job = ProcessWebhookEvent {
-        webhook_event_id: id,
-    };
-    // apalis-postgres reads ids back as ULIDs.
-    let job_id = ulid::Ulid::new().to_string();
-    let payload = serde_json::to_vec(&job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let mut tx = pool.begin().await?;
     let stored = sqlx::query_scalar!(
         r#"
-        WITH event AS (
-            INSERT INTO webhook_events (id, provider, event_id, event_type, headers, body, occurred_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (provider, event_id) WHERE status <> 'rejected' DO NOTHING
-            RETURNING id
-        ), job AS (
-            INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-            SELECT $8, $9, $10, 'Pending', 0, $11, now(), 0 FROM event
-            RETURNING id
-        ), refs AS (
-            INSERT INTO job_refs (job_id, queue, dedupe_key, webhook_event_id, max_attempts)
-            SELECT job.id, $9, $12, $1, $11 FROM job
-        )
-        SELECT id AS "id!" FROM event
+        INSERT INTO webhook_events (id, provider, event_id, event_type, headers, body, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (provider, event_id) WHERE status <> 'rejected' DO NOTHING
+        RETURNING id
         "#,
         id,
         provider.as_str(),
@@ -119,18 +101,34 @@ async fn store_one(
         headers,
         body,
         v.occurred_at,
-        job_id,
-        ProcessWebhookEvent::QUEUE,
-        payload,
-        ProcessWebhookEvent::MAX_ATTEMPTS,
-        job.dedupe_key(),
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(match stored {
-        Some(id) => Stored::New(id),
-        None => Stored::Duplicate,
-    })
+    if stored.is_none() {
+        return Ok(Stored::Duplicate);
+    }
+    let job = queue::NewJob::of(
+        &ProcessWebhookEvent {
+            webhook_event_id: id,
+        },
+        None,
+    )?;
+    queue::enqueue::insert(&mut tx, &[job], queue::Wake::AfterCommit).await?;
+    tx.commit().await?;
+    wake_processing(pool);
+    Ok(Stored::New(id))
+}
+
+/// Wakes the webhook workers after a commit, off the caller's path; a lost wake-up costs only
+/// the workers' poll interval.
+fn wake_processing(pool: &PgPool) {
+    use queue::Job as _;
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = queue::enqueue::notify(&pool, &[ProcessWebhookEvent::QUEUE]).await {
+            tracing::debug!(error = %e, "waking the webhook workers failed; their poll will find the job");
+        }
+    });
 }
 
 /// An event found by a reconciliation sweep rather than delivered.
@@ -307,16 +305,16 @@ struct Pending {
     event_type: String,
     occurred_at: Option<chrono::DateTime<chrono::Utc>>,
     headers: Value,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     reply: tokio::sync::oneshot::Sender<sqlx::Result<Stored>>,
 }
 
 /// Group commit for webhook ingest. Concurrent deliveries are written together, in one
 /// statement and one commit (events, jobs and job links; the batch is atomic), and each caller
 /// is answered only after that commit: the durability of [`store_accepted`] with a fraction of
-/// the commits, WAL flushes and NOTIFY locks (apalis's insert trigger notifies on every job,
-/// and PostgreSQL serialises committing transactions that notify; measured with pgbench:
-/// the three-table insert alone does ~1,950 tps at 32 clients, ~950 with the trigger).
+/// the commits and WAL flushes, and no NOTIFY in the commit (PostgreSQL serialises committing
+/// transactions that notify; measured with pgbench: the three-table insert alone does ~1,950
+/// tps at 32 clients, ~950 with a NOTIFY per row): workers are woken once per batch, after it.
 ///
 /// Nothing waits to fill a batch: a flusher takes whatever is queued the moment it is free, so
 /// a lone delivery is written at once, and batches grow only while every flusher is busy.
@@ -348,7 +346,7 @@ impl Batcher {
         provider: Provider,
         v: &Verified,
         headers: &HeaderMap,
-        body: &[u8],
+        body: bytes::Bytes,
     ) -> sqlx::Result<Stored> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -362,7 +360,7 @@ impl Batcher {
             event_type: v.event_type.clone(),
             occurred_at: v.occurred_at,
             headers: headers_json(headers),
-            body: body.to_vec(),
+            body,
             reply,
         };
         if tx.send(pending).await.is_err() {
@@ -404,6 +402,7 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
             Ok(inserted) => {
                 // A delivery whose row was not inserted is a duplicate: of a stored event, or
                 // of an earlier delivery in this very batch.
+                let any = !inserted.is_empty();
                 for (p, id) in batch.into_iter().zip(ids) {
                     let answer = if inserted.contains(&id) {
                         Stored::New(id)
@@ -411,6 +410,9 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
                         Stored::Duplicate
                     };
                     let _ = p.reply.send(Ok(answer));
+                }
+                if any {
+                    wake_processing(pool);
                 }
                 return;
             }
@@ -426,20 +428,20 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
             occurred_at: p.occurred_at,
             body: Value::Null,
         };
-        let result = store_one(pool, p.provider, &v, p.headers, &p.body).await;
+        let result = store_one(pool, p.provider, &v, &p.headers, &p.body).await;
         let _ = p.reply.send(result);
     }))
     .await;
 }
 
-/// The batch in one statement, the i-th delivery under `ids[i]`; returns the ids it inserted (a
-/// duplicate of a stored event, or of an earlier one in the batch, inserts nothing).
+/// The batch in one transaction (its events in one statement, their jobs in another), the i-th
+/// delivery under `ids[i]`; returns the ids it inserted (a duplicate of a stored event, or of an
+/// earlier one in the batch, inserts nothing).
 async fn store_batch(
     pool: &PgPool,
     batch: &[Pending],
     ids: &[Uuid],
 ) -> sqlx::Result<std::collections::HashSet<Uuid>> {
-    use queue::Job as _;
     let n = batch.len();
     let mut providers = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
@@ -447,60 +449,45 @@ async fn store_batch(
     let mut occurred = Vec::with_capacity(n);
     let mut headers = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
-    let mut job_ids = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut dedupe = Vec::with_capacity(n);
-    for (p, id) in batch.iter().zip(ids) {
-        let job = ProcessWebhookEvent {
-            webhook_event_id: *id,
-        };
-        providers.push(p.provider.as_str().to_string());
-        event_ids.push(p.event_id.clone());
-        types.push(p.event_type.clone());
+    for p in batch {
+        providers.push(p.provider.as_str());
+        event_ids.push(p.event_id.as_str());
+        types.push(p.event_type.as_str());
         occurred.push(p.occurred_at);
-        headers.push(p.headers.clone());
-        bodies.push(p.body.clone());
-        job_ids.push(ulid::Ulid::new().to_string());
-        payloads.push(serde_json::to_vec(&job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
-        dedupe.push(job.dedupe_key().unwrap_or_default());
+        headers.push(&p.headers);
+        bodies.push(&p.body[..]);
     }
-    let rows = sqlx::query_scalar!(
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query_scalar!(
         r#"
-        WITH input AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                                 $6::jsonb[], $7::bytea[], $8::text[], $9::bytea[], $10::text[])
-                AS i (id, provider, event_id, event_type, occurred_at, headers, body, job_id, payload, dedupe_key)
-        ), event AS (
-            INSERT INTO webhook_events (id, provider, event_id, event_type, headers, body, occurred_at)
-            SELECT id, provider, event_id, event_type, headers, body, occurred_at FROM input
-            ON CONFLICT (provider, event_id) WHERE status <> 'rejected' DO NOTHING
-            RETURNING id
-        ), job AS (
-            INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority)
-            SELECT i.job_id, $11, i.payload, 'Pending', 0, $12, now(), 0
-            FROM input i JOIN event e ON e.id = i.id
-            RETURNING id
-        ), refs AS (
-            INSERT INTO job_refs (job_id, queue, dedupe_key, webhook_event_id, max_attempts)
-            SELECT i.job_id, $11, i.dedupe_key, i.id, $12
-            FROM input i JOIN event e ON e.id = i.id
-        )
-        SELECT id AS "id!" FROM event
+        INSERT INTO webhook_events (id, provider, event_id, event_type, headers, body, occurred_at)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+                             $6::bytea[], $7::timestamptz[])
+        ON CONFLICT (provider, event_id) WHERE status <> 'rejected' DO NOTHING
+        RETURNING id
         "#,
         ids,
-        &providers,
-        &event_ids,
-        &types,
+        &providers as &[&str],
+        &event_ids as &[&str],
+        &types as &[&str],
+        &headers as &[&Value],
+        &bodies as &[&[u8]],
         &occurred as &[Option<chrono::DateTime<chrono::Utc>>],
-        &headers,
-        &bodies,
-        &job_ids,
-        &payloads,
-        &dedupe,
-        ProcessWebhookEvent::QUEUE,
-        ProcessWebhookEvent::MAX_ATTEMPTS,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().collect())
+    let jobs = inserted
+        .iter()
+        .map(|id| {
+            queue::NewJob::of(
+                &ProcessWebhookEvent {
+                    webhook_event_id: *id,
+                },
+                None,
+            )
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    queue::enqueue::insert(&mut tx, &jobs, queue::Wake::AfterCommit).await?;
+    tx.commit().await?;
+    Ok(inserted.into_iter().collect())
 }

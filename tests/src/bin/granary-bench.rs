@@ -313,11 +313,10 @@ async fn throughput(n: usize) -> f64 {
     let started = Instant::now();
     let (token, handle) = runtime_for(&db, None).await;
     loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done'")
-                .fetch_one(&db.pool)
-                .await
-                .expect("count");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state <> 'completed'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
         if left == 0 {
             break;
         }

@@ -1,0 +1,446 @@
+//! Granary's own apalis backend over Granary's own `jobs` table (design/QUEUE.md, last section).
+//!
+//! apalis-core drives each queue's worker (`WorkerBuilder`, `Monitor`, concurrency, shutdown);
+//! this module feeds it and records what happened:
+//! - **Claim.** One claimer task per queue runs one statement per batch that claims the jobs
+//!   (`FOR UPDATE SKIP LOCKED`) and writes their attempt rows. It fills a bounded prefetch
+//!   buffer and claims again as soon as half of it is free, so the next batch is in flight
+//!   before the buffer runs dry. [`QueueBackend`] hands the buffer's jobs to apalis.
+//! - **Complete.** One completer per process writes finished attempts in one statement, one
+//!   flush in flight at a time, never waiting to fill a batch. Each write is guarded by the
+//!   worker and the attempt number, so the late completion of a job that was rescued (and
+//!   perhaps claimed again) changes nothing.
+//! - **Wake.** Enqueuers send one NOTIFY per statement on [`CHANNEL`] with the queue's name; one
+//!   LISTEN connection per process wakes that queue's claimer. A poll catches what NOTIFY
+//!   cannot announce (backoff and delayed jobs coming due, rescues).
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use apalis::prelude::{Task, TaskBuilder, TaskId, WorkerContext};
+use apalis_core::backend::{Backend, BackendConfig, finalize::Ephemeral};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The NOTIFY channel that wakes claimers; the payload is the queue's name.
+pub const CHANNEL: &str = "granary_jobs";
+
+/// A claimed job, as apalis hands it to the runtime's handler.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job's id.
+    pub id: String,
+    /// This attempt's number (1-based), written by the claim.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The payload.
+    pub args: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: VecDeque<Claimed>,
+    waker: Option<Waker>,
+}
+
+/// A queue's prefetch buffer: claimed jobs not yet started.
+pub(crate) struct Buffer {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    /// Signalled when half the buffer is free (or it ran dry): the claimer may claim again.
+    space: Notify,
+}
+
+impl Buffer {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            space: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn free(&self) -> usize {
+        self.capacity.saturating_sub(self.lock().jobs.len())
+    }
+
+    fn low_water(&self) -> usize {
+        self.capacity.div_ceil(2)
+    }
+
+    fn push(&self, jobs: Vec<Claimed>) {
+        let waker = {
+            let mut inner = self.lock();
+            inner.jobs.extend(jobs);
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes every job not yet started (at shutdown, to hand them back).
+    pub(crate) fn drain(&self) -> Vec<Claimed> {
+        self.lock().jobs.drain(..).collect()
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Claimed> {
+        let mut inner = self.lock();
+        match inner.jobs.pop_front() {
+            Some(job) => {
+                if self.capacity - inner.jobs.len() >= self.low_water() {
+                    self.space.notify_one();
+                }
+                Poll::Ready(job)
+            }
+            None => {
+                inner.waker = Some(cx.waker().clone());
+                self.space.notify_one();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The apalis backend of one queue: it yields what the queue's claimer put in the buffer.
+pub struct QueueBackend {
+    buffer: Arc<Buffer>,
+}
+
+impl QueueBackend {
+    pub(crate) fn new(buffer: Arc<Buffer>) -> Self {
+        Self { buffer }
+    }
+}
+
+impl Backend for QueueBackend {
+    type Task = Task<Claimed>;
+    type Error = std::io::Error;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        self.buffer.poll_pop(cx).map(|job| {
+            let task = TaskBuilder::new(job.clone())
+                .task_id(TaskId::from_string(job.id))
+                .attempt(job.attempt.max(1) as usize)
+                .max_attempts(job.max_attempts.max(0) as usize)
+                .build();
+            Some(Ok(task))
+        })
+    }
+
+    fn poll_close(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        // The runtime hands back what is still buffered once every worker has stopped.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl BackendConfig for QueueBackend {
+    type Args = Claimed;
+    type Id = String;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = tower::layer::util::Identity;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        tower::layer::util::Identity::new()
+    }
+}
+
+/// Claims up to `limit` due jobs of `queue` for `worker` and writes their attempt rows, in one
+/// statement.
+pub async fn claim(
+    pool: &PgPool,
+    queue: &str,
+    worker: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<Claimed>> {
+    let rows = sqlx::query!(
+        r#"
+        WITH c AS (
+            SELECT id FROM jobs
+            WHERE queue = $1 AND state IN ('pending', 'retrying') AND run_at <= now()
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ), j AS (
+            UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1,
+                            locked_by = $3, locked_at = now()
+            FROM c WHERE jobs.id = c.id
+            RETURNING jobs.id, jobs.attempt, jobs.max_attempts, jobs.args
+        ), a AS (
+            INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
+            SELECT id, $1, attempt, $3 FROM j
+        )
+        SELECT id AS "id!", attempt AS "attempt!", max_attempts AS "max_attempts!", args AS "args!"
+        FROM j ORDER BY id
+        "#,
+        queue,
+        limit,
+        worker,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.id,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            args: r.args,
+        })
+        .collect())
+}
+
+/// Gives back claimed jobs that never started: the claim is undone (attempt number and row).
+pub async fn unclaim(pool: &PgPool, worker: &str, jobs: &[Claimed]) -> sqlx::Result<u64> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
+    let n = sqlx::query_scalar!(
+        r#"
+        WITH r AS (
+            SELECT * FROM unnest($1::text[], $2::int4[]) AS r(id, attempt)
+        ), j AS (
+            UPDATE jobs SET state = 'pending', attempt = jobs.attempt - 1,
+                            locked_by = NULL, locked_at = NULL
+            FROM r
+            WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = $3
+              AND jobs.state = 'running'
+            RETURNING jobs.id, r.attempt
+        ), d AS (
+            DELETE FROM job_attempts a USING j WHERE a.job_id = j.id AND a.attempt = j.attempt
+        )
+        SELECT count(*) AS "n!" FROM j
+        "#,
+        &ids,
+        &attempts,
+        worker,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// What a claimer needs.
+pub(crate) struct Claimer {
+    pub(crate) pool: PgPool,
+    pub(crate) queue: &'static str,
+    pub(crate) worker: String,
+    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) poll: Duration,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Claimer {
+    /// Keeps the buffer filled until `stop`, then hands back what was never started.
+    pub(crate) async fn run(self) {
+        let mut failures = 0u32;
+        'outer: loop {
+            // Room for at least half a buffer (or an empty one) before claiming.
+            while self.buffer.free() < self.buffer.low_water() {
+                tokio::select! {
+                    () = self.stop.cancelled() => break 'outer,
+                    () = self.buffer.space.notified() => {}
+                }
+            }
+            let want = self.buffer.free();
+            match claim(&self.pool, self.queue, &self.worker, want as i64).await {
+                Ok(jobs) => {
+                    failures = 0;
+                    let got = jobs.len();
+                    if got > 0 {
+                        self.buffer.push(jobs);
+                    }
+                    if got == want {
+                        continue;
+                    }
+                    // The queue ran dry: sleep until an enqueue wakes us or the poll comes.
+                    tokio::select! {
+                        () = self.stop.cancelled() => break 'outer,
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(self.poll) => {}
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = Duration::from_millis(200 * 2u64.pow(failures.min(5)))
+                        .min(Duration::from_secs(5));
+                    tracing::warn!(queue = self.queue, error = %e, retry_in_ms = delay.as_millis() as u64, "claiming jobs failed (database unreachable?); retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => break 'outer,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        let left = self.buffer.drain();
+        if left.is_empty() {
+            return;
+        }
+        match crate::queue::runtime::persist("hand back", || {
+            unclaim(&self.pool, &self.worker, &left)
+        })
+        .await
+        {
+            Ok(n) => tracing::info!(
+                queue = self.queue,
+                jobs = n,
+                "handed back claimed jobs that never started"
+            ),
+            Err(e) => {
+                tracing::error!(queue = self.queue, error = %e, "could not hand back claimed jobs; the rescue will pick them up")
+            }
+        }
+    }
+}
+
+/// A finished attempt, on its way to the completer.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Job id.
+    pub id: String,
+    /// Attempt number.
+    pub attempt: i32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// `succeeded`, `retry`, `panicked`, `failed` or `discarded`.
+    pub outcome: &'static str,
+    /// The error, whole chain.
+    pub error: Option<String>,
+    /// When it runs again, for a retry.
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Most outcomes in one statement.
+const MAX_FLUSH: usize = 1000;
+
+/// Writes outcomes as they come, one flush in flight at a time, until `close` and the channel
+/// is empty.
+pub(crate) async fn complete_loop(
+    pool: PgPool,
+    mut rx: tokio::sync::mpsc::Receiver<Outcome>,
+    close: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_FLUSH);
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, MAX_FLUSH) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            () = close.cancelled() => {
+                while let Ok(o) = rx.try_recv() {
+                    batch.push(o);
+                }
+                if !batch.is_empty() {
+                    flush(&pool, std::mem::take(&mut batch)).await;
+                }
+                return;
+            }
+        }
+        flush(&pool, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn flush(pool: &PgPool, batch: Vec<Outcome>) {
+    match crate::queue::runtime::persist("job outcomes", || complete(pool, &batch)).await {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, jobs = batch.len(), "writing job outcomes failed; their jobs will be rescued and run again");
+        }
+    }
+}
+
+/// Writes finished attempts and their jobs' next states in one statement. A row whose job is no
+/// longer claimed by that worker for that attempt (it was rescued) is left alone. Returns the
+/// number of jobs written.
+pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut retry_ats = Vec::with_capacity(n);
+    for o in batch {
+        ids.push(o.id.as_str());
+        attempts.push(o.attempt);
+        workers.push(o.worker.as_str());
+        outcomes.push(o.outcome);
+        errors.push(o.error.as_deref());
+        retry_ats.push(o.retry_at);
+    }
+    let written = sqlx::query_scalar!(
+        r#"
+        WITH r AS (
+            SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
+                                 $6::timestamptz[])
+                AS r(id, attempt, worker, outcome, error, retry_at)
+        ), j AS (
+            UPDATE jobs SET
+                state = CASE WHEN r.outcome = 'succeeded' THEN 'completed'
+                             WHEN r.retry_at IS NOT NULL THEN 'retrying'
+                             ELSE 'failed' END,
+                run_at = coalesce(r.retry_at, jobs.run_at),
+                finished_at = CASE WHEN r.retry_at IS NULL THEN now() END,
+                locked_by = NULL, locked_at = NULL,
+                last_error = r.error
+            FROM r
+            WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = r.worker
+              AND jobs.state = 'running'
+            RETURNING jobs.id, jobs.attempt
+        ), a AS (
+            UPDATE job_attempts t
+            SET outcome = r.outcome, finished_at = clock_timestamp(), error = r.error,
+                retry_at = r.retry_at
+            FROM j JOIN r ON r.id = j.id
+            WHERE t.job_id = j.id AND t.attempt = j.attempt
+        )
+        SELECT count(*) AS "n!" FROM j
+        "#,
+        &ids as &[&str],
+        &attempts,
+        &workers as &[&str],
+        &outcomes as &[&str],
+        &errors as &[Option<&str>],
+        &retry_ats as &[Option<chrono::DateTime<chrono::Utc>>],
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(written as u64)
+}
