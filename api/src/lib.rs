@@ -38,6 +38,8 @@ pub struct AppState {
     pub storage: Result<granary_jobs::storage::Storage, String>,
     /// Group commit for accepted webhook deliveries.
     pub ingest: Arc<granary_jobs::webhooks::ingest::Batcher>,
+    /// Clerk (Svix) signature verification, its secret decoded once.
+    pub clerk_webhooks: granary_jobs::webhooks::verify::ClerkVerifier,
     /// Abuse limits (this process's).
     pub throttles: Arc<throttle::Throttles>,
 }
@@ -64,6 +66,9 @@ impl AppState {
         }
         Self {
             throttles: Arc::new(throttle::Throttles::new(&config.throttles)),
+            clerk_webhooks: granary_jobs::webhooks::verify::ClerkVerifier::new(
+                config.clerk.webhook_secret.as_ref(),
+            ),
             config: Arc::new(config),
             ingest: Arc::new(granary_jobs::webhooks::ingest::Batcher::new(pool.clone())),
             pool,

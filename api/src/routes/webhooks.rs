@@ -23,7 +23,7 @@ use crate::{ApiError, AppState, error::error_body};
 #[utoipa::path(post, path = "/api/webhooks/clerk/", tag = "webhooks", request_body(content = Object, content_type = "application/json", description = "A Clerk event, exactly as Svix signed it (`svix-id`, `svix-timestamp`, `svix-signature`)"), responses((status = 200, description = "Stored (or a duplicate of a stored event)"), (status = 400, description = "Malformed delivery (stored as rejected)"), (status = 401, description = "signature_mismatch, stale_timestamp, future_timestamp (stored as rejected)"), (status = 413, description = "payload_too_large"), (status = 503, description = "webhook_secret_not_configured, or the database is unavailable: the provider retries")))]
 #[tracing::instrument(skip_all, fields(provider = "clerk"))]
 pub async fn clerk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let verified = verify::clerk(state.config.clerk.webhook_secret.as_ref(), &body, &headers);
+    let verified = state.clerk_webhooks.verify(&body, &headers);
     receive(&state, Provider::Clerk, verified, &headers, body).await
 }
 

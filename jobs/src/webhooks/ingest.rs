@@ -426,7 +426,6 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
             event_id: p.event_id,
             event_type: p.event_type,
             occurred_at: p.occurred_at,
-            body: Value::Null,
         };
         let result = store_one(pool, p.provider, &v, &p.headers, &p.body).await;
         let _ = p.reply.send(result);

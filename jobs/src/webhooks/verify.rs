@@ -52,8 +52,6 @@ pub struct Verified {
     pub event_type: String,
     /// Provider's event time.
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The parsed body.
-    pub body: Value,
 }
 
 fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
@@ -63,38 +61,99 @@ fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) if v.is_object() => Ok(v),
-        Ok(_) => Err(Rejection::new(
-            "invalid_json",
-            "the body is JSON but not an object",
-        )),
-        Err(e) => Err(Rejection::new(
-            "invalid_json",
-            format!("the body is not valid JSON: {e}"),
-        )),
+/// What ingest reads of an event: its identity, and nothing else. The rest of the body is
+/// checked to be JSON (skipped, not built) and stored as received; the worker parses it whole.
+/// Each field is read as whatever JSON it holds (a string or a number where it is usable).
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Value,
+    #[serde(default, rename = "type")]
+    event_type: Value,
+    /// Clerk: milliseconds since the epoch.
+    #[serde(default)]
+    timestamp: Value,
+    /// Stripe: seconds since the epoch.
+    #[serde(default)]
+    created: Value,
+}
+
+fn parse_head(body: &[u8]) -> Result<Head, Rejection> {
+    // A struct would also read from a JSON array, by position: only an object is an event.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Rejection::new("invalid_json", "the body is JSON but not an object"),
+                Err(e) => {
+                    Rejection::new("invalid_json", format!("the body is not valid JSON: {e}"))
+                }
+            },
+        );
+    }
+    serde_json::from_slice::<Head>(body).map_err(|e| {
+        if e.is_data() {
+            Rejection::new("invalid_event", format!("the event is malformed: {e}"))
+        } else {
+            Rejection::new("invalid_json", format!("the body is not valid JSON: {e}"))
+        }
+    })
+}
+
+fn required(value: &Value, what: &str) -> Result<String, Rejection> {
+    value
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| Rejection::new("invalid_event", format!("the event has no `{what}`")))
+}
+
+/// Verifies Clerk (Svix) deliveries with one secret, decoded once.
+#[derive(Clone)]
+pub struct ClerkVerifier {
+    webhook: Result<std::sync::Arc<svix::webhooks::Webhook>, Rejection>,
+}
+
+impl std::fmt::Debug for ClerkVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkVerifier")
+            .field("configured", &self.webhook.is_ok())
+            .finish()
     }
 }
 
-/// Verifies a Clerk (Svix) delivery.
-pub fn clerk(
-    secret: Option<&SecretString>,
+impl ClerkVerifier {
+    /// A verifier for `secret` (`CLERK_WEBHOOK_SIGNING_SECRET`); without a usable one, every
+    /// delivery is rejected with `webhook_secret_not_configured`.
+    pub fn new(secret: Option<&SecretString>) -> Self {
+        let webhook = match secret {
+            None => Err(Rejection::new(
+                "webhook_secret_not_configured",
+                "CLERK_WEBHOOK_SIGNING_SECRET is not set, so no Clerk delivery can be verified",
+            )),
+            Some(secret) => svix::webhooks::Webhook::new(secret.expose_secret())
+                .map(std::sync::Arc::new)
+                .map_err(|_| {
+                    Rejection::new(
+                        "webhook_secret_not_configured",
+                        "CLERK_WEBHOOK_SIGNING_SECRET is malformed",
+                    )
+                }),
+        };
+        Self { webhook }
+    }
+
+    /// Verifies one delivery.
+    pub fn verify(&self, body: &[u8], headers: &HeaderMap) -> Result<Verified, Rejection> {
+        let wh = self.webhook.as_ref().map_err(Clone::clone)?;
+        clerk_with(wh, body, headers)
+    }
+}
+
+fn clerk_with(
+    wh: &svix::webhooks::Webhook,
     body: &[u8],
     headers: &HeaderMap,
 ) -> Result<Verified, Rejection> {
-    let Some(secret) = secret else {
-        return Err(Rejection::new(
-            "webhook_secret_not_configured",
-            "CLERK_WEBHOOK_SIGNING_SECRET is not set, so no Clerk delivery can be verified",
-        ));
-    };
-    let wh = svix::webhooks::Webhook::new(secret.expose_secret()).map_err(|_| {
-        Rejection::new(
-            "webhook_secret_not_configured",
-            "CLERK_WEBHOOK_SIGNING_SECRET is malformed",
-        )
-    })?;
     wh.verify(body, headers).map_err(|e| {
         use svix::webhooks::WebhookError as E;
         match e {
@@ -113,21 +172,17 @@ pub fn clerk(
     let event_id = header(headers, &["svix-id", "webhook-id"])
         .unwrap_or_default()
         .to_string();
-    let body = parse_json(body)?;
-    let event_type = body["type"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Rejection::new("invalid_event", "the event has no `type`"))?
-        .to_string();
+    let head = parse_head(body)?;
+    let event_type = required(&head.event_type, "type")?;
     // Clerk's `timestamp` is milliseconds since the epoch.
-    let occurred_at = body["timestamp"]
+    let occurred_at = head
+        .timestamp
         .as_i64()
         .and_then(chrono::DateTime::from_timestamp_millis);
     Ok(Verified {
         event_id,
         event_type,
         occurred_at,
-        body,
     })
 }
 
@@ -201,25 +256,17 @@ pub fn stripe(
             "no v1 signature matches: the secret in STRIPE_WEBHOOK_SECRET does not match the one that signed, or the body was altered",
         ));
     }
-    let body = parse_json(body)?;
-    let event_id = body["id"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Rejection::new("invalid_event", "the event has no `id`"))?
-        .to_string();
-    let event_type = body["type"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Rejection::new("invalid_event", "the event has no `type`"))?
-        .to_string();
-    let occurred_at = body["created"]
+    let head = parse_head(body)?;
+    let event_id = required(&head.id, "id")?;
+    let event_type = required(&head.event_type, "type")?;
+    let occurred_at = head
+        .created
         .as_i64()
         .and_then(|s| chrono::DateTime::from_timestamp(s, 0));
     Ok(Verified {
         event_id,
         event_type,
         occurred_at,
-        body,
     })
 }
 
