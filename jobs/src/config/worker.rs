@@ -70,10 +70,9 @@ pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
             "use positive numbers",
         );
     }
-    // apalis-postgres registers a worker with a whole-second client timestamp and compares
-    // it with the database clock: a bound under 2 s (or under two heartbeats) would let a
-    // live worker look dead and its running jobs be taken (measured: a slow job ran twice
-    // with 0.5 s x 2).
+    // A bound under 2 s (or under two heartbeats) would let a live worker that is merely
+    // slow to heartbeat (a busy database, a GC pause elsewhere) look dead and its running
+    // jobs be taken.
     if worker.missed_heartbeats < 2
         || worker.heartbeat_interval * (worker.missed_heartbeats as u32) < Duration::from_secs(2)
         || worker.rescue_bound() < Duration::from_secs(3)
