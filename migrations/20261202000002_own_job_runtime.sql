@@ -28,7 +28,9 @@ CREATE TABLE jobs (
     last_error    text,
     CONSTRAINT jobs_state_check CHECK (state IN (
         'pending', 'retrying', 'running', 'completed', 'failed', 'cancelled')),
-    CONSTRAINT jobs_attempt_check CHECK (attempt >= 0 AND max_attempts >= 0)
+    CONSTRAINT jobs_attempt_check CHECK (attempt >= 0 AND max_attempts >= 0),
+    -- A job has a worker exactly while it runs: the completer's guard relies on it.
+    CONSTRAINT jobs_lock_check CHECK ((state = 'running') = (locked_by IS NOT NULL))
 ) WITH (fillfactor = 85);
 
 -- Only the indexes the claim, the rescue and the operator need: every index is written on every

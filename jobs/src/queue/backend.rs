@@ -186,17 +186,20 @@ pub async fn claim(
 ) -> sqlx::Result<Vec<Claimed>> {
     let rows = sqlx::query!(
         r#"
-        WITH c AS (
-            SELECT id FROM jobs
-            WHERE queue = $1 AND state IN ('pending', 'retrying') AND run_at <= now()
-            ORDER BY priority DESC, run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        ), j AS (
-            UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1,
+        WITH j AS (
+            -- `= ANY(ARRAY(…))`, not a join: the planner cannot know the LIMIT of a prepared
+            -- statement and would hash-join the whole table (measured: 10 ms per claim at 20k
+            -- rows, against 0.5 ms).
+            UPDATE jobs SET state = 'running', attempt = attempt + 1,
                             locked_by = $3, locked_at = now()
-            FROM c WHERE jobs.id = c.id
-            RETURNING jobs.id, jobs.attempt, jobs.max_attempts, jobs.args
+            WHERE id = ANY(ARRAY(
+                SELECT id FROM jobs
+                WHERE queue = $1 AND state IN ('pending', 'retrying') AND run_at <= now()
+                ORDER BY priority DESC, run_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ))
+            RETURNING id, attempt, max_attempts, args
         ), a AS (
             INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
             SELECT id, $1, attempt, $3 FROM j
@@ -230,14 +233,11 @@ pub async fn unclaim(pool: &PgPool, worker: &str, jobs: &[Claimed]) -> sqlx::Res
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
     let n = sqlx::query_scalar!(
         r#"
-        WITH r AS (
-            SELECT * FROM unnest($1::text[], $2::int4[]) AS r(id, attempt)
-        ), j AS (
+        WITH j AS (
             UPDATE jobs SET state = 'pending', attempt = jobs.attempt - 1,
                             locked_by = NULL, locked_at = NULL
-            FROM r
+            FROM unnest($1::text[], $2::int4[]) AS r(id, attempt)
             WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = $3
-              AND jobs.state = 'running'
             RETURNING jobs.id, r.attempt
         ), d AS (
             DELETE FROM job_attempts a USING j WHERE a.job_id = j.id AND a.attempt = j.attempt
@@ -277,10 +277,18 @@ impl Claimer {
                 }
             }
             let want = self.buffer.free();
+            let started = std::time::Instant::now();
             match claim(&self.pool, self.queue, &self.worker, want as i64).await {
                 Ok(jobs) => {
                     failures = 0;
                     let got = jobs.len();
+                    tracing::debug!(
+                        queue = self.queue,
+                        want,
+                        got,
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "claimed"
+                    );
                     if got > 0 {
                         self.buffer.push(jobs);
                     }
@@ -378,7 +386,14 @@ pub(crate) async fn complete_loop(
 }
 
 async fn flush(pool: &PgPool, batch: Vec<Outcome>) {
-    match crate::queue::runtime::persist("job outcomes", || complete(pool, &batch)).await {
+    let started = std::time::Instant::now();
+    let result = crate::queue::runtime::persist("job outcomes", || complete(pool, &batch)).await;
+    tracing::debug!(
+        jobs = batch.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "outcomes written"
+    );
+    match result {
         Ok(_) => {}
         Err(e) => {
             tracing::error!(error = %e, jobs = batch.len(), "writing job outcomes failed; their jobs will be rescued and run again");
@@ -407,11 +422,9 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
     }
     let written = sqlx::query_scalar!(
         r#"
-        WITH r AS (
-            SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
-                                 $6::timestamptz[])
-                AS r(id, attempt, worker, outcome, error, retry_at)
-        ), j AS (
+        WITH j AS (
+            -- The outcomes are joined straight from unnest (not through a CTE, which the
+            -- planner can only scan once per job row) and carried on by RETURNING.
             UPDATE jobs SET
                 state = CASE WHEN r.outcome = 'succeeded' THEN 'completed'
                              WHEN r.retry_at IS NOT NULL THEN 'retrying'
@@ -420,15 +433,19 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
                 finished_at = CASE WHEN r.retry_at IS NULL THEN now() END,
                 locked_by = NULL, locked_at = NULL,
                 last_error = r.error
-            FROM r
+            FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
+                        $6::timestamptz[]) AS r(id, attempt, worker, outcome, error, retry_at)
+            -- Only a running job has `locked_by`. No `state = 'running'` here: it would let the
+            -- planner drive the join from the running-jobs index and rescan the unnest for
+            -- each running job (measured: 2 s per 1,000 outcomes), where the outcomes should
+            -- drive primary-key lookups.
             WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = r.worker
-              AND jobs.state = 'running'
-            RETURNING jobs.id, jobs.attempt
+            RETURNING jobs.id, jobs.attempt, r.outcome, r.error, r.retry_at
         ), a AS (
             UPDATE job_attempts t
-            SET outcome = r.outcome, finished_at = clock_timestamp(), error = r.error,
-                retry_at = r.retry_at
-            FROM j JOIN r ON r.id = j.id
+            SET outcome = j.outcome, finished_at = clock_timestamp(), error = j.error,
+                retry_at = j.retry_at
+            FROM j
             WHERE t.job_id = j.id AND t.attempt = j.attempt
         )
         SELECT count(*) AS "n!" FROM j

@@ -272,26 +272,28 @@ async fn heartbeat(pool: &PgPool, workers: &[(String, &'static str)]) -> sqlx::R
 pub async fn rescue(pool: &PgPool, bound: Duration) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"
-        WITH dead AS (
-            SELECT j.id, j.attempt FROM jobs j
-            WHERE j.state = 'running'
-              AND NOT EXISTS (SELECT 1 FROM job_workers w
-                              WHERE w.id = j.locked_by
-                                AND w.last_seen > now() - make_interval(secs => $1))
-            FOR UPDATE OF j SKIP LOCKED
+        WITH j AS (
+            UPDATE jobs
+            SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'pending' END,
+                finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                run_at = now(), locked_by = NULL, locked_at = NULL,
+                last_error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
+            WHERE id = ANY(ARRAY(
+                SELECT j.id FROM jobs j
+                WHERE j.state = 'running'
+                  AND NOT EXISTS (SELECT 1 FROM job_workers w
+                                  WHERE w.id = j.locked_by
+                                    AND w.last_seen > now() - make_interval(secs => $1))
+                FOR UPDATE OF j SKIP LOCKED
+            )) AND state = 'running'
+            RETURNING id, attempt
         ), a AS (
             UPDATE job_attempts t
             SET outcome = 'abandoned', finished_at = clock_timestamp(),
                 error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
-            FROM dead WHERE t.job_id = dead.id AND t.attempt = dead.attempt AND t.outcome = 'running'
+            FROM j WHERE t.job_id = j.id AND t.attempt = j.attempt AND t.outcome = 'running'
         )
-        UPDATE jobs
-        SET state = CASE WHEN jobs.attempt >= jobs.max_attempts THEN 'failed' ELSE 'pending' END,
-            finished_at = CASE WHEN jobs.attempt >= jobs.max_attempts THEN now() END,
-            run_at = now(), locked_by = NULL, locked_at = NULL,
-            last_error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
-        FROM dead WHERE jobs.id = dead.id
-        RETURNING jobs.id
+        SELECT id AS "id!" FROM j
         "#,
         bound.as_secs_f64(),
     )
