@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         0
     };
-    let pool = db::pool(&config, 20 + held)?;
+    let pool = db::pool(&config, config.database_pool_size.unwrap_or(20) + held)?;
     if dev {
         db::migrate(&pool).await?;
     }

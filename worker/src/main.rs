@@ -308,7 +308,10 @@ async fn main() -> anyhow::Result<()> {
             let token = tokio_util::sync::CancellationToken::new();
             granary_jobs::shutdown::cancel_on_signal(token.clone());
             let registry = granary_jobs::handlers::registry();
-            let pool = db::pool(&config, 10 + registry.held_connections())?;
+            let pool = db::pool(
+                &config,
+                config.database_pool_size.unwrap_or(20) + registry.held_connections(),
+            )?;
             db::ensure_migrated(&pool)
                 .await
                 .context("the worker cannot start")?;

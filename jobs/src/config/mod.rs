@@ -160,6 +160,8 @@ pub struct Config {
     pub app_env: AppEnv,
     /// PostgreSQL connection string.
     pub database_url: SecretString,
+    /// Connections per process (`DATABASE_POOL_SIZE`); None: the process's own default.
+    pub database_pool_size: Option<u32>,
     /// Port the api listens on.
     pub port: u16,
     /// Address the api binds.
@@ -308,6 +310,10 @@ impl Config {
             }
         };
 
+        let database_pool_size = r
+            .get("DATABASE_POOL_SIZE")
+            .map(|_| r.number("DATABASE_POOL_SIZE", 20u32, "use a number such as 20"))
+            .filter(|n| *n > 0);
         let http = http::read(&mut r, dev);
         let clerk = clerk::read(&mut r, dev, &mut warnings);
         let stripe = stripe::read(&mut r, &mut warnings);
@@ -347,6 +353,7 @@ impl Config {
         Ok(Config {
             app_env,
             database_url: SecretString::from(database_url),
+            database_pool_size,
             port: http.port,
             bind_host: http.bind_host,
             cors_allowed_origins: http.cors_allowed_origins,

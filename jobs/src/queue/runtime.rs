@@ -39,6 +39,45 @@ struct Binding {
     pool: PgPool,
     config: Arc<Config>,
     completer: tokio::sync::mpsc::Sender<Outcome>,
+    wakes: Arc<Wakes>,
+}
+
+/// Wakes queue workers: this process's at once, every process's through NOTIFY, sent by one
+/// task outside any data commit, the queues woken meanwhile coalesced into one statement.
+pub(crate) struct Wakes {
+    local: HashMap<&'static str, Arc<Notify>>,
+    notify: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+impl Wakes {
+    fn wake(&self, queues: &[&'static str]) {
+        for q in queues {
+            if let Some(w) = self.local.get(q) {
+                w.notify_one();
+            }
+            let _ = self.notify.send(q);
+        }
+    }
+}
+
+async fn notify_loop(
+    pool: PgPool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    stop: CancellationToken,
+) {
+    let mut queues = Vec::new();
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut queues, 256) => if n == 0 { return },
+            () = stop.cancelled() => return,
+        }
+        queues.sort_unstable();
+        queues.dedup();
+        if let Err(e) = super::enqueue::notify(&pool, &queues).await {
+            tracing::debug!(error = %e, "NOTIFY failed; other workers find the jobs at their poll");
+        }
+        queues.clear();
+    }
 }
 
 /// A process-unique worker id prefix: host, pid and 32 random bits. A restarted process never
@@ -87,11 +126,31 @@ pub async fn run(
             .map(|q| (*q, Arc::new(Notify::new())))
             .collect(),
     );
+    // The runtime's own bookkeeping (claims, outcomes, NOTIFY) commits without waiting for its
+    // WAL flush: the next synchronous commit flushes it, and every handler's commit is
+    // synchronous. A crash of PostgreSQL can lose only bookkeeping written after the last
+    // handler commit: a claim (the job waits to run again) or an outcome (the job runs again;
+    // every handler is idempotent). Never a handler's effect.
+    let bookkeeping = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(
+            (*pool.connect_options())
+                .clone()
+                .options([("synchronous_commit", "off")]),
+        );
     let listener = tokio::spawn(listen(pool.clone(), wakes.clone(), shutdown.clone()));
-    let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
+    let (notify, to_notify) = tokio::sync::mpsc::unbounded_channel();
     let closing = CancellationToken::new();
+    let notifier = tokio::spawn(notify_loop(bookkeeping.clone(), to_notify, closing.clone()));
+    let waker = Arc::new(Wakes {
+        local: (*wakes).clone(),
+        notify,
+    });
+    let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
     let completing = tokio::spawn(backend::complete_loop(
-        pool.clone(),
+        bookkeeping.clone(),
         outcomes,
         closing.clone(),
     ));
@@ -130,7 +189,7 @@ pub async fn run(
         let buffer = Buffer::new(settings.batch_size);
         claimers.push(tokio::spawn(
             Claimer {
-                pool: pool.clone(),
+                pool: bookkeeping.clone(),
                 queue,
                 worker: worker_id.clone(),
                 buffer: buffer.clone(),
@@ -147,6 +206,7 @@ pub async fn run(
             pool: pool.clone(),
             config: config.clone(),
             completer: completer.clone(),
+            wakes: waker.clone(),
         };
         let concurrency = settings.concurrency_for(queue);
         monitor = monitor.register(move |_restarts| {
@@ -183,6 +243,7 @@ pub async fn run(
     let _ = maintenance.await;
     let _ = lifeline.await;
     let _ = listener.await;
+    let _ = notifier.await;
     for task in periodic {
         let _ = task.await;
     }
@@ -395,10 +456,20 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
         asset_id = tracing::field::Empty,
         clerk_user_id = tracing::field::Empty,
     );
-    let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))
-        .catch_unwind()
-        .instrument(span.clone())
+    let (outcome, enqueued) = super::enqueue::DEFERRED_WAKES
+        .scope(Default::default(), async {
+            let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))
+                .catch_unwind()
+                .instrument(span.clone())
+                .await;
+            let enqueued = super::enqueue::DEFERRED_WAKES.with(|w| w.take());
+            (outcome, enqueued)
+        })
         .await;
+    // The handler's commits are done: wake the queues it wrote jobs to.
+    if !enqueued.is_empty() {
+        b.wakes.wake(&enqueued);
+    }
 
     let (kind, error, retry_in) = match outcome {
         Ok(Ok(())) => ("succeeded", None, None),

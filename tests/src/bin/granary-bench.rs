@@ -241,6 +241,11 @@ async fn start_services(
         .map(|(k, v)| (k.to_string(), v)),
     );
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    // Experiments: BENCH_SVC_<NAME>=<value> sets <NAME> for the api and the worker.
+    env.extend(std::env::vars().filter_map(|(k, v)| {
+        k.strip_prefix("BENCH_SVC_")
+            .map(|name| (name.to_string(), v))
+    }));
     let api = WorkerProcess::spawn(&bin.join("granary-api"), &["serve"], &env);
     let worker =
         with_worker.then(|| WorkerProcess::spawn(&bin.join("granary-worker"), &["run"], &env));
