@@ -126,31 +126,17 @@ pub async fn run(
             .map(|q| (*q, Arc::new(Notify::new())))
             .collect(),
     );
-    // The runtime's own bookkeeping (claims, outcomes, NOTIFY) commits without waiting for its
-    // WAL flush: the next synchronous commit flushes it, and every handler's commit is
-    // synchronous. A crash of PostgreSQL can lose only bookkeeping written after the last
-    // handler commit: a claim (the job waits to run again) or an outcome (the job runs again;
-    // every handler is idempotent). Never a handler's effect.
-    let bookkeeping = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(
-            (*pool.connect_options())
-                .clone()
-                .options([("synchronous_commit", "off")]),
-        );
     let listener = tokio::spawn(listen(pool.clone(), wakes.clone(), shutdown.clone()));
     let (notify, to_notify) = tokio::sync::mpsc::unbounded_channel();
     let closing = CancellationToken::new();
-    let notifier = tokio::spawn(notify_loop(bookkeeping.clone(), to_notify, closing.clone()));
+    let notifier = tokio::spawn(notify_loop(pool.clone(), to_notify, closing.clone()));
     let waker = Arc::new(Wakes {
         local: (*wakes).clone(),
         notify,
     });
     let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
     let completing = tokio::spawn(backend::complete_loop(
-        bookkeeping.clone(),
+        pool.clone(),
         outcomes,
         closing.clone(),
     ));
@@ -189,7 +175,7 @@ pub async fn run(
         let buffer = Buffer::new(settings.batch_size);
         claimers.push(tokio::spawn(
             Claimer {
-                pool: bookkeeping.clone(),
+                pool: pool.clone(),
                 queue,
                 worker: worker_id.clone(),
                 buffer: buffer.clone(),
