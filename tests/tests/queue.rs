@@ -298,6 +298,13 @@ async fn a_panic_is_recorded_as_a_failed_attempt_and_retried() {
         WAIT,
     )
     .await;
+    // The effect commits inside the handler; the outcome is written after it.
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
+        1,
+        WAIT,
+    )
+    .await;
     let rows = attempts(&app.db_pool, &id).await;
     assert_eq!(
         rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
@@ -734,6 +741,7 @@ async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
         outcome: "succeeded",
         error: None,
         retry_at: None,
+        finished_at: chrono::Utc::now(),
     };
     // A worker that never heartbeats claims it: to the rescue, it is dead.
     let first = backend::claim(p, "probe", "gone@host:1:0", 10)

@@ -350,6 +350,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// When it runs again, for a retry.
     pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the handler returned (the completer writes later).
+    pub finished_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Most outcomes in one statement.
@@ -412,6 +414,7 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
     let mut outcomes = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
     let mut retry_ats = Vec::with_capacity(n);
+    let mut finished_ats = Vec::with_capacity(n);
     for o in batch {
         ids.push(o.id.as_str());
         attempts.push(o.attempt);
@@ -419,6 +422,7 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
         outcomes.push(o.outcome);
         errors.push(o.error.as_deref());
         retry_ats.push(o.retry_at);
+        finished_ats.push(o.finished_at);
     }
     let written = sqlx::query_scalar!(
         r#"
@@ -430,20 +434,21 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
                              WHEN r.retry_at IS NOT NULL THEN 'retrying'
                              ELSE 'failed' END,
                 run_at = coalesce(r.retry_at, jobs.run_at),
-                finished_at = CASE WHEN r.retry_at IS NULL THEN now() END,
+                finished_at = CASE WHEN r.retry_at IS NULL THEN r.finished_at END,
                 locked_by = NULL, locked_at = NULL,
                 last_error = r.error
             FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
-                        $6::timestamptz[]) AS r(id, attempt, worker, outcome, error, retry_at)
+                        $6::timestamptz[], $7::timestamptz[])
+                AS r(id, attempt, worker, outcome, error, retry_at, finished_at)
             -- Only a running job has `locked_by`. No `state = 'running'` here: it would let the
             -- planner drive the join from the running-jobs index and rescan the unnest for
             -- each running job (measured: 2 s per 1,000 outcomes), where the outcomes should
             -- drive primary-key lookups.
             WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = r.worker
-            RETURNING jobs.id, jobs.attempt, r.outcome, r.error, r.retry_at
+            RETURNING jobs.id, jobs.attempt, r.outcome, r.error, r.retry_at, r.finished_at
         ), a AS (
             UPDATE job_attempts t
-            SET outcome = j.outcome, finished_at = clock_timestamp(), error = j.error,
+            SET outcome = j.outcome, finished_at = j.finished_at, error = j.error,
                 retry_at = j.retry_at
             FROM j
             WHERE t.job_id = j.id AND t.attempt = j.attempt
@@ -456,6 +461,7 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
         &outcomes as &[&str],
         &errors as &[Option<&str>],
         &retry_ats as &[Option<chrono::DateTime<chrono::Utc>>],
+        &finished_ats,
     )
     .fetch_one(pool)
     .await?;

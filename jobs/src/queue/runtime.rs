@@ -479,6 +479,7 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
         }
     };
 
+    let finished_at = chrono::Utc::now();
     let exhausted = attempt >= job.max_attempts;
     let (outcome, retry_at) = match kind {
         "succeeded" | "discarded" => (kind, None),
@@ -487,7 +488,7 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
             let w = &b.config.worker;
             let delay =
                 retry_in.unwrap_or_else(|| backoff::delay(attempt, w.backoff_base, w.backoff_cap));
-            (k, Some(chrono::Utc::now() + delay))
+            (k, Some(finished_at + delay))
         }
     };
     span.in_scope(|| match (&error, retry_at) {
@@ -510,6 +511,7 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
             outcome,
             error,
             retry_at,
+            finished_at,
         })
         .await;
     result
