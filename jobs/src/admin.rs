@@ -37,28 +37,82 @@ pub fn redact_headers(headers: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Job listing filters.
+/// Job listing filters. The CLI, the JSON route and the console read them alike.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct JobFilter {
     /// pending, running, retrying, failed, cancelled, completed.
     pub state: Option<String>,
-    /// Queue (job kind).
+    /// The job's kind, which is also its queue (each kind has its own queue).
+    #[serde(alias = "queue")]
     pub kind: Option<String>,
     /// Order public id.
     pub order: Option<String>,
-    /// Only jobs due or created since.
+    /// Only jobs created at or after.
     pub since: Option<DateTime<Utc>>,
+    /// Only jobs created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Text in the arguments or the last error (case-insensitive). Without a state, it looks
+    /// in the jobs an operator searches for (failed, cancelled, retrying), which are indexed.
+    pub q: Option<String>,
+    /// Keyset paging: only jobs older than this job id (the last id of the previous page).
+    pub before: Option<String>,
     /// Page size (max 500).
     pub limit: Option<i64>,
-    /// Offset.
+    /// Offset (prefer `before`: an offset walks every skipped row).
     pub offset: Option<i64>,
 }
 
-/// Jobs matching `f`, newest first, with counts per state and queue.
-pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
-    let limit = f.limit.unwrap_or(50).clamp(1, 500);
-    let offset = f.offset.unwrap_or(0).max(0);
-    let rows = sqlx::query!(
+impl JobFilter {
+    /// Empty strings (an HTML form's blank fields) mean "any".
+    pub fn normalized(&self) -> Self {
+        let blank = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        Self {
+            state: blank(&self.state),
+            kind: blank(&self.kind),
+            order: blank(&self.order),
+            q: blank(&self.q),
+            before: blank(&self.before),
+            ..self.clone()
+        }
+    }
+}
+
+/// A job id (ULID) below every job created at or after `t`: time ranges become key ranges.
+fn id_floor(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| ulid::Ulid::from_parts(u64::try_from(t.timestamp_millis()).unwrap_or(0), 0).to_string())
+}
+
+/// `%text%` for ILIKE, with the pattern characters in `text` taken literally.
+fn contains_pattern(text: Option<&str>) -> Option<String> {
+    text.map(|t| {
+        let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    })
+}
+
+/// One page of jobs matching `f`, newest first.
+struct JobRow {
+    id: String,
+    queue: String,
+    state: String,
+    attempt: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    locked_by: Option<String>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    order_public_id: Option<String>,
+}
+
+async fn matching_jobs(pool: &PgPool, f: &JobFilter, limit: i64, offset: i64) -> sqlx::Result<Vec<JobRow>> {
+    let f = f.normalized();
+    // The filters are optional, so each statement must be planned for its values: a generic
+    // plan would scan the whole table for a state a partial index answers.
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    let rows = sqlx::query_as!(
+        JobRow,
         r#"
         SELECT j.id, j.queue, j.state, j.attempt, j.max_attempts, j.run_at, j.finished_at,
                j.locked_by, j.last_error, j.created_at, o.public_id AS "order_public_id?"
@@ -67,37 +121,86 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
         LEFT JOIN orders o ON o.id = r.order_id
         WHERE ($1::text IS NULL OR j.state = $1) AND ($2::text IS NULL OR j.queue = $2)
           AND ($3::text IS NULL OR o.public_id = $3)
-          AND ($4::timestamptz IS NULL OR j.created_at >= $4)
+          AND ($4::text IS NULL OR j.id >= $4) AND ($5::text IS NULL OR j.id < $5)
+          AND ($6::text IS NULL OR j.id < $6)
+          -- The same expression as jobs_search_idx, in the states it covers.
+          AND ($7::text IS NULL OR ((j.args::text || ' ' || coalesce(j.last_error, '')) ILIKE $7
+                AND ($1::text IS NOT NULL OR j.state IN ('failed', 'cancelled', 'retrying'))))
         ORDER BY j.id DESC
-        LIMIT $5 OFFSET $6
+        LIMIT $8 OFFSET $9
         "#,
         f.state,
         f.kind,
         f.order,
-        f.since,
+        id_floor(f.since),
+        id_floor(f.until),
+        f.before,
+        contains_pattern(f.q.as_deref()),
         limit,
         offset
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    let counts = sqlx::query!(
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Ids of the failed or cancelled jobs matching `f` (its state aside), oldest first, at most
+/// `max`: what "requeue every failed job matching this filter" acts on.
+pub async fn failed_job_ids(pool: &PgPool, f: &JobFilter, max: i64) -> sqlx::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for state in ["failed", "cancelled"] {
+        let f = JobFilter { state: Some(state.into()), before: None, ..f.clone() };
+        ids.extend(matching_jobs(pool, &f, max, 0).await?.into_iter().map(|r| r.id));
+    }
+    ids.sort();
+    ids.truncate(max.max(0) as usize);
+    Ok(ids)
+}
+
+/// Jobs per queue and state. Exact for the states that have a partial index (the ones an
+/// operator acts on); `completed` is the table's estimated row count minus those, so the figure
+/// costs the same with a million rows as with ten.
+pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64, bool)>> {
+    let rows = sqlx::query!(
         r#"
-        SELECT queue, state, count(*) AS "n!"
-        FROM jobs GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT queue AS "queue!", state AS "state!", count(*) AS "n!" FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY 1, 2
+        UNION ALL SELECT queue, state, count(*) FROM jobs WHERE state = 'running' GROUP BY 1, 2
+        UNION ALL SELECT queue, state, count(*) FROM jobs WHERE state IN ('failed', 'cancelled') GROUP BY 1, 2
         "#
     )
     .fetch_all(pool)
     .await?;
+    let estimate = sqlx::query_scalar!(
+        r#"SELECT greatest(reltuples, 0)::int8 AS "n!" FROM pg_class WHERE oid = 'jobs'::regclass"#
+    )
+    .fetch_one(pool)
+    .await?;
+    let open: i64 = rows.iter().map(|r| r.n).sum();
+    let mut out: Vec<_> = rows.into_iter().map(|r| (r.queue, r.state, r.n, true)).collect();
+    out.sort();
+    out.push(("*".into(), "completed".into(), (estimate - open).max(0), false));
+    Ok(out)
+}
+
+/// Jobs matching `f`, newest first, with counts per state and queue (see [`job_counts`]).
+pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
+    let limit = f.limit.unwrap_or(50).clamp(1, 500);
+    let offset = f.offset.unwrap_or(0).max(0);
+    let rows = matching_jobs(pool, f, limit, offset).await?;
+    let counts = job_counts(pool).await?;
     let last_errors =
         last_errors(pool, &rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>()).await?;
+    let next_before = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.clone())).flatten();
     Ok(json!({
         "jobs": rows.iter().map(|r| json!({
             "id": r.id, "kind": r.queue, "state": r.state, "attempts": r.attempt, "max_attempts": r.max_attempts,
             "run_at": r.run_at, "done_at": r.finished_at, "worker": r.locked_by, "order": r.order_public_id,
+            "created_at": r.created_at,
             "last_error": r.last_error.clone().or_else(|| last_errors.get(&r.id).cloned().flatten()),
         })).collect::<Vec<_>>(),
-        "counts": counts.iter().map(|c| json!({"queue": c.queue, "state": c.state, "count": c.n})).collect::<Vec<_>>(),
-        "limit": limit, "offset": offset,
+        "counts": counts.iter().map(|(q, s, n, exact)| json!({"queue": q, "state": s, "count": n, "exact": exact})).collect::<Vec<_>>(),
+        "limit": limit, "offset": offset, "next_before": next_before,
     }))
 }
 
@@ -320,4 +423,76 @@ pub async fn order_id(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Uui
     sqlx::query_scalar!("SELECT id FROM orders WHERE public_id = $1", public_id)
         .fetch_optional(pool)
         .await
+}
+
+/// Attempts that started in one time bucket, by how they ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    /// The bucket's start.
+    pub at: DateTime<Utc>,
+    /// Ended well.
+    pub succeeded: i64,
+    /// Ended for good (failed, discarded, panicked).
+    pub failed: i64,
+    /// Will run again.
+    pub retried: i64,
+}
+
+/// Attempts over the last `window`, in buckets of `bucket` (empty buckets included).
+pub async fn throughput(
+    pool: &PgPool,
+    window: std::time::Duration,
+    bucket: std::time::Duration,
+) -> sqlx::Result<Vec<Throughput>> {
+    sqlx::query_as!(
+        Throughput,
+        r#"
+        WITH bounds AS (
+            SELECT date_bin(make_interval(secs => $2), now() - make_interval(secs => $1), 'epoch') AS start
+        ), buckets AS (
+            SELECT generate_series(b.start, now(), make_interval(secs => $2)) AS at FROM bounds b
+        ), counted AS (
+            SELECT date_bin(make_interval(secs => $2), a.started_at, 'epoch') AS at,
+                   count(*) FILTER (WHERE a.outcome = 'succeeded') AS succeeded,
+                   count(*) FILTER (WHERE a.outcome IN ('failed', 'discarded', 'panicked')) AS failed,
+                   count(*) FILTER (WHERE a.outcome = 'retry') AS retried
+            FROM job_attempts a, bounds b WHERE a.started_at >= b.start GROUP BY 1
+        )
+        SELECT b.at AS "at!", coalesce(c.succeeded, 0) AS "succeeded!", coalesce(c.failed, 0) AS "failed!",
+               coalesce(c.retried, 0) AS "retried!"
+        FROM buckets b LEFT JOIN counted c ON c.at = b.at ORDER BY b.at
+        "#,
+        window.as_secs_f64(),
+        bucket.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A worker process's queue worker that has reported within the rescue bound.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveWorker {
+    /// Worker id (as in `jobs.locked_by`).
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_seen: DateTime<Utc>,
+    /// Jobs it runs now.
+    pub running: i64,
+}
+
+/// Workers alive within `bound`, with what each runs.
+pub async fn live_workers(pool: &PgPool, bound: std::time::Duration) -> sqlx::Result<Vec<LiveWorker>> {
+    sqlx::query_as!(
+        LiveWorker,
+        r#"SELECT w.id, w.queue, w.started_at, w.last_seen,
+                  (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.locked_by = w.id) AS "running!"
+           FROM job_workers w WHERE w.last_seen > now() - make_interval(secs => $1) ORDER BY w.queue, w.id"#,
+        bound.as_secs_f64()
+    )
+    .fetch_all(pool)
+    .await
 }

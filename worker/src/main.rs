@@ -429,7 +429,7 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 order,
                 since,
                 limit: Some(limit),
-                offset: None,
+                ..JobFilter::default()
             };
             out(admin::list_jobs(pool, &f).await?, output::jobs);
         }

@@ -72,6 +72,9 @@ pub(super) struct Http {
     pub seller_access: SellerAccess,
     pub credits_service_token: Option<SecretString>,
     pub throttles: Throttles,
+    pub public_url: Url,
+    pub metrics_token: Option<SecretString>,
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 fn rate(r: &mut Reader<'_>, var: &'static str, default: &str) -> Option<Rate> {
@@ -140,6 +143,35 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
             "generate one with: openssl rand -hex 32",
         );
     }
+    let public_url = r.url("PUBLIC_URL").unwrap_or_else(|| {
+        let host = if bind_host == "0.0.0.0" { "127.0.0.1" } else { bind_host.as_str() };
+        Url::parse(&format!("http://{host}:{port}")).expect("host and port make a URL")
+    });
+    let metrics_token = r.secret("METRICS_TOKEN");
+    if metrics_token
+        .as_ref()
+        .is_some_and(|t| t.expose_secret().len() < 32)
+    {
+        r.problem(
+            "METRICS_TOKEN",
+            "is shorter than 32 characters",
+            "generate one with: openssl rand -hex 32",
+        );
+    }
+    let metrics_bind = match r.get("METRICS_BIND") {
+        None => None,
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.problem(
+                    "METRICS_BIND",
+                    format!("`{a}` is not an address and port"),
+                    "use an address like 127.0.0.1:9464",
+                );
+                None
+            }
+        },
+    };
     let seller_access = match r.get("SELLER_ACCESS").unwrap_or("role") {
         "role" => SellerAccess::Role,
         "any" => SellerAccess::Any,
@@ -189,5 +221,8 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
         dev_manual_checkout: r.flag("DEV_MANUAL_CHECKOUT", false),
         seller_access,
         credits_service_token,
+        public_url,
+        metrics_token,
+        metrics_bind,
     }
 }

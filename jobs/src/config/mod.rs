@@ -196,6 +196,14 @@ pub struct Config {
     pub seller_access: SellerAccess,
     /// `CREDITS_SERVICE_TOKEN`: lets the shop's own services debit credits for a named user.
     pub credits_service_token: Option<SecretString>,
+    /// Where this API is reached from a browser (`PUBLIC_URL`): console login links start with
+    /// it. Default: `http://<BIND_HOST>:<PORT>`.
+    pub public_url: Url,
+    /// Bearer token `/metrics` requires (`METRICS_TOKEN`, at least 32 characters).
+    pub metrics_token: Option<SecretString>,
+    /// A separate address serving only `/metrics` (`METRICS_BIND`); each process that has it
+    /// set (the api, the worker) serves its own there.
+    pub metrics_bind: Option<std::net::SocketAddr>,
     /// Abuse limits (per process).
     pub throttles: Throttles,
     /// Largest request body accepted, on every route.
@@ -372,6 +380,9 @@ impl Config {
             dev_manual_checkout: http.dev_manual_checkout,
             seller_access: http.seller_access,
             credits_service_token: http.credits_service_token,
+            public_url: http.public_url,
+            metrics_token: http.metrics_token,
+            metrics_bind: http.metrics_bind,
             max_body_bytes: http.max_body_bytes,
             throttles: http.throttles,
             shutdown_timeout,

@@ -41,6 +41,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     /// The payload.
     pub args: serde_json::Value,
+    /// When it was due (its queue latency is measured from here).
+    pub run_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Default)]
@@ -141,10 +143,11 @@ impl Backend for QueueBackend {
         _: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         self.buffer.poll_pop(cx).map(|job| {
-            let task = TaskBuilder::new(job.clone())
-                .task_id(TaskId::from_string(job.id))
-                .attempt(job.attempt.max(1) as usize)
-                .max_attempts(job.max_attempts.max(0) as usize)
+            let (id, attempt, max_attempts) = (job.id.clone(), job.attempt, job.max_attempts);
+            let task = TaskBuilder::new(job)
+                .task_id(TaskId::from_string(id))
+                .attempt(attempt.max(1) as usize)
+                .max_attempts(max_attempts.max(0) as usize)
                 .build();
             Some(Ok(task))
         })
@@ -199,12 +202,13 @@ pub async fn claim(
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
             ))
-            RETURNING id, attempt, max_attempts, args
+            RETURNING id, attempt, max_attempts, args, run_at
         ), a AS (
             INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
             SELECT id, $1, attempt, $3 FROM j
         )
-        SELECT id AS "id!", attempt AS "attempt!", max_attempts AS "max_attempts!", args AS "args!"
+        SELECT id AS "id!", attempt AS "attempt!", max_attempts AS "max_attempts!", args AS "args!",
+               run_at AS "run_at!"
         FROM j ORDER BY id
         "#,
         queue,
@@ -220,6 +224,7 @@ pub async fn claim(
             attempt: r.attempt,
             max_attempts: r.max_attempts,
             args: r.args,
+            run_at: r.run_at,
         })
         .collect())
 }

@@ -37,16 +37,6 @@ pub enum OpError {
     Db(#[from] sqlx::Error),
 }
 
-/// The states a job can be in, as stored in `jobs.state` and shown to operators.
-pub const STATES: [&str; 6] = [
-    "pending",
-    "retrying",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-];
-
 /// The state an operator sees: the stored state, as such (kept for the SQL that interpolates it).
 pub const STATE_SQL: &str = "state";
 

@@ -45,7 +45,8 @@ struct Binding {
 /// Wakes queue workers: this process's at once, every process's through NOTIFY, sent by one
 /// task outside any data commit, the queues woken meanwhile coalesced into one statement.
 pub(crate) struct Wakes {
-    local: HashMap<&'static str, Arc<Notify>>,
+    /// The same map the LISTEN task wakes.
+    local: Arc<HashMap<&'static str, Arc<Notify>>>,
     notify: tokio::sync::mpsc::UnboundedSender<&'static str>,
 }
 
@@ -131,7 +132,7 @@ pub async fn run(
     let closing = CancellationToken::new();
     let notifier = tokio::spawn(notify_loop(pool.clone(), to_notify, closing.clone()));
     let waker = Arc::new(Wakes {
-        local: (*wakes).clone(),
+        local: wakes.clone(),
         notify,
     });
     let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
@@ -442,6 +443,8 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
         asset_id = tracing::field::Empty,
         clerk_user_id = tracing::field::Empty,
     );
+    let started = std::time::Instant::now();
+    let queue_latency = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
     let (outcome, enqueued) = super::enqueue::DEFERRED_WAKES
         .scope(Default::default(), async {
             let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))
@@ -491,6 +494,7 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
             (k, Some(finished_at + delay))
         }
     };
+    crate::metrics::job_finished(b.queue, outcome, started.elapsed(), queue_latency);
     span.in_scope(|| match (&error, retry_at) {
         (None, _) => tracing::info!("job succeeded"),
         (Some(error), Some(at)) => tracing::warn!(error = %error, outcome, retry_at = %at, "job attempt failed; will retry"),

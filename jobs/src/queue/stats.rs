@@ -20,14 +20,14 @@ pub struct QueueDepth {
 pub async fn depth(db: impl PgExecutor<'_>) -> sqlx::Result<QueueDepth> {
     let row = sqlx::query!(
         r#"
+        -- One subquery per partial index, so the figure costs the same with a million
+        -- completed jobs as with none.
         SELECT
-            count(*) FILTER (WHERE state IN ('pending', 'retrying')) AS "pending!",
-            count(*) FILTER (WHERE state = 'running') AS "running!",
-            count(*) FILTER (WHERE state IN ('failed', 'cancelled')) AS "failed!",
-            extract(epoch FROM now() - min(run_at) FILTER (
-                WHERE state IN ('pending', 'retrying') AND run_at <= now()
-            ))::float8 AS oldest_pending_age_seconds
-        FROM jobs WHERE state <> 'completed'
+            (SELECT count(*) FROM jobs WHERE state IN ('pending', 'retrying')) AS "pending!",
+            (SELECT count(*) FROM jobs WHERE state = 'running') AS "running!",
+            (SELECT count(*) FROM jobs WHERE state IN ('failed', 'cancelled')) AS "failed!",
+            (SELECT extract(epoch FROM now() - min(run_at))::float8 FROM jobs
+             WHERE state IN ('pending', 'retrying') AND run_at <= now()) AS oldest_pending_age_seconds
         "#
     )
     .fetch_one(db)
