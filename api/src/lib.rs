@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod middleware;
 pub mod openapi;
 pub mod request_id;
@@ -90,8 +92,12 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let limit = state.config.max_body_bytes;
+    granary_jobs::metrics::install();
     routes::router()
+        .merge(console::router())
+        .route("/metrics", axum::routing::get(metrics::public))
         .fallback(middleware::not_found)
+        .layer(axum::middleware::from_fn(metrics::track))
         // Innermost first: tracing sees the matched path; the body limit applies to every route
         // (the Content-Length check answers before any handler runs, DefaultBodyLimit covers
         // chunked bodies read by extractors).
@@ -148,6 +154,14 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    if let Some(addr) = state.config.metrics_bind {
+        let (config, pool, stop) = (state.config.clone(), state.pool.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_private(addr, &config, pool, stop).await {
+                tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
+            }
+        });
+    }
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -83,12 +83,57 @@ enum Command {
     /// Download grants: give back downloads, or take a grant away.
     #[command(subcommand)]
     Grants(GrantsCmd),
+    /// The operator console (`/console/`): login links and sessions.
+    #[command(subcommand)]
+    Console(ConsoleCmd),
     /// Enqueue a canary job and wait for a worker to run it.
     Probe {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCmd {
+    /// Print a one-time login link for the console (opened once, before it expires).
+    LoginLink {
+        /// How long the link stays valid: 90s, 15m, 2h (at most 24h).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+    /// List live console sessions.
+    Sessions,
+    /// End console sessions: one by id, or all.
+    Logout {
+        /// The session's id (from `console sessions`).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<uuid::Uuid>,
+        /// Every live session.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `90s`, `15m`, `2h`, `1d`.
+fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("`{s}` is not a duration like 90s, 15m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("`{s}`: use s, m, h or d"),
+    };
+    anyhow::ensure!(secs > 0, "`{s}`: a link must live a while");
+    anyhow::ensure!(
+        Duration::from_secs(secs) <= granary_jobs::console::LINK_TTL_MAX,
+        "`{s}`: a login link lives at most 24h"
+    );
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Args)]
@@ -315,6 +360,17 @@ async fn main() -> anyhow::Result<()> {
             db::ensure_migrated(&pool)
                 .await
                 .context("the worker cannot start")?;
+            if let Some(addr) = config.metrics_bind {
+                granary_jobs::metrics::install();
+                let (config, pool, stop) = (config.clone(), pool.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        granary_api::metrics::serve_private(addr, &config, pool, stop).await
+                    {
+                        tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
+                    }
+                });
+            }
             let result =
                 granary_jobs::queue::runtime::run(pool.clone(), Arc::new(config), registry, token)
                     .await;
@@ -340,6 +396,10 @@ async fn main() -> anyhow::Result<()> {
             output::doctor(&report, cli.json);
             std::process::exit(if report.failed() { 1 } else { 0 });
         }
+        Command::Console(cmd) => {
+            let pool = db::pool(&config, 2)?;
+            console(&pool, &config, cmd, cli.json).await
+        }
         Command::Reconcile {
             since,
             provider,
@@ -354,6 +414,38 @@ async fn main() -> anyhow::Result<()> {
             operate(&pool, other, cli.json).await
         }
     }
+}
+
+/// `granary-worker console ...`.
+async fn console(pool: &PgPool, config: &Config, cmd: ConsoleCmd, as_json: bool) -> anyhow::Result<()> {
+    use granary_jobs::console;
+    let me = actor(&Why { reason: None }).name;
+    match cmd {
+        ConsoleCmd::LoginLink { ttl } => {
+            let (token, expires_at) = console::create_login_link(pool, &me, parse_ttl(&ttl)?).await?;
+            let mut url = config.public_url.join("/console/login")?;
+            url.query_pairs_mut().append_pair("token", &token);
+            if as_json {
+                println!("{}", json!({ "url": url.as_str(), "expires_at": expires_at }));
+            } else {
+                println!("{url}");
+                eprintln!("One-time link, valid until {expires_at} (UTC). Open it in your browser.");
+            }
+        }
+        ConsoleCmd::Sessions => {
+            let rows = console::sessions(pool).await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                output::console_sessions(&rows);
+            }
+        }
+        ConsoleCmd::Logout { id, all } => {
+            let n = console::end_sessions(pool, if all { None } else { id }, &me).await?;
+            println!("{n} session(s) ended");
+        }
+    }
+    Ok(())
 }
 
 /// `granary-worker reconcile`: queues the sweeps as jobs, waits for a worker to run them and
@@ -597,7 +689,11 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Command::Run | Command::Migrate | Command::Doctor { .. } | Command::Reconcile { .. } => {
+        Command::Run
+        | Command::Migrate
+        | Command::Doctor { .. }
+        | Command::Reconcile { .. }
+        | Command::Console(_) => {
             unreachable!("handled in main")
         }
     }

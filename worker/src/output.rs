@@ -249,3 +249,22 @@ pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
         );
     }
 }
+
+/// Live console sessions.
+pub fn console_sessions(rows: &[granary_jobs::console::SessionRow]) {
+    table(
+        &["id", "actor", "via", "opened", "last seen", "expires"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.actor.clone(),
+                    r.opened_via.clone(),
+                    r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.last_seen_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    r.expires_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+            .collect(),
+    );
+}

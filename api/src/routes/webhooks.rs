@@ -51,6 +51,7 @@ async fn receive(
     match verified {
         Ok(v) => match state.ingest.store(provider, &v, headers, body).await {
             Ok(Stored::New(id)) => {
+                granary_jobs::metrics::webhook(provider.as_str(), "accepted");
                 tracing::info!(event_id = %v.event_id, event_type = %v.event_type, webhook_event_id = %id, "webhook stored");
                 (
                     StatusCode::OK,
@@ -59,6 +60,7 @@ async fn receive(
                     .into_response()
             }
             Ok(Stored::Duplicate) => {
+                granary_jobs::metrics::webhook(provider.as_str(), "duplicate");
                 tracing::info!(event_id = %v.event_id, "duplicate delivery; already stored");
                 (
                     StatusCode::OK,
@@ -67,9 +69,13 @@ async fn receive(
                     .into_response()
             }
             // Not stored means not acknowledged: a 5xx makes the provider deliver again.
-            Err(e) => ApiError::from(e).into_response(),
+            Err(e) => {
+                granary_jobs::metrics::webhook(provider.as_str(), "unavailable");
+                ApiError::from(e).into_response()
+            }
         },
         Err(rejection) => {
+            granary_jobs::metrics::webhook(provider.as_str(), "rejected");
             tracing::warn!(reason = rejection.code, detail = %rejection.detail, "webhook rejected");
             if let Err(e) = ingest::store_rejected(
                 &state.pool,
