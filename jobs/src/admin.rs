@@ -396,6 +396,8 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
                 FROM credit_entries c WHERE c.order_id = $1
             UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'details', x.details)
                 FROM operator_actions x WHERE x.target_type = 'order' AND x.target_id = $1::text
+            UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'job_id', r.job_id, 'kind', r.queue, 'details', x.details)
+                FROM operator_actions x JOIN job_refs r ON x.target_type = 'job' AND x.target_id = r.job_id WHERE r.order_id = $1
             UNION ALL SELECT x.created_at, 'operator.' || x.action, jsonb_build_object('actor', x.actor, 'reason', x.reason, 'grant_id', g.id, 'details', x.details)
                 FROM operator_actions x JOIN download_grants g ON x.target_type = 'download_grant' AND x.target_id = g.id::text
                 JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1

@@ -3,6 +3,7 @@
 //! `granary-worker` binary as a child process, and typed helpers around them.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod clerk;
 pub mod db;
 pub mod pgcluster;

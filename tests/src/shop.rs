@@ -104,3 +104,24 @@ pub fn checkout_completed(event_id: &str, public_id: &str) -> Value {
         "payment_intent": format!("pi_{public_id}")
     }}})
 }
+
+/// A seller lists a product with a price through the API and `buyer` orders it; returns the
+/// order's public id (pending payment).
+pub async fn sell_and_buy(app: &crate::TestApp, buyer: &str) -> String {
+    let seller = app.token("seller", "seller").await;
+    let p = app.post_as(&seller, "/api/seller/products/", &json!({"name": "Kit", "slug": format!("kit-{buyer}"), "visibility": "published", "feature_keys": ["kit"]})).await;
+    let pid = p.json["id"].as_str().unwrap();
+    let price = app.post_as(&seller, &format!("/api/seller/products/{pid}/prices/"), &json!({"amount_cents": 900, "currency": "EUR", "metadata": {"checkout_url": "https://pay.example/k"}})).await;
+    let token = app.token(buyer, "buyer").await;
+    let order = app
+        .post_as(
+            &token,
+            "/api/account/orders/create/",
+            &json!({"price_id": price.json["id"]}),
+        )
+        .await;
+    order.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

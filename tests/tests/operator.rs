@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use granary_tests::{TestApp, count, resend::Answer, worker::cli};
+use granary_tests::{TestApp, count, resend::Answer, shop::sell_and_buy, worker::cli};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -29,25 +29,6 @@ async fn shop() -> TestApp {
         .env("JOB_BACKOFF_CAP_SECONDS", "1")
         .spawn()
         .await
-}
-
-async fn sell_and_buy(app: &TestApp, buyer: &str) -> String {
-    let seller = app.token("seller", "seller").await;
-    let p = app.post_as(&seller, "/api/seller/products/", &json!({"name": "Kit", "slug": format!("kit-{buyer}"), "visibility": "published", "feature_keys": ["kit"]})).await;
-    let pid = p.json["id"].as_str().unwrap();
-    let price = app.post_as(&seller, &format!("/api/seller/products/{pid}/prices/"), &json!({"amount_cents": 900, "currency": "EUR", "metadata": {"checkout_url": "https://pay.example/k"}})).await;
-    let token = app.token(buyer, "buyer").await;
-    let order = app
-        .post_as(
-            &token,
-            "/api/account/orders/create/",
-            &json!({"price_id": price.json["id"]}),
-        )
-        .await;
-    order.json["order"]["public_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]

@@ -452,6 +452,10 @@ pub async fn order(State(state): State<AppState>, op: Operator, Path(public_id):
                                 " " (badge(d["status"].as_str().unwrap_or_default()))
                                 @if d["found_by"] == "reconciliation" { " " span.badge.found { "found by reconciliation" } }
                             }
+                            "operator" => {
+                                strong { (text(&d["actor"])) } ": " (text(&d["reason"]))
+                                @if let Some(j) = d["job_id"].as_str() { " (" a href={ "/console/jobs/" (j) } { (text(&d["kind"])) } ")" }
+                            }
                             _ => { code { (short(&d.to_string(), 200)) } }
                         }
                     }

@@ -1,0 +1,242 @@
+//! The operator console in a real browser: headless Chromium (Debian's package) through
+//! chromedriver, against the release binaries. The screenshots in README come from here.
+
+use std::time::Duration;
+
+use granary_tests::{
+    TestApp, browser::Browser, count, resend::Answer, shop::sell_and_buy, worker::cli,
+};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn env_of(app: &TestApp) -> Vec<(String, String)> {
+    app.env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+async fn login_link(app: &TestApp) -> String {
+    let (code, out) = cli(&env_of(app), &["console", "login-link", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["url"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_browser() {
+    let app = TestApp::webhooks()
+        .with_clerk()
+        .with_resend()
+        .with_worker()
+        .release_binaries()
+        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+        .spawn()
+        .await;
+    let resend = app.resend.as_ref().unwrap();
+    // Resend refuses the receipt for good: 422, so the job fails at once.
+    resend.script([Answer::Invalid(
+        "The mailbox for this address is disabled (case 7731).".into(),
+    )]);
+    let public_id = sell_and_buy(&app, "buyer").await;
+    let buyer = app.token("buyer", "buyer").await;
+    let paid = app
+        .post_as(
+            &buyer,
+            &format!("/api/account/orders/{public_id}/confirm/"),
+            &json!({"provider": "manual"}),
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{}", paid.text);
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE queue = 'send_email' AND state = 'failed'",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(resend.delivered_count(), 0);
+
+    let browser = Browser::start().await;
+    browser.goto(&login_link(&app).await).await;
+    browser.wait_heading("Overview").await;
+    let cookie = browser
+        .client
+        .get_named_cookie("granary_console")
+        .await
+        .expect("the session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()),
+        Some("Strict".to_string())
+    );
+    assert!(browser.text().await.contains("failed or cancelled"));
+    browser.screenshot("overview").await;
+
+    // Jobs: search by the error's text.
+    browser.goto(&app.url("/console/jobs")).await;
+    browser.wait_heading("Jobs").await;
+    browser.fill("input[name=q]", "case 7731").await;
+    browser.click_button("form.filters", "Filter").await;
+    browser.find("table.jobs tbody a[href^='/console/jobs/']").await;
+    let rows = browser
+        .client
+        .find_all(fantoccini::Locator::Css("table.jobs tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one job carries that error");
+    let row = rows[0].text().await.unwrap();
+    assert!(row.contains("send_email") && row.contains("failed"), "{row}");
+    browser.screenshot("jobs").await;
+
+    // Its page: every attempt with the whole error, then Requeue with a reason.
+    browser
+        .find("table.jobs tbody a[href^='/console/jobs/']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_heading("Job ").await;
+    let page = browser.text().await;
+    assert!(page.contains("discarded") && page.contains("case 7731"), "{page}");
+    browser
+        .fill(".actions input[name=reason]", "the customer re-enabled their mailbox")
+        .await;
+    browser.click_button(".actions", "Requeue").await;
+    browser.wait_heading("Job ").await;
+
+    // The receipt goes out.
+    app.wait_for_count(
+        "SELECT count(*) FROM emails WHERE status = 'sent'",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(resend.delivered_count(), 1);
+    let audit: (String, Option<String>) = sqlx::query_as(
+        "SELECT actor, reason FROM operator_actions WHERE action = 'job.requeue'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        (
+            "console:cli:night-operator".into(),
+            Some("the customer re-enabled their mailbox".into())
+        )
+    );
+
+    // The order's page draws the whole story.
+    browser
+        .goto(&app.url(&format!("/console/orders/{public_id}")))
+        .await;
+    browser.wait_heading("Order ").await;
+    let story = browser.text().await;
+    for step in ["order.created", "order.paid", "job.attempt", "email.sent", "operator.job.requeue"] {
+        assert!(story.contains(step), "the timeline lacks {step}: {story}");
+    }
+    browser.screenshot("order").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() {
+    let app = TestApp::webhooks()
+        .with_worker()
+        .release_binaries()
+        .spawn()
+        .await;
+    let shop = granary_tests::shop::Shop::seed(&app.db_pool).await;
+    let public_id = shop.orders(&app.db_pool, "wh", 1, false).await.remove(0);
+    // Paid 100 for an order of 500: applying it fails, visibly.
+    let mut event = granary_tests::shop::checkout_completed("evt_short", &public_id);
+    event["data"]["object"]["amount_total"] = json!(100);
+    assert_eq!(app.deliver_stripe(&event).await.status, 200);
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'failed'",
+        1,
+        WAIT,
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&login_link(&app).await).await;
+    browser.wait_heading("Overview").await;
+    browser
+        .goto(&app.url("/console/webhooks?status=failed"))
+        .await;
+    browser.wait_heading("Webhooks").await;
+    browser
+        .find("table tbody a[href^='/console/webhooks/']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_heading("Webhook ").await;
+    let page = browser.text().await;
+    assert!(page.contains("paid 100 USD for an order of 500 USD"), "{page}");
+    // The exact stored body, and the signature redacted.
+    let body = browser.find("pre.body").await.text().await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT body FROM webhook_events WHERE event_id = 'evt_short'")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(body, String::from_utf8(stored).unwrap());
+    let headers = browser.find("table.headers").await.text().await.unwrap();
+    assert!(headers.contains("stripe-signature") && headers.contains("[redacted"), "{headers}");
+    assert!(!headers.contains("v1="), "no signature leaves the server: {headers}");
+    browser.screenshot("webhook").await;
+
+    // The cause is fixed (the order's total was wrong), then the event is replayed.
+    sqlx::query("UPDATE orders SET subtotal_cents = 100, total_cents = 100 WHERE public_id = $1")
+        .bind(&public_id)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    browser
+        .fill(".actions input[name=reason]", "order total corrected by the seller")
+        .await;
+    browser.click_button(".actions", "Replay").await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE event_id = 'evt_short' AND status = 'processed'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND paid_at IS NOT NULL"),
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM operator_actions WHERE action = 'webhook.replay' AND reason = 'order total corrected by the seller' AND actor = 'console:cli:night-operator'"
+        )
+        .await,
+        1
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_console_refuses_a_visitor_who_has_not_logged_in() {
+    let app = TestApp::builder().release_binaries().spawn().await;
+    let browser = Browser::start().await;
+    for page in ["/console/", "/console/jobs?state=failed", "/console/webhooks", "/console/doctor"] {
+        browser.goto(&app.url(page)).await;
+        browser.wait_heading("Log in to the console").await;
+        assert!(browser.url().await.ends_with("/console/login-help"), "{page}");
+        assert!(browser.client.get_named_cookie("granary_console").await.is_err());
+    }
+    // A made-up link does not open a session either.
+    browser
+        .goto(&app.url("/console/login?token=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"))
+        .await;
+    browser.wait_heading("This login link cannot be used").await;
+    browser.goto(&app.url("/console/jobs")).await;
+    browser.wait_heading("Log in to the console").await;
+    browser.close().await;
+}
