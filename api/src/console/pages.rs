@@ -438,7 +438,7 @@ pub async fn order(State(state): State<AppState>, op: Operator, Path(public_id):
                 @let group = kind.split('.').next().unwrap_or_default();
                 @let d = &e["detail"];
                 li class={ "t-" (group) } {
-                    time { (when(&e["at"])) }
+                    time { (views::when_precise(&e["at"])) }
                     span.kind { (kind) }
                     span.detail {
                         @match group {
@@ -456,7 +456,11 @@ pub async fn order(State(state): State<AppState>, op: Operator, Path(public_id):
                                 strong { (text(&d["actor"])) } ": " (text(&d["reason"]))
                                 @if let Some(j) = d["job_id"].as_str() { " (" a href={ "/console/jobs/" (j) } { (text(&d["kind"])) } ")" }
                             }
-                            _ => { code { (short(&d.to_string(), 200)) } }
+                            _ => {
+                                @for (k, v) in d.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null()) {
+                                    span.kv { span.muted { (k.replace('_', " ")) } " " (short(&text(v), 80)) }
+                                }
+                            }
                         }
                     }
                 }

@@ -101,6 +101,16 @@ pub fn when(v: &Value) -> String {
         .map_or_else(|| "—".to_string(), |t| fmt(t.with_timezone(&Utc)))
 }
 
+/// A time from a JSON value to the millisecond (events of one transaction share a second).
+pub fn when_precise(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map_or_else(
+            || "—".to_string(),
+            |t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        )
+}
+
 /// A time in UTC.
 pub fn fmt(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
