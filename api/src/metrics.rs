@@ -36,7 +36,10 @@ fn authorized(s: &Scrape, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match (&s.token, given) {
         (Some(t), Some(g)) => bool::from(g.as_bytes().ct_eq(t.as_bytes())),
@@ -48,13 +51,18 @@ fn authorized(s: &Scrape, headers: &HeaderMap) -> bool {
 async fn scrape(s: &Scrape, headers: &HeaderMap) -> Response {
     if !authorized(s, headers) {
         let mut r = ApiError::Unauthenticated("Send Authorization: Bearer <METRICS_TOKEN>.".into())
-        .into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static header"),
+        );
         return r;
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         granary_jobs::metrics::render(&s.pool).await,
     )
         .into_response()

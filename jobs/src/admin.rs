@@ -53,6 +53,8 @@ pub struct JobFilter {
     pub until: Option<DateTime<Utc>>,
     /// Text in the arguments or the last error (case-insensitive). Without a state, it looks
     /// in the jobs an operator searches for (failed, cancelled, retrying), which are indexed.
+    /// An id is looked up instead of scanned for: an order's public id (`ord_...`) or the
+    /// UUID of an order or a stored webhook finds every job that concerns it, in any state.
     pub q: Option<String>,
     /// Keyset paging: only jobs older than this job id (the last id of the previous page).
     pub before: Option<String>,
@@ -65,27 +67,46 @@ pub struct JobFilter {
 impl JobFilter {
     /// Empty strings (an HTML form's blank fields) mean "any".
     pub fn normalized(&self) -> Self {
-        let blank = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        Self {
+        let blank = |o: &Option<String>| {
+            o.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let mut f = Self {
             state: blank(&self.state),
             kind: blank(&self.kind),
             order: blank(&self.order),
             q: blank(&self.q),
             before: blank(&self.before),
             ..self.clone()
+        };
+        // A searched order id is the order filter (indexed), not a text scan.
+        if f.order.is_none()
+            && f.q
+                .as_deref()
+                .is_some_and(|q| q.starts_with("ord_") && !q.contains(char::is_whitespace))
+        {
+            f.order = f.q.take();
         }
+        f
     }
 }
 
 /// A job id (ULID) below every job created at or after `t`: time ranges become key ranges.
 fn id_floor(t: Option<DateTime<Utc>>) -> Option<String> {
-    t.map(|t| ulid::Ulid::from_parts(u64::try_from(t.timestamp_millis()).unwrap_or(0), 0).to_string())
+    t.map(|t| {
+        ulid::Ulid::from_parts(u64::try_from(t.timestamp_millis()).unwrap_or(0), 0).to_string()
+    })
 }
 
 /// `%text%` for ILIKE, with the pattern characters in `text` taken literally.
 fn contains_pattern(text: Option<&str>) -> Option<String> {
     text.map(|t| {
-        let escaped = t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = t
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         format!("%{escaped}%")
     })
 }
@@ -105,12 +126,24 @@ struct JobRow {
     order_public_id: Option<String>,
 }
 
-async fn matching_jobs(pool: &PgPool, f: &JobFilter, limit: i64, offset: i64) -> sqlx::Result<Vec<JobRow>> {
-    let f = f.normalized();
+async fn matching_jobs(
+    pool: &PgPool,
+    f: &JobFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<JobRow>> {
+    let mut f = f.normalized();
+    // A searched UUID names an order or a stored webhook: found through job_refs' indexes.
+    let concerning = f.q.as_deref().and_then(|q| Uuid::parse_str(q).ok());
+    if concerning.is_some() {
+        f.q = None;
+    }
     // The filters are optional, so each statement must be planned for its values: a generic
     // plan would scan the whole table for a state a partial index answers.
     let mut tx = pool.begin().await?;
-    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query_as!(
         JobRow,
         r#"
@@ -126,6 +159,7 @@ async fn matching_jobs(pool: &PgPool, f: &JobFilter, limit: i64, offset: i64) ->
           -- The same expression as jobs_search_idx, in the states it covers.
           AND ($7::text IS NULL OR ((j.args::text || ' ' || coalesce(j.last_error, '')) ILIKE $7
                 AND ($1::text IS NOT NULL OR j.state IN ('failed', 'cancelled', 'retrying'))))
+          AND ($10::uuid IS NULL OR r.order_id = $10 OR r.webhook_event_id = $10)
         ORDER BY j.id DESC
         LIMIT $8 OFFSET $9
         "#,
@@ -137,7 +171,8 @@ async fn matching_jobs(pool: &PgPool, f: &JobFilter, limit: i64, offset: i64) ->
         f.before,
         contains_pattern(f.q.as_deref()),
         limit,
-        offset
+        offset,
+        concerning
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -150,8 +185,17 @@ async fn matching_jobs(pool: &PgPool, f: &JobFilter, limit: i64, offset: i64) ->
 pub async fn failed_job_ids(pool: &PgPool, f: &JobFilter, max: i64) -> sqlx::Result<Vec<String>> {
     let mut ids = Vec::new();
     for state in ["failed", "cancelled"] {
-        let f = JobFilter { state: Some(state.into()), before: None, ..f.clone() };
-        ids.extend(matching_jobs(pool, &f, max, 0).await?.into_iter().map(|r| r.id));
+        let f = JobFilter {
+            state: Some(state.into()),
+            before: None,
+            ..f.clone()
+        };
+        ids.extend(
+            matching_jobs(pool, &f, max, 0)
+                .await?
+                .into_iter()
+                .map(|r| r.id),
+        );
     }
     ids.sort();
     ids.truncate(max.max(0) as usize);
@@ -177,9 +221,17 @@ pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64,
     .fetch_one(pool)
     .await?;
     let open: i64 = rows.iter().map(|r| r.n).sum();
-    let mut out: Vec<_> = rows.into_iter().map(|r| (r.queue, r.state, r.n, true)).collect();
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .map(|r| (r.queue, r.state, r.n, true))
+        .collect();
     out.sort();
-    out.push(("*".into(), "completed".into(), (estimate - open).max(0), false));
+    out.push((
+        "*".into(),
+        "completed".into(),
+        (estimate - open).max(0),
+        false,
+    ));
     Ok(out)
 }
 
@@ -191,7 +243,9 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
     let counts = job_counts(pool).await?;
     let last_errors =
         last_errors(pool, &rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>()).await?;
-    let next_before = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.clone())).flatten();
+    let next_before = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
     Ok(json!({
         "jobs": rows.iter().map(|r| json!({
             "id": r.id, "kind": r.queue, "state": r.state, "attempts": r.attempt, "max_attempts": r.max_attempts,
@@ -487,7 +541,10 @@ pub struct LiveWorker {
 }
 
 /// Workers alive within `bound`, with what each runs.
-pub async fn live_workers(pool: &PgPool, bound: std::time::Duration) -> sqlx::Result<Vec<LiveWorker>> {
+pub async fn live_workers(
+    pool: &PgPool,
+    bound: std::time::Duration,
+) -> sqlx::Result<Vec<LiveWorker>> {
     sqlx::query_as!(
         LiveWorker,
         r#"SELECT w.id, w.queue, w.started_at, w.last_seen,

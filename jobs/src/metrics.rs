@@ -92,7 +92,12 @@ pub async fn render(pool: &PgPool) -> String {
             // drops to 0 instead of vanishing when its last job leaves the state.
             let rows: Vec<_> = rows.into_iter().filter(|r| r.3).collect();
             let mut queues: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-            queues.extend(crate::handlers::registry().queues().into_iter().map(str::to_string));
+            queues.extend(
+                crate::handlers::registry()
+                    .queues()
+                    .into_iter()
+                    .map(str::to_string),
+            );
             queues.sort();
             queues.dedup();
             for q in &queues {

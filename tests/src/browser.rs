@@ -26,11 +26,8 @@ async fn driver_ready(port: u16) -> bool {
     while started.elapsed() < Duration::from_secs(30) {
         if let Ok(Ok(res)) =
             tokio::time::timeout(Duration::from_secs(2), client.get(&url).send()).await
-            && let Ok(Ok(v)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                res.json::<serde_json::Value>(),
-            )
-            .await
+            && let Ok(Ok(v)) =
+                tokio::time::timeout(Duration::from_secs(2), res.json::<serde_json::Value>()).await
             && v["value"]["ready"] == true
         {
             return true;
@@ -55,7 +52,10 @@ impl Browser {
         .kill_on_drop(true)
         .spawn()
         .expect("start chromedriver (apt-get install chromium chromium-driver)");
-        assert!(driver_ready(port).await, "chromedriver did not become ready");
+        assert!(
+            driver_ready(port).await,
+            "chromedriver did not become ready"
+        );
         let caps: serde_json::Map<String, serde_json::Value> =
             serde_json::from_value(serde_json::json!({
                 "goog:chromeOptions": {
@@ -122,7 +122,13 @@ impl Browser {
                 started.elapsed() < WAIT,
                 "the page never showed `{heading}`: at {} it reads {:?}",
                 self.url().await,
-                self.client.source().await.unwrap_or_default().chars().take(2000).collect::<String>()
+                self.client
+                    .source()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(2000)
+                    .collect::<String>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

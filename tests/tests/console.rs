@@ -71,7 +71,10 @@ async fn post_form(
 
 /// The CSRF token a page's forms carry.
 fn csrf_of(html: &str) -> String {
-    let at = html.find(r#"name="csrf" value=""#).expect("a form with a CSRF field") + 19;
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF field")
+        + 19;
     html[at..at + 64].to_string()
 }
 
@@ -85,7 +88,8 @@ fn location(res: &granary_tests::TestResponse) -> &str {
 #[tokio::test]
 async fn every_console_page_and_action_sends_a_visitor_without_a_session_to_the_login_help() {
     let app = TestApp::spawn().await;
-    let job = granary_tests::enqueue(&app.db_pool, &granary_jobs::queue::probe::Probe::default()).await;
+    let job =
+        granary_tests::enqueue(&app.db_pool, &granary_jobs::queue::probe::Probe::default()).await;
     let pages = [
         "/console/",
         "/console",
@@ -141,7 +145,10 @@ async fn a_login_link_opens_one_audited_session_once() {
     let app = TestApp::spawn().await;
     let link = login_link(&app).await;
     assert!(
-        link.starts_with(&format!("{}/console/login?token=", app.config.public_url.as_str().trim_end_matches('/'))),
+        link.starts_with(&format!(
+            "{}/console/login?token=",
+            app.config.public_url.as_str().trim_end_matches('/')
+        )),
         "{link}"
     );
     let res = app.get(&path_of(&link)).await;
@@ -234,15 +241,25 @@ async fn expired_links_and_sessions_are_refused_and_the_cli_ends_sessions() {
 #[tokio::test]
 async fn an_action_without_the_sessions_csrf_token_or_a_reason_is_refused_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let job = granary_tests::enqueue(&app.db_pool, &granary_jobs::queue::probe::Probe::default()).await;
+    let job =
+        granary_tests::enqueue(&app.db_pool, &granary_jobs::queue::probe::Probe::default()).await;
     let session = log_in(&app).await;
     let page = get_with(&app, &session, &format!("/console/jobs/{job}")).await;
     assert_eq!(page.status, 200);
-    assert!(page.text.contains(">Cancel</button>"), "a waiting job can be cancelled");
+    assert!(
+        page.text.contains(">Cancel</button>"),
+        "a waiting job can be cancelled"
+    );
     let csrf = csrf_of(&page.text);
     let cancel = format!("/console/jobs/{job}/cancel");
 
-    let forged = post_form(&app, &session, &cancel, &[("csrf", &"0".repeat(64)), ("reason", "no longer needed")]).await;
+    let forged = post_form(
+        &app,
+        &session,
+        &cancel,
+        &[("csrf", &"0".repeat(64)), ("reason", "no longer needed")],
+    )
+    .await;
     assert_eq!(forged.status, 403);
     let missing = post_form(&app, &session, &cancel, &[("reason", "no longer needed")]).await;
     assert!(missing.status >= 400, "{}", missing.status);
@@ -255,15 +272,23 @@ async fn an_action_without_the_sessions_csrf_token_or_a_reason_is_refused_and_ch
         .unwrap();
     assert_eq!(state, "pending");
 
-    let done = post_form(&app, &session, &cancel, &[("csrf", &csrf), ("reason", "no longer needed")]).await;
-    assert_eq!((done.status, location(&done)), (303, format!("/console/jobs/{job}").as_str()));
-    let row: (String, String, Option<String>) = sqlx::query_as(
-        "SELECT action, actor, reason FROM operator_actions WHERE target_id = $1",
+    let done = post_form(
+        &app,
+        &session,
+        &cancel,
+        &[("csrf", &csrf), ("reason", "no longer needed")],
     )
-    .bind(&job)
-    .fetch_one(&app.db_pool)
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(
+        (done.status, location(&done)),
+        (303, format!("/console/jobs/{job}").as_str())
+    );
+    let row: (String, String, Option<String>) =
+        sqlx::query_as("SELECT action, actor, reason FROM operator_actions WHERE target_id = $1")
+            .bind(&job)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
     assert_eq!(
         row,
         (
@@ -278,12 +303,20 @@ async fn an_action_without_the_sessions_csrf_token_or_a_reason_is_refused_and_ch
 async fn an_admins_clerk_session_enters_the_console_and_a_buyers_does_not() {
     let app = TestApp::builder().with_clerk().spawn().await;
     let admin = app.token("admin_1", "admin").await;
-    let res = get_with(&app, &format!("__session={admin}"), "/console/jobs?state=failed").await;
+    let res = get_with(
+        &app,
+        &format!("__session={admin}"),
+        "/console/jobs?state=failed",
+    )
+    .await;
     assert_eq!(res.status, 303);
     let to = location(&res).to_string();
     assert!(to.starts_with("/console/login/clerk?next="), "{to}");
     let entered = get_with(&app, &format!("__session={admin}"), &to).await;
-    assert_eq!((entered.status, location(&entered)), (303, "/console/jobs?state=failed"));
+    assert_eq!(
+        (entered.status, location(&entered)),
+        (303, "/console/jobs?state=failed")
+    );
     let session = set_cookie(&entered);
     let page = get_with(&app, session.split(';').next().unwrap(), "/console/jobs").await;
     assert_eq!(page.status, 200);
@@ -299,7 +332,12 @@ async fn an_admins_clerk_session_enters_the_console_and_a_buyers_does_not() {
     let res = get_with(&app, &format!("__session={buyer}"), "/console/login/clerk").await;
     assert_eq!((res.status, location(&res)), (303, "/console/login-help"));
     // A `next` outside the console is not followed.
-    let res = get_with(&app, &format!("__session={admin}"), "/console/login/clerk?next=https://evil.example/").await;
+    let res = get_with(
+        &app,
+        &format!("__session={admin}"),
+        "/console/login/clerk?next=https://evil.example/",
+    )
+    .await;
     assert_eq!(location(&res), "/console/");
 }
 
@@ -314,8 +352,12 @@ async fn metrics_refuse_a_missing_or_wrong_token_and_export_every_series() {
         .await;
     // A job that runs, a webhook that is rejected, a request.
     granary_tests::enqueue(&app.db_pool, &granary_jobs::queue::probe::Probe::default()).await;
-    app.wait_for_count("SELECT count(*) FROM jobs WHERE state = 'completed'", 1, WAIT)
-        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        1,
+        WAIT,
+    )
+    .await;
     let rejected = app
         .send(app.client.post(app.url("/api/webhooks/stripe/")).body("{}"))
         .await;
@@ -324,7 +366,11 @@ async fn metrics_refuse_a_missing_or_wrong_token_and_export_every_series() {
 
     assert_eq!(app.get("/metrics").await.status, 401);
     let wrong = app
-        .send(app.client.get(app.url("/metrics")).bearer_auth("not-the-token-0123456789abcdef0123"))
+        .send(
+            app.client
+                .get(app.url("/metrics"))
+                .bearer_auth("not-the-token-0123456789abcdef0123"),
+        )
         .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.error_code(), Some("unauthenticated"));
@@ -334,7 +380,11 @@ async fn metrics_refuse_a_missing_or_wrong_token_and_export_every_series() {
     let mut text = String::new();
     for _ in 0..100 {
         let res = app
-            .send(app.client.get(app.url("/metrics")).bearer_auth(METRICS_TOKEN))
+            .send(
+                app.client
+                    .get(app.url("/metrics"))
+                    .bearer_auth(METRICS_TOKEN),
+            )
             .await;
         assert_eq!(res.status, 200);
         text = res.text;
@@ -367,7 +417,11 @@ async fn with_metrics_bind_metrics_leave_the_public_port() {
     let client = reqwest::Client::new();
     let mut status = 0;
     for _ in 0..50 {
-        if let Ok(res) = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+        if let Ok(res) = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
             status = res.status().as_u16();
             let text = res.text().await.unwrap();
             assert!(text.contains("granary_queue_depth"), "{text}");

@@ -78,7 +78,9 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
     browser.wait_heading("Jobs").await;
     browser.fill("input[name=q]", "case 7731").await;
     browser.click_button("form.filters", "Filter").await;
-    browser.find("table.jobs tbody a[href^='/console/jobs/']").await;
+    browser
+        .find("table.jobs tbody a[href^='/console/jobs/']")
+        .await;
     let rows = browser
         .client
         .find_all(fantoccini::Locator::Css("table.jobs tbody tr"))
@@ -86,7 +88,10 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
         .unwrap();
     assert_eq!(rows.len(), 1, "one job carries that error");
     let row = rows[0].text().await.unwrap();
-    assert!(row.contains("send_email") && row.contains("failed"), "{row}");
+    assert!(
+        row.contains("send_email") && row.contains("failed"),
+        "{row}"
+    );
     browser.screenshot("jobs").await;
 
     // Its page: every attempt with the whole error, then Requeue with a reason.
@@ -98,27 +103,28 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
         .unwrap();
     browser.wait_heading("Job ").await;
     let page = browser.text().await;
-    assert!(page.contains("discarded") && page.contains("case 7731"), "{page}");
+    assert!(
+        page.contains("discarded") && page.contains("case 7731"),
+        "{page}"
+    );
     browser
-        .fill(".actions input[name=reason]", "the customer re-enabled their mailbox")
+        .fill(
+            ".actions input[name=reason]",
+            "the customer re-enabled their mailbox",
+        )
         .await;
     browser.click_button(".actions", "Requeue").await;
     browser.wait_heading("Job ").await;
 
     // The receipt goes out.
-    app.wait_for_count(
-        "SELECT count(*) FROM emails WHERE status = 'sent'",
-        1,
-        WAIT,
-    )
-    .await;
+    app.wait_for_count("SELECT count(*) FROM emails WHERE status = 'sent'", 1, WAIT)
+        .await;
     assert_eq!(resend.delivered_count(), 1);
-    let audit: (String, Option<String>) = sqlx::query_as(
-        "SELECT actor, reason FROM operator_actions WHERE action = 'job.requeue'",
-    )
-    .fetch_one(&app.db_pool)
-    .await
-    .unwrap();
+    let audit: (String, Option<String>) =
+        sqlx::query_as("SELECT actor, reason FROM operator_actions WHERE action = 'job.requeue'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
     assert_eq!(
         audit,
         (
@@ -133,7 +139,13 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
         .await;
     browser.wait_heading("Order ").await;
     let story = browser.text().await;
-    for step in ["order.created", "order.paid", "job.attempt", "email.sent", "operator.job.requeue"] {
+    for step in [
+        "order.created",
+        "order.paid",
+        "job.attempt",
+        "email.sent",
+        "operator.job.requeue",
+    ] {
         assert!(story.contains(step), "the timeline lacks {step}: {story}");
     }
     browser.screenshot("order").await;
@@ -175,17 +187,27 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
         .unwrap();
     browser.wait_heading("Webhook ").await;
     let page = browser.text().await;
-    assert!(page.contains("paid 100 USD for an order of 500 USD"), "{page}");
+    assert!(
+        page.contains("paid 100 USD for an order of 500 USD"),
+        "{page}"
+    );
     // The exact stored body, and the signature redacted.
     let body = browser.find("pre.body").await.text().await.unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT body FROM webhook_events WHERE event_id = 'evt_short'")
-        .fetch_one(&app.db_pool)
-        .await
-        .unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM webhook_events WHERE event_id = 'evt_short'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
     assert_eq!(body, String::from_utf8(stored).unwrap());
     let headers = browser.find("table.headers").await.text().await.unwrap();
-    assert!(headers.contains("stripe-signature") && headers.contains("[redacted"), "{headers}");
-    assert!(!headers.contains("v1="), "no signature leaves the server: {headers}");
+    assert!(
+        headers.contains("stripe-signature") && headers.contains("[redacted"),
+        "{headers}"
+    );
+    assert!(
+        !headers.contains("v1="),
+        "no signature leaves the server: {headers}"
+    );
     browser.screenshot("webhook").await;
 
     // The cause is fixed (the order's total was wrong), then the event is replayed.
@@ -195,7 +217,10 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
         .await
         .unwrap();
     browser
-        .fill(".actions input[name=reason]", "order total corrected by the seller")
+        .fill(
+            ".actions input[name=reason]",
+            "order total corrected by the seller",
+        )
         .await;
     browser.click_button(".actions", "Replay").await;
     app.wait_for_count(
@@ -205,7 +230,9 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
     )
     .await;
     app.wait_for_count(
-        &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND paid_at IS NOT NULL"),
+        &format!(
+            "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND paid_at IS NOT NULL"
+        ),
         1,
         WAIT,
     )
@@ -225,15 +252,31 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
 async fn the_console_refuses_a_visitor_who_has_not_logged_in() {
     let app = TestApp::builder().release_binaries().spawn().await;
     let browser = Browser::start().await;
-    for page in ["/console/", "/console/jobs?state=failed", "/console/webhooks", "/console/doctor"] {
+    for page in [
+        "/console/",
+        "/console/jobs?state=failed",
+        "/console/webhooks",
+        "/console/doctor",
+    ] {
         browser.goto(&app.url(page)).await;
         browser.wait_heading("Log in to the console").await;
-        assert!(browser.url().await.ends_with("/console/login-help"), "{page}");
-        assert!(browser.client.get_named_cookie("granary_console").await.is_err());
+        assert!(
+            browser.url().await.ends_with("/console/login-help"),
+            "{page}"
+        );
+        assert!(
+            browser
+                .client
+                .get_named_cookie("granary_console")
+                .await
+                .is_err()
+        );
     }
     // A made-up link does not open a session either.
     browser
-        .goto(&app.url("/console/login?token=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"))
+        .goto(&app.url(
+            "/console/login?token=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+        ))
         .await;
     browser.wait_heading("This login link cannot be used").await;
     browser.goto(&app.url("/console/jobs")).await;

@@ -417,19 +417,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `granary-worker console ...`.
-async fn console(pool: &PgPool, config: &Config, cmd: ConsoleCmd, as_json: bool) -> anyhow::Result<()> {
+async fn console(
+    pool: &PgPool,
+    config: &Config,
+    cmd: ConsoleCmd,
+    as_json: bool,
+) -> anyhow::Result<()> {
     use granary_jobs::console;
     let me = actor(&Why { reason: None }).name;
     match cmd {
         ConsoleCmd::LoginLink { ttl } => {
-            let (token, expires_at) = console::create_login_link(pool, &me, parse_ttl(&ttl)?).await?;
+            let (token, expires_at) =
+                console::create_login_link(pool, &me, parse_ttl(&ttl)?).await?;
             let mut url = config.public_url.join("/console/login")?;
             url.query_pairs_mut().append_pair("token", &token);
             if as_json {
-                println!("{}", json!({ "url": url.as_str(), "expires_at": expires_at }));
+                println!(
+                    "{}",
+                    json!({ "url": url.as_str(), "expires_at": expires_at })
+                );
             } else {
                 println!("{url}");
-                eprintln!("One-time link, valid until {expires_at} (UTC). Open it in your browser.");
+                eprintln!(
+                    "One-time link, valid until {expires_at} (UTC). Open it in your browser."
+                );
             }
         }
         ConsoleCmd::Sessions => {

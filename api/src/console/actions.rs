@@ -16,7 +16,7 @@ use granary_jobs::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Operator, pages::JobsQuery, views};
+use super::{Operator, auth::Refused, pages::JobsQuery, views};
 use crate::AppState;
 
 /// Most jobs one bulk requeue touches.
@@ -34,15 +34,16 @@ fn refused(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 /// The operator as the audit names them, with their reason; refuses a forged or reasonless form.
-fn actor(op: &Operator, form: &ActionForm) -> Result<Actor, Response> {
+fn actor(op: &Operator, form: &ActionForm) -> Result<Actor, Refused> {
     op.check_csrf(&form.csrf)?;
     let reason = form.reason.as_deref().map(str::trim).unwrap_or_default();
     if reason.len() < 3 {
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "A reason is needed",
-            "Say why (at least 3 characters): it is kept in the audit with the action.",
-        ));
+        return Err(Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            title: "A reason is needed",
+            text: "Say why (at least 3 characters): it is kept in the audit with the action."
+                .into(),
+        });
     }
     Ok(Actor {
         name: op.session.actor.clone(),
@@ -53,10 +54,16 @@ fn actor(op: &Operator, form: &ActionForm) -> Result<Actor, Response> {
 fn op_failed(e: OpError) -> Response {
     match e {
         OpError::NotFound(_) => refused(StatusCode::NOT_FOUND, "Not found", &e.to_string()),
-        OpError::WrongState { .. } => refused(StatusCode::CONFLICT, "Not applicable", &e.to_string()),
+        OpError::WrongState { .. } => {
+            refused(StatusCode::CONFLICT, "Not applicable", &e.to_string())
+        }
         OpError::Db(e) => {
             tracing::error!(error = %e, "console action failed");
-            refused(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The database did not answer. Try again.")
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The database did not answer. Try again.",
+            )
         }
     }
 }
@@ -64,10 +71,16 @@ fn op_failed(e: OpError) -> Response {
 fn replay_failed_page(e: ReplayError) -> Response {
     match e {
         ReplayError::NotFound(_) => refused(StatusCode::NOT_FOUND, "Not found", &e.to_string()),
-        ReplayError::Rejected(..) => refused(StatusCode::CONFLICT, "Not applicable", &e.to_string()),
+        ReplayError::Rejected(..) => {
+            refused(StatusCode::CONFLICT, "Not applicable", &e.to_string())
+        }
         ReplayError::Db(e) => {
             tracing::error!(error = %e, "console replay failed");
-            refused(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The database did not answer. Try again.")
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The database did not answer. Try again.",
+            )
         }
     }
 }
@@ -81,7 +94,7 @@ pub async fn requeue_job(
 ) -> Response {
     let actor = match actor(&op, &f) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match ops::requeue(&state.pool, &id, &actor).await {
         Ok(()) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
@@ -98,7 +111,7 @@ pub async fn cancel_job(
 ) -> Response {
     let actor = match actor(&op, &f) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match ops::cancel(&state.pool, &id, &actor).await {
         Ok(()) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
@@ -116,10 +129,14 @@ pub struct BulkForm {
 }
 
 /// `POST /console/jobs-requeue-failed`: every failed or cancelled job matching the filter.
-pub async fn requeue_failed(State(state): State<AppState>, op: Operator, Form(f): Form<BulkForm>) -> Response {
+pub async fn requeue_failed(
+    State(state): State<AppState>,
+    op: Operator,
+    Form(f): Form<BulkForm>,
+) -> Response {
     let actor = match actor(&op, &f.action) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ids = match admin::failed_job_ids(&state.pool, &f.filter.filter(), BULK_MAX).await {
         Ok(ids) => ids,
@@ -149,7 +166,7 @@ pub async fn requeue_order(
 ) -> Response {
     let actor = match actor(&op, &f) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let order = match admin::order_id(&state.pool, &public_id).await {
         Ok(Some(o)) => o,
@@ -171,7 +188,7 @@ pub async fn replay(
 ) -> Response {
     let actor = match actor(&op, &f) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match ingest::replay(&state.pool, id, &actor).await {
         Ok(_) => Redirect::to(&format!("/console/webhooks/{id}")).into_response(),
@@ -189,13 +206,24 @@ pub struct RangeForm {
 }
 
 /// `POST /console/webhooks-replay-failed`: every failed event received in the range.
-pub async fn replay_failed(State(state): State<AppState>, op: Operator, Form(f): Form<RangeForm>) -> Response {
+pub async fn replay_failed(
+    State(state): State<AppState>,
+    op: Operator,
+    Form(f): Form<RangeForm>,
+) -> Response {
     let actor = match actor(&op, &f.action) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    let (Some(since), Some(until)) = (super::pages::local_time(Some(&f.since)), super::pages::local_time(Some(&f.until))) else {
-        return refused(StatusCode::UNPROCESSABLE_ENTITY, "Bad range", "Give the range as two times, e.g. 2026-12-02T10:00.");
+    let (Some(since), Some(until)) = (
+        super::pages::local_time(Some(&f.since)),
+        super::pages::local_time(Some(&f.until)),
+    ) else {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Bad range",
+            "Give the range as two times, e.g. 2026-12-02T10:00.",
+        );
     };
     match admin::replay_failed(&state.pool, since, until, &actor).await {
         Ok(_) => Redirect::to("/console/webhooks?status=received").into_response(),

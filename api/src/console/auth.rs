@@ -24,19 +24,33 @@ pub struct Operator {
 
 impl Operator {
     /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, token: &str) -> Result<(), Response> {
+    pub fn check_csrf(&self, token: &str) -> Result<(), Refused> {
         if bool::from(token.as_bytes().ct_eq(self.session.csrf_token.as_bytes())) {
             Ok(())
         } else {
-            Err((
-                StatusCode::FORBIDDEN,
-                views::message(
-                    "Refused",
-                    "This form did not come from your console session (its CSRF token is missing or stale). Reload the page and try again.",
-                ),
-            )
-                .into_response())
+            Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                title: "Refused",
+                text: "This form did not come from your console session (its CSRF token is missing or stale). Reload the page and try again.".into(),
+            })
         }
+    }
+}
+
+/// A console request refused, shown as a page.
+#[derive(Debug)]
+pub struct Refused {
+    /// The answer's status.
+    pub status: StatusCode,
+    /// The page's title.
+    pub title: &'static str,
+    /// What happened and what to do.
+    pub text: String,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.status, views::message(self.title, &self.text)).into_response()
     }
 }
 
@@ -76,7 +90,10 @@ impl FromRequestParts<AppState> for Operator {
                 .await
                 .is_ok_and(|u| u.is_admin())
         {
-            let back = parts.uri.path_and_query().map_or("/console/", |p| p.as_str());
+            let back = parts
+                .uri
+                .path_and_query()
+                .map_or("/console/", |p| p.as_str());
             let to = format!("/console/login/clerk?next={}", urlencode(back));
             return Err(Redirect::to(&to).into_response());
         }
@@ -109,7 +126,9 @@ fn session_cookie(state: &AppState, token: &str, max_age: i64) -> HeaderValue {
 }
 
 fn enter(state: &AppState, token: &str, session: &Session, next: &str) -> Response {
-    let max_age = (session.expires_at - chrono::Utc::now()).num_seconds().max(0);
+    let max_age = (session.expires_at - chrono::Utc::now())
+        .num_seconds()
+        .max(0);
     let mut r = Redirect::to(next).into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(state, token, max_age));
@@ -160,7 +179,10 @@ pub async fn login_clerk(
     user: Result<AuthUser, crate::ApiError>,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let Ok(user) = user.map_err(|_| ()).and_then(|u| u.require_admin().map(|()| u).map_err(|_| ())) else {
+    let Ok(user) = user
+        .map_err(|_| ())
+        .and_then(|u| u.require_admin().map(|()| u).map_err(|_| ()))
+    else {
         return Redirect::to("/console/login-help").into_response();
     };
     match console::open_for_admin(&state.pool, &user.clerk_user_id).await {
@@ -194,9 +216,10 @@ pub async fn logout(
     axum::Form(f): axum::Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = op.check_csrf(&f.csrf) {
-        return r;
+        return r.into_response();
     }
-    if let Err(e) = console::end_sessions(&state.pool, Some(op.session.id), &op.session.actor).await {
+    if let Err(e) = console::end_sessions(&state.pool, Some(op.session.id), &op.session.actor).await
+    {
         tracing::error!(error = %e, "console logout failed");
     }
     let mut r = Redirect::to("/console/login-help").into_response();

@@ -63,7 +63,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/jobs/{id}", get(pages::job))
         .route("/console/jobs/{id}/requeue", post(actions::requeue_job))
         .route("/console/jobs/{id}/cancel", post(actions::cancel_job))
-        .route("/console/jobs-requeue-failed", post(actions::requeue_failed))
+        .route(
+            "/console/jobs-requeue-failed",
+            post(actions::requeue_failed),
+        )
         .route("/console/orders", get(pages::find_order))
         .route("/console/orders/{public_id}", get(pages::order))
         .route(
@@ -73,6 +76,9 @@ pub fn router() -> Router<AppState> {
         .route("/console/webhooks", get(pages::webhooks))
         .route("/console/webhooks/{id}", get(pages::webhook))
         .route("/console/webhooks/{id}/replay", post(actions::replay))
-        .route("/console/webhooks-replay-failed", post(actions::replay_failed))
+        .route(
+            "/console/webhooks-replay-failed",
+            post(actions::replay_failed),
+        )
         .route("/console/doctor", get(pages::doctor))
 }

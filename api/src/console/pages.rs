@@ -62,7 +62,8 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
     let counts = admin::job_counts(pool).await?;
     let depth = granary_jobs::queue::stats::depth(pool).await?;
     let hour = admin::throughput(pool, Duration::from_secs(3600), Duration::from_secs(60)).await?;
-    let day = admin::throughput(pool, Duration::from_secs(86_400), Duration::from_secs(3600)).await?;
+    let day =
+        admin::throughput(pool, Duration::from_secs(86_400), Duration::from_secs(3600)).await?;
     let workers = admin::live_workers(pool, state.config.worker.rescue_bound()).await?;
     let report = doctor::run(&state.config, pool, doctor_options()).await;
     let mut queues: Vec<&str> = counts
@@ -79,7 +80,10 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
             .find(|c| c.0 == q && c.1 == s)
             .map_or(0, |c| c.2)
     };
-    let completed = counts.iter().find(|c| c.1 == "completed").map_or(0, |c| c.2);
+    let completed = counts
+        .iter()
+        .find(|c| c.1 == "completed")
+        .map_or(0, |c| c.2);
     let findings: Vec<_> = report
         .checks
         .iter()
@@ -252,7 +256,11 @@ impl JobsQuery {
 }
 
 /// `GET /console/jobs`.
-pub async fn jobs(State(state): State<AppState>, op: Operator, Query(q): Query<JobsQuery>) -> Response {
+pub async fn jobs(
+    State(state): State<AppState>,
+    op: Operator,
+    Query(q): Query<JobsQuery>,
+) -> Response {
     let f = q.filter();
     let listed = match admin::list_jobs(&state.pool, &f).await {
         Ok(v) => v,
@@ -265,8 +273,18 @@ pub async fn jobs(State(state): State<AppState>, op: Operator, Query(q): Query<J
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|c| c["state"] == s && f.kind.as_deref().is_none_or(|k| c["queue"] == k || c["queue"] == "*"))
-            .fold((0, true), |(n, exact), c| (n + c["count"].as_i64().unwrap_or(0), exact && c["exact"] == true))
+            .filter(|c| {
+                c["state"] == s
+                    && f.kind
+                        .as_deref()
+                        .is_none_or(|k| c["queue"] == k || c["queue"] == "*")
+            })
+            .fold((0, true), |(n, exact), c| {
+                (
+                    n + c["count"].as_i64().unwrap_or(0),
+                    exact && c["exact"] == true,
+                )
+            })
     };
     let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let body = html! {
@@ -286,8 +304,9 @@ pub async fn jobs(State(state): State<AppState>, op: Operator, Query(q): Query<J
             button type="submit" { "Filter" }
             a href="/console/jobs" { "Clear" }
         }
-        @if f.q.is_some() && f.state.is_none() {
-            p.muted { "Searching failed, cancelled and retrying jobs. Choose a state to search others." }
+        p.muted {
+            "Search finds text in the arguments and errors of failed, cancelled and retrying jobs (choose a state to search others). "
+            "An order id (ord_… or its UUID) or a webhook's UUID finds every job that concerns it."
         }
         p.counts {
             @for s in STATES {
@@ -396,7 +415,12 @@ pub struct FindOrder {
 
 /// `GET /console/orders?public_id=`: to the order's page.
 pub async fn find_order(_op: Operator, Query(q): Query<FindOrder>) -> Response {
-    match q.public_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    match q
+        .public_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         Some(id) => Redirect::to(&format!(
             "/console/orders/{}",
             url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
@@ -407,7 +431,11 @@ pub async fn find_order(_op: Operator, Query(q): Query<FindOrder>) -> Response {
 }
 
 /// `GET /console/orders/{public_id}`: the timeline.
-pub async fn order(State(state): State<AppState>, op: Operator, Path(public_id): Path<String>) -> Response {
+pub async fn order(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(public_id): Path<String>,
+) -> Response {
     let t = match admin::timeline(&state.pool, &public_id).await {
         Ok(Some(t)) => t,
         Ok(None) => return not_found("order"),
@@ -482,8 +510,17 @@ pub struct WebhooksQuery {
 }
 
 /// `GET /console/webhooks`.
-pub async fn webhooks(State(state): State<AppState>, op: Operator, Query(q): Query<WebhooksQuery>) -> Response {
-    let blank = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+pub async fn webhooks(
+    State(state): State<AppState>,
+    op: Operator,
+    Query(q): Query<WebhooksQuery>,
+) -> Response {
+    let blank = |o: &Option<String>| {
+        o.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     let f = WebhookFilter {
         provider: blank(&q.provider),
         status: blank(&q.status),
@@ -501,8 +538,15 @@ pub async fn webhooks(State(state): State<AppState>, op: Operator, Query(q): Que
     let offset = f.offset.unwrap_or(0).max(0);
     let more = |off: i64| {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [("provider", &f.provider), ("status", &f.status), ("type", &f.event_type), ("since", &q.since)] {
-            if let Some(v) = v { s.append_pair(k, v); }
+        for (k, v) in [
+            ("provider", &f.provider),
+            ("status", &f.status),
+            ("type", &f.event_type),
+            ("since", &q.since),
+        ] {
+            if let Some(v) = v {
+                s.append_pair(k, v);
+            }
         }
         s.append_pair("offset", &off.to_string());
         s.finish()
@@ -558,7 +602,11 @@ pub async fn webhooks(State(state): State<AppState>, op: Operator, Query(q): Que
 }
 
 /// `GET /console/webhooks/{id}`: the exact stored body and the headers, signatures redacted.
-pub async fn webhook(State(state): State<AppState>, op: Operator, Path(id): Path<Uuid>) -> Response {
+pub async fn webhook(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<Uuid>,
+) -> Response {
     let w = match admin::show_webhook(&state.pool, id).await {
         Ok(Some(w)) => w,
         Ok(None) => return not_found("webhook event"),

@@ -107,7 +107,11 @@ pub fn when_precise(v: &Value) -> String {
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map_or_else(
             || "—".to_string(),
-            |t| t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            |t| {
+                t.with_timezone(&Utc)
+                    .format("%Y-%m-%d %H:%M:%S%.3f")
+                    .to_string()
+            },
         )
 }
 

@@ -144,7 +144,11 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
         );
     }
     let public_url = r.url("PUBLIC_URL").unwrap_or_else(|| {
-        let host = if bind_host == "0.0.0.0" { "127.0.0.1" } else { bind_host.as_str() };
+        let host = if bind_host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            bind_host.as_str()
+        };
         Url::parse(&format!("http://{host}:{port}")).expect("host and port make a URL")
     });
     let metrics_token = r.secret("METRICS_TOKEN");

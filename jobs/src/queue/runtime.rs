@@ -444,7 +444,9 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
         clerk_user_id = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let queue_latency = (chrono::Utc::now() - job.run_at).to_std().unwrap_or_default();
+    let queue_latency = (chrono::Utc::now() - job.run_at)
+        .to_std()
+        .unwrap_or_default();
     let (outcome, enqueued) = super::enqueue::DEFERRED_WAKES
         .scope(Default::default(), async {
             let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))

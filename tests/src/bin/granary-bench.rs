@@ -13,7 +13,10 @@
 //!    `granary-worker` (entitlement, grant, receipt) and the receipt delivered to the Resend
 //!    stand-in: latency webhook-sent → email-received at a steady 50 orders/s, and the rate
 //!    sustained through a burst;
-//! 5. footprint: peak RSS of the api and the worker processes over the end-to-end run.
+//! 5. footprint: peak RSS of the api and the worker processes over the end-to-end run;
+//! 6. console: the jobs page of `/console/` (whole HTTP answer, release api) over 1,000,000
+//!    job rows: first page, deep keyset pages, filters, search, beside a primary-key lookup
+//!    on the same table as the reference.
 //!
 //! `BENCH_QUICK=1` shortens every phase (for a smoke run).
 
@@ -623,6 +626,202 @@ fn machine() -> String {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. The console's jobs page over a large table.
+
+/// Fills `jobs` with `rows` jobs, one per millisecond up to now (ULIDs, as the runtime makes
+/// them): 98.7% completed, 0.5% failed with a Resend-like error naming a mailbox, 0.2%
+/// cancelled, 0.3% pending; arguments like the real payloads.
+async fn fill_jobs(pool: &sqlx::PgPool, rows: usize) {
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    let start = now - rows as u64;
+    let chunk = 50_000;
+    let mut i = 0;
+    while i < rows {
+        let n = chunk.min(rows - i);
+        let mut ids = Vec::with_capacity(n);
+        let mut at = Vec::with_capacity(n);
+        for k in 0..n {
+            let ms = start + (i + k) as u64;
+            ids.push(ulid::Ulid::from_parts(ms, rand::random::<u128>()).to_string());
+            at.push(
+                chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64).expect("time"),
+            );
+        }
+        sqlx::query(
+            r#"INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, run_at, created_at, finished_at, last_error)
+               SELECT id, (ARRAY['send_email', 'fulfill_order', 'process_webhook_event', 'issue_grants'])[1 + (n::int + $3) % 4],
+                      jsonb_build_object('order_id', md5((n + $3)::text)::uuid, 'email_id', md5((n + $3 + 1)::text)::uuid, 'attempt_note', 'bench'),
+                      CASE WHEN (n + $3) % 200 = 0 THEN 'failed' WHEN (n + $3) % 500 = 1 THEN 'cancelled'
+                           WHEN (n + $3) % 333 = 2 THEN 'pending' ELSE 'completed' END,
+                      1, 12, c, c,
+                      CASE WHEN (n + $3) % 333 = 2 AND (n + $3) % 200 <> 0 AND (n + $3) % 500 <> 1 THEN NULL ELSE c + interval '40 ms' END,
+                      CASE WHEN (n + $3) % 200 = 0 THEN 'Resend refused the email (422 validation_error): the mailbox m' || md5((n + $3)::text) || ' is disabled'
+                           WHEN (n + $3) % 500 = 1 THEN 'cancelled by an operator' END
+               FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS t(id, c, n)"#,
+        )
+        .bind(&ids)
+        .bind(&at)
+        .bind(i as i64)
+        .execute(pool)
+        .await
+        .expect("fill jobs");
+        i += n;
+    }
+    // One job in a thousand concerns one of 1,000 orders (through job_refs, as enqueue writes).
+    sqlx::query(
+        r#"WITH c AS (INSERT INTO profiles (clerk_user_id) VALUES ('bench_buyer') RETURNING id),
+           o AS (INSERT INTO orders (public_id, customer_profile_id, currency, subtotal_cents, total_cents)
+                 SELECT 'ord_bench_' || g, c.id, 'USD', 500, 500 FROM c, generate_series(1, 1000) g RETURNING id, public_id),
+           numbered AS (SELECT id, row_number() OVER (ORDER BY public_id) AS k FROM o),
+           picked AS (SELECT id, queue, row_number() OVER (ORDER BY id) AS k FROM jobs WHERE right(id, 3) = '000' OR id IN (SELECT min(id) FROM jobs))
+           INSERT INTO job_refs (job_id, queue, order_id, max_attempts)
+           SELECT p.id, p.queue, n.id, 12 FROM picked p JOIN numbered n ON n.k = 1 + (p.k - 1) % 1000"#,
+    )
+    .execute(pool)
+    .await
+    .expect("job refs");
+    sqlx::query("VACUUM ANALYZE jobs")
+        .execute(pool)
+        .await
+        .expect("analyze");
+    sqlx::query("VACUUM ANALYZE job_refs")
+        .execute(pool)
+        .await
+        .expect("analyze");
+}
+
+/// Median and worst of `runs` GETs of `path` with the console session `cookie`.
+async fn time_page(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    path: &str,
+    runs: usize,
+) -> (f64, f64, String) {
+    let mut ms = Vec::new();
+    let mut body = String::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let res = client
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(res.status(), 200, "{path}");
+        body = res.text().await.expect("body");
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[ms.len() - 1], body)
+}
+
+async fn console_pages(bin: &std::path::Path, rows: usize) -> Vec<String> {
+    let db = TestDb::new().await;
+    let t = Instant::now();
+    fill_jobs(&db.pool, rows).await;
+    eprintln!("{rows} jobs written in {:.0} s", t.elapsed().as_secs_f64());
+    let svc = start_services(bin, &db, &[("THROTTLE_ANON", "0".to_string())], false).await;
+    let (token, _) =
+        granary_jobs::console::create_login_link(&db.pool, "bench", Duration::from_secs(60))
+            .await
+            .expect("login link");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let res = client
+        .get(format!("{}/console/login?token={token}", svc.base))
+        .send()
+        .await
+        .expect("login");
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    // The reference: one primary-key lookup on the same table, over the same loopback (psql-free:
+    // the api's health route reads the queue depth from the partial indexes).
+    let (pk_ms, _) = {
+        let id: String =
+            sqlx::query_scalar("SELECT id FROM jobs ORDER BY id DESC LIMIT 1 OFFSET 5000")
+                .fetch_one(&db.pool)
+                .await
+                .expect("an id");
+        let mut ms = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let _: String = sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&db.pool)
+                .await
+                .expect("lookup");
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ())
+    };
+    let runs = 7;
+    let mut lines = vec![format!(
+        "| reference: one primary-key lookup on the {rows}-row jobs table (sqlx, loopback), median | **{pk_ms:.2} ms** |"
+    )];
+    let mailbox: String = sqlx::query_scalar("SELECT substring(last_error from 'mailbox (m[0-9a-f]+)') FROM jobs WHERE state = 'failed' ORDER BY id LIMIT 1 OFFSET 7")
+        .fetch_one(&db.pool)
+        .await
+        .expect("a failed job's mailbox");
+    // The worst case of a search outside the indexed states: the oldest job's order id.
+    let (order_uuid, order_public): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT o.id, o.public_id FROM job_refs r JOIN orders o ON o.id = r.order_id ORDER BY r.job_id LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the oldest job's order");
+    let oldest_order: String = sqlx::query_scalar("SELECT left(args->>'order_id', 18) FROM jobs WHERE state = 'completed' ORDER BY id LIMIT 1")
+        .fetch_one(&db.pool)
+        .await
+        .expect("the oldest job");
+    // The tenth page, reached as an operator does: following "Older" nine times.
+    let mut before = String::new();
+    for _ in 0..9 {
+        let (_, _, body) = time_page(
+            &client,
+            &svc.base,
+            &cookie,
+            &format!("/console/jobs{before}"),
+            1,
+        )
+        .await;
+        let at = body.find("before=").expect("an Older link") + 7;
+        before = format!("?before={}", &body[at..at + 26]);
+    }
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(5)).format("%Y-%m-%dT%H:%M");
+    let until = (chrono::Utc::now() - chrono::Duration::minutes(4)).format("%Y-%m-%dT%H:%M");
+    for (what, path) in [
+        ("first page, no filter".to_string(), "/console/jobs".to_string()),
+        ("tenth page (keyset, `before=`)".to_string(), format!("/console/jobs{before}")),
+        ("failed jobs".to_string(), "/console/jobs?state=failed".to_string()),
+        ("one kind, one minute".to_string(), format!("/console/jobs?kind=send_email&since={since}&until={until}")),
+        ("search: one mailbox in errors (failed, cancelled, retrying)".to_string(), format!("/console/jobs?q={mailbox}")),
+        ("search: a common word (\"refused\")".to_string(), "/console/jobs?q=refused".to_string()),
+        ("search: a common word in completed jobs' arguments".to_string(), "/console/jobs?state=completed&q=bench".to_string()),
+        ("search: an order's UUID (its jobs in every state, through job_refs)".to_string(), format!("/console/jobs?q={order_uuid}")),
+        ("search: an order's public id".to_string(), format!("/console/jobs?q={order_public}")),
+        ("free text in completed jobs' arguments, found only in the oldest (not indexed: scans the table)".to_string(), format!("/console/jobs?state=completed&q={oldest_order}")),
+        ("overview (counts, charts, workers, doctor)".to_string(), "/console/".to_string()),
+    ] {
+        let (p50, max, body) = time_page(&client, &svc.base, &cookie, &path, runs).await;
+        assert!(!body.contains("No job matches") || what.starts_with("overview"), "{what}: nothing matched");
+        lines.push(format!(
+            "| console over {rows} jobs: {what}; median / worst of {runs} | **{p50:.0} ms** / {max:.0} ms |"
+        ));
+    }
+    drop(svc);
+    lines
+}
+
 #[tokio::main]
 async fn main() {
     // BENCH_LOG=granary_jobs=debug shows the runtime's claims and flushes as they happen.
@@ -756,6 +955,14 @@ async fn main() {
             "| peak RSS over the end-to-end run: api / worker | **{:.0} MiB / {:.0} MiB** |",
             e.api_rss_mib, e.worker_rss_mib
         );
+    }
+
+    if phase("console") {
+        let rows = if q { 100_000 } else { 1_000_000 };
+        for line in console_pages(&bin, rows).await {
+            let _ = writeln!(out, "{line}");
+        }
+        eprintln!("console done");
     }
 
     print!("{out}");
