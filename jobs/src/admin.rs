@@ -202,10 +202,23 @@ pub async fn failed_job_ids(pool: &PgPool, f: &JobFilter, max: i64) -> sqlx::Res
     Ok(ids)
 }
 
+/// How many jobs of a queue are in a state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JobCount {
+    /// The queue (`*` for the estimate of completed jobs, which is not per queue).
+    pub queue: String,
+    /// The state.
+    pub state: String,
+    /// How many.
+    pub count: i64,
+    /// False for the estimate.
+    pub exact: bool,
+}
+
 /// Jobs per queue and state. Exact for the states that have a partial index (the ones an
 /// operator acts on); `completed` is the table's estimated row count minus those, so the figure
 /// costs the same with a million rows as with ten.
-pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64, bool)>> {
+pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<JobCount>> {
     let rows = sqlx::query!(
         r#"
         SELECT queue AS "queue!", state AS "state!", count(*) AS "n!" FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY 1, 2
@@ -223,15 +236,20 @@ pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64,
     let open: i64 = rows.iter().map(|r| r.n).sum();
     let mut out: Vec<_> = rows
         .into_iter()
-        .map(|r| (r.queue, r.state, r.n, true))
+        .map(|r| JobCount {
+            queue: r.queue,
+            state: r.state,
+            count: r.n,
+            exact: true,
+        })
         .collect();
     out.sort();
-    out.push((
-        "*".into(),
-        "completed".into(),
-        (estimate - open).max(0),
-        false,
-    ));
+    out.push(JobCount {
+        queue: "*".into(),
+        state: "completed".into(),
+        count: (estimate - open).max(0),
+        exact: false,
+    });
     Ok(out)
 }
 
@@ -253,7 +271,7 @@ pub async fn list_jobs(pool: &PgPool, f: &JobFilter) -> sqlx::Result<Value> {
             "created_at": r.created_at,
             "last_error": r.last_error.clone().or_else(|| last_errors.get(&r.id).cloned().flatten()),
         })).collect::<Vec<_>>(),
-        "counts": counts.iter().map(|(q, s, n, exact)| json!({"queue": q, "state": s, "count": n, "exact": exact})).collect::<Vec<_>>(),
+        "counts": counts.iter().map(|c| json!({"queue": c.queue, "state": c.state, "count": c.count, "exact": c.exact})).collect::<Vec<_>>(),
         "limit": limit, "offset": offset, "next_before": next_before,
     }))
 }

@@ -90,8 +90,8 @@ pub async fn render(pool: &PgPool) -> String {
         Ok(rows) => {
             // Every state of every queue seen is reported, zero included, so that a series
             // drops to 0 instead of vanishing when its last job leaves the state.
-            let rows: Vec<_> = rows.into_iter().filter(|r| r.3).collect();
-            let mut queues: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+            let rows: Vec<_> = rows.into_iter().filter(|r| r.exact).collect();
+            let mut queues: Vec<String> = rows.iter().map(|r| r.queue.clone()).collect();
             queues.extend(
                 crate::handlers::registry()
                     .queues()
@@ -101,12 +101,12 @@ pub async fn render(pool: &PgPool) -> String {
             queues.sort();
             queues.dedup();
             for q in &queues {
-                for state in ["pending", "retrying", "running", "failed", "cancelled"] {
+                for state in &crate::queue::ops::STATES[..5] {
                     let n = rows
                         .iter()
-                        .find(|r| &r.0 == q && r.1 == state)
-                        .map_or(0, |r| r.2);
-                    metrics::gauge!("granary_queue_depth", "queue" => q.clone(), "state" => state)
+                        .find(|r| &r.queue == q && r.state == *state)
+                        .map_or(0, |r| r.count);
+                    metrics::gauge!("granary_queue_depth", "queue" => q.clone(), "state" => *state)
                         .set(n as f64);
                 }
             }

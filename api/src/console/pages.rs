@@ -11,6 +11,7 @@ use axum::{
 use granary_jobs::{
     admin::{self, JobFilter, WebhookFilter},
     doctor,
+    queue::ops::STATES,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -21,15 +22,6 @@ use super::{
     views::{self, badge, csrf, page, pretty, reason, short, text, when},
 };
 use crate::AppState;
-
-const STATES: [&str; 6] = [
-    "pending",
-    "retrying",
-    "running",
-    "failed",
-    "cancelled",
-    "completed",
-];
 
 /// A database error as a page.
 fn unavailable(e: impl std::fmt::Display) -> Response {
@@ -68,8 +60,8 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
     let report = doctor::run(&state.config, pool, doctor_options()).await;
     let mut queues: Vec<&str> = counts
         .iter()
-        .filter(|c| c.3)
-        .map(|c| c.0.as_str())
+        .filter(|c| c.exact)
+        .map(|c| c.queue.as_str())
         .chain(granary_jobs::handlers::registry().queues())
         .collect();
     queues.sort_unstable();
@@ -77,13 +69,13 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
     let count = |q: &str, s: &str| {
         counts
             .iter()
-            .find(|c| c.0 == q && c.1 == s)
-            .map_or(0, |c| c.2)
+            .find(|c| c.queue == q && c.state == s)
+            .map_or(0, |c| c.count)
     };
     let completed = counts
         .iter()
-        .find(|c| c.1 == "completed")
-        .map_or(0, |c| c.2);
+        .find(|c| c.state == "completed")
+        .map_or(0, |c| c.count);
     let findings: Vec<_> = report
         .checks
         .iter()

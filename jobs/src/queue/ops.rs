@@ -37,6 +37,17 @@ pub enum OpError {
     Db(#[from] sqlx::Error),
 }
 
+/// The states a job can be in, as stored in `jobs.state` and shown to operators; `completed`
+/// last, after the five an operator watches.
+pub const STATES: [&str; 6] = [
+    "pending",
+    "retrying",
+    "running",
+    "failed",
+    "cancelled",
+    "completed",
+];
+
 /// The state an operator sees: the stored state, as such (kept for the SQL that interpolates it).
 pub const STATE_SQL: &str = "state";
 
