@@ -283,3 +283,147 @@ async fn the_console_refuses_a_visitor_who_has_not_logged_in() {
     browser.wait_heading("Log in to the console").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn every_other_page_and_action_works_in_the_browser() {
+    let app = TestApp::webhooks()
+        .with_clerk()
+        .with_resend()
+        .with_worker()
+        .release_binaries()
+        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+        .spawn()
+        .await;
+    // A job due in an hour, to cancel and requeue.
+    let later = granary_jobs::queue::NewJob::of(
+        &granary_jobs::queue::probe::Probe::default(),
+        Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .unwrap();
+    let later_id = later.id.clone();
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    granary_jobs::queue::enqueue::insert(&mut conn, &[later], granary_jobs::queue::Wake::AtCommit)
+        .await
+        .unwrap();
+    drop(conn);
+    // A paid order whose receipt Resend refused; a payment event that failed to apply.
+    let shop = granary_tests::shop::Shop::seed(&app.db_pool).await;
+    app.resend
+        .as_ref()
+        .unwrap()
+        .script([Answer::Invalid("Invalid `to` field.".into())]);
+    let public_id = sell_and_buy(&app, "buyer").await;
+    let buyer = app.token("buyer", "buyer").await;
+    app.post_as(
+        &buyer,
+        &format!("/api/account/orders/{public_id}/confirm/"),
+        &json!({"provider": "manual"}),
+    )
+    .await;
+    let short_order = shop.orders(&app.db_pool, "short", 1, false).await.remove(0);
+    let mut event = granary_tests::shop::checkout_completed("evt_short_2", &short_order);
+    event["data"]["object"]["amount_total"] = json!(100);
+    assert_eq!(app.deliver_stripe(&event).await.status, 200);
+    app.wait_for_count(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'failed') + (SELECT count(*) FROM jobs WHERE queue = 'send_email' AND state = 'failed')",
+        2,
+        WAIT,
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&login_link(&app).await).await;
+    browser.wait_heading("Overview").await;
+
+    // Doctor.
+    browser.goto(&app.url("/console/doctor")).await;
+    browser.wait_heading("Doctor").await;
+    let doctor = browser.text().await;
+    assert!(doctor.contains("config") && doctor.contains("fix"), "{doctor}");
+
+    // Cancel one job, then requeue every cancelled job matching a filter.
+    browser
+        .goto(&app.url(&format!("/console/jobs/{later_id}")))
+        .await;
+    browser.wait_heading("Job ").await;
+    browser.fill(".actions input[name=reason]", "not needed tonight").await;
+    browser.click_button(".actions", "Cancel").await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{later_id}' AND state = 'cancelled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    browser
+        .goto(&app.url("/console/jobs?state=cancelled&kind=probe"))
+        .await;
+    browser.wait_heading("Jobs").await;
+    browser.fill("form.bulk input[name=reason]", "needed after all").await;
+    browser.click_button("form.bulk", "Requeue").await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{later_id}' AND state <> 'cancelled'"),
+        1,
+        WAIT,
+    )
+    .await;
+
+    // Requeue the order's failed receipt from its page.
+    browser
+        .goto(&app.url(&format!("/console/orders/{public_id}")))
+        .await;
+    browser.wait_heading("Order ").await;
+    browser.fill(".actions input[name=reason]", "address fixed").await;
+    browser.click_button(".actions", "Requeue").await;
+    app.wait_for_count("SELECT count(*) FROM emails WHERE status = 'sent'", 1, WAIT)
+        .await;
+
+    // Replay every failed event of the last day, once the cause is fixed.
+    sqlx::query("UPDATE orders SET subtotal_cents = 100, total_cents = 100 WHERE public_id = $1")
+        .bind(&short_order)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    browser.goto(&app.url("/console/webhooks")).await;
+    browser.wait_heading("Webhooks").await;
+    browser.fill("form.bulk input[name=reason]", "totals corrected").await;
+    browser.click_button("form.bulk", "Replay").await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE event_id = 'evt_short_2' AND status = 'processed'",
+        1,
+        WAIT,
+    )
+    .await;
+
+    let audited: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT action, reason FROM operator_actions WHERE actor = 'console:cli:night-operator' ORDER BY id",
+    )
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    for (action, reason) in [
+        ("job.cancel", "not needed tonight"),
+        ("job.requeue", "needed after all"),
+        ("order.requeue_failed_jobs", "address fixed"),
+        ("webhook.replay", "totals corrected"),
+    ] {
+        assert!(
+            audited.contains(&(action.to_string(), Some(reason.to_string()))),
+            "{action} is not audited with its reason: {audited:?}"
+        );
+    }
+
+    // Log out: the session ends.
+    browser.click_button("form.logout", "Log out").await;
+    browser.wait_heading("Log in to the console").await;
+    browser.goto(&app.url("/console/")).await;
+    browser.wait_heading("Log in to the console").await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM console_sessions WHERE ended_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    browser.close().await;
+}
