@@ -339,14 +339,19 @@ async fn every_other_page_and_action_works_in_the_browser() {
     browser.goto(&app.url("/console/doctor")).await;
     browser.wait_heading("Doctor").await;
     let doctor = browser.text().await;
-    assert!(doctor.contains("config") && doctor.contains("fix"), "{doctor}");
+    assert!(
+        doctor.contains("config") && doctor.contains("fix"),
+        "{doctor}"
+    );
 
     // Cancel one job, then requeue every cancelled job matching a filter.
     browser
         .goto(&app.url(&format!("/console/jobs/{later_id}")))
         .await;
     browser.wait_heading("Job ").await;
-    browser.fill(".actions input[name=reason]", "not needed tonight").await;
+    browser
+        .fill(".actions input[name=reason]", "not needed tonight")
+        .await;
     browser.click_button(".actions", "Cancel").await;
     app.wait_for_count(
         &format!("SELECT count(*) FROM jobs WHERE id = '{later_id}' AND state = 'cancelled'"),
@@ -358,7 +363,9 @@ async fn every_other_page_and_action_works_in_the_browser() {
         .goto(&app.url("/console/jobs?state=cancelled&kind=probe"))
         .await;
     browser.wait_heading("Jobs").await;
-    browser.fill("form.bulk input[name=reason]", "needed after all").await;
+    browser
+        .fill("form.bulk input[name=reason]", "needed after all")
+        .await;
     browser.click_button("form.bulk", "Requeue").await;
     app.wait_for_count(
         &format!("SELECT count(*) FROM jobs WHERE id = '{later_id}' AND state <> 'cancelled'"),
@@ -372,7 +379,9 @@ async fn every_other_page_and_action_works_in_the_browser() {
         .goto(&app.url(&format!("/console/orders/{public_id}")))
         .await;
     browser.wait_heading("Order ").await;
-    browser.fill(".actions input[name=reason]", "address fixed").await;
+    browser
+        .fill(".actions input[name=reason]", "address fixed")
+        .await;
     browser.click_button(".actions", "Requeue").await;
     app.wait_for_count("SELECT count(*) FROM emails WHERE status = 'sent'", 1, WAIT)
         .await;
@@ -385,7 +394,9 @@ async fn every_other_page_and_action_works_in_the_browser() {
         .unwrap();
     browser.goto(&app.url("/console/webhooks")).await;
     browser.wait_heading("Webhooks").await;
-    browser.fill("form.bulk input[name=reason]", "totals corrected").await;
+    browser
+        .fill("form.bulk input[name=reason]", "totals corrected")
+        .await;
     browser.click_button("form.bulk", "Replay").await;
     app.wait_for_count(
         "SELECT count(*) FROM webhook_events WHERE event_id = 'evt_short_2' AND status = 'processed'",
