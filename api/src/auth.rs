@@ -17,7 +17,7 @@ use std::{
 
 use axum::{
     extract::FromRequestParts,
-    http::{Method, request::Parts},
+    http::{HeaderMap, Method, request::Parts},
 };
 use granary_jobs::config::SellerAccess;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
@@ -282,9 +282,9 @@ impl AuthUser {
     }
 }
 
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -303,16 +303,15 @@ fn origin_of(url: &str) -> Option<String> {
 /// The request's session token: `Authorization: Bearer`, else the `__session` cookie (true when
 /// it came from the cookie, which makes unsafe methods subject to the CSRF origin check).
 pub fn session_token(parts: &Parts) -> Option<(&str, bool)> {
-    match bearer(parts) {
+    match bearer(&parts.headers) {
         Some(t) => Some((t, false)),
-        None => cookie(parts, "__session").map(|c| (c, true)),
+        None => cookie(&parts.headers, "__session").map(|c| (c, true)),
     }
 }
 
 /// The credential of `Authorization: Bearer <credential>` (the scheme in either case).
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -330,7 +329,7 @@ pub fn is_service_token(parts: &Parts, config: &granary_jobs::Config) -> bool {
     let Some(expected) = &config.credits_service_token else {
         return false;
     };
-    bearer(parts)
+    bearer(&parts.headers)
         .is_some_and(|b| bool::from(b.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
 }
 

@@ -33,15 +33,7 @@ struct Scrape {
 }
 
 fn authorized(s: &Scrape, headers: &HeaderMap) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match (&s.token, given) {
+    match (&s.token, crate::auth::bearer(headers)) {
         (Some(t), Some(g)) => bool::from(g.as_bytes().ct_eq(t.as_bytes())),
         (Some(_), None) => false,
         (None, _) => s.private,

@@ -341,6 +341,23 @@ impl TestApp {
         clerk::sign(&clerk::claims(user))
     }
 
+    /// The configuration variables the app was started with, for a child process
+    /// ([`worker::cli`]).
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `granary-worker console login-link --json`, as an operator runs it: the one-time URL.
+    pub async fn console_login_link(&self) -> String {
+        let (code, out) = worker::cli(&self.env_vars(), &["console", "login-link", "--json"]).await;
+        assert_eq!(code, 0, "{out}");
+        let v: Value = serde_json::from_str(&out).expect("login-link --json prints JSON");
+        v["url"].as_str().expect("a url").to_string()
+    }
+
     /// GET with a bearer token.
     pub async fn get_as(&self, token: &str, path: &str) -> TestResponse {
         self.send(self.client.get(self.url(path)).bearer_auth(token))

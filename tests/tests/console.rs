@@ -8,21 +8,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn env_of(app: &TestApp) -> Vec<(String, String)> {
-    app.env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// `granary-worker console login-link --json`, as the operator runs it.
-async fn login_link(app: &TestApp) -> String {
-    let (code, out) = cli(&env_of(app), &["console", "login-link", "--json"]).await;
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["url"].as_str().unwrap().to_string()
-}
-
 /// The link's path and query on this app (the link names the configured PUBLIC_URL).
 fn path_of(url: &str) -> String {
     let u = url::Url::parse(url).unwrap();
@@ -39,7 +24,7 @@ fn set_cookie(res: &granary_tests::TestResponse) -> String {
 
 /// Opens a session through a login link; the `Cookie` header value to send.
 async fn log_in(app: &TestApp) -> String {
-    let res = app.get(&path_of(&login_link(app).await)).await;
+    let res = app.get(&path_of(&app.console_login_link().await)).await;
     assert_eq!(res.status, 303, "{}", res.text);
     let cookie = set_cookie(&res);
     cookie.split(';').next().unwrap().to_string()
@@ -143,7 +128,7 @@ async fn every_console_page_and_action_sends_a_visitor_without_a_session_to_the_
 #[tokio::test]
 async fn a_login_link_opens_one_audited_session_once() {
     let app = TestApp::spawn().await;
-    let link = login_link(&app).await;
+    let link = app.console_login_link().await;
     assert!(
         link.starts_with(&format!(
             "{}/console/login?token=",
@@ -197,9 +182,9 @@ async fn a_login_link_opens_one_audited_session_once() {
 #[tokio::test]
 async fn expired_links_and_sessions_are_refused_and_the_cli_ends_sessions() {
     let app = TestApp::spawn().await;
-    let env = env_of(&app);
+    let env = app.env_vars();
 
-    let stale = login_link(&app).await;
+    let stale = app.console_login_link().await;
     sqlx::query("UPDATE console_login_links SET expires_at = now() - interval '1 second'")
         .execute(&app.db_pool)
         .await

@@ -3,26 +3,10 @@
 
 use std::time::Duration;
 
-use granary_tests::{
-    TestApp, browser::Browser, count, resend::Answer, shop::sell_and_buy, worker::cli,
-};
-use serde_json::{Value, json};
+use granary_tests::{TestApp, browser::Browser, count, resend::Answer, shop::sell_and_buy};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn env_of(app: &TestApp) -> Vec<(String, String)> {
-    app.env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-async fn login_link(app: &TestApp) -> String {
-    let (code, out) = cli(&env_of(app), &["console", "login-link", "--json"]).await;
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["url"].as_str().unwrap().to_string()
-}
 
 #[tokio::test]
 async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_browser() {
@@ -58,7 +42,7 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
     assert_eq!(resend.delivered_count(), 0);
 
     let browser = Browser::start().await;
-    browser.goto(&login_link(&app).await).await;
+    browser.goto(&app.console_login_link().await).await;
     browser.wait_heading("Overview").await;
     let cookie = browser
         .client
@@ -173,7 +157,7 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
     .await;
 
     let browser = Browser::start().await;
-    browser.goto(&login_link(&app).await).await;
+    browser.goto(&app.console_login_link().await).await;
     browser.wait_heading("Overview").await;
     browser
         .goto(&app.url("/console/webhooks?status=failed"))
@@ -332,7 +316,7 @@ async fn every_other_page_and_action_works_in_the_browser() {
     .await;
 
     let browser = Browser::start().await;
-    browser.goto(&login_link(&app).await).await;
+    browser.goto(&app.console_login_link().await).await;
     browser.wait_heading("Overview").await;
 
     // Doctor.

@@ -8,13 +8,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-fn env_of(app: &TestApp) -> Vec<(String, String)> {
-    app.env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 fn json_of(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -56,7 +49,7 @@ async fn a_failed_fulfillment_is_visible_requeued_by_order_and_completes() {
     .await;
 
     // The CLI and the HTTP route show the same failed job, with its attempt errors.
-    let env = env_of(&app);
+    let env = app.env_vars();
     let (code, out) = cli(&env, &["jobs", "list", "--state", "failed", "--json"]).await;
     assert_eq!(code, 0);
     let listed = json_of(&out);
@@ -153,7 +146,7 @@ async fn a_rejected_webhook_shows_with_its_reason_in_the_list_and_in_doctor() {
     }
     assert_eq!(app.send(req.body(body)).await.status, 401);
 
-    let env = env_of(&app);
+    let env = app.env_vars();
     let (_, out) = cli(
         &env,
         &["webhooks", "list", "--status", "rejected", "--json"],
@@ -214,7 +207,7 @@ async fn replaying_a_stored_event_from_the_cli_applies_it_once() {
         .await
         .unwrap();
     let (code, out) = cli(
-        &env_of(&app),
+        &app.env_vars(),
         &["webhooks", "replay", &id.to_string(), "--json"],
     )
     .await;
@@ -269,7 +262,11 @@ async fn the_timeline_of_a_refunded_order_lists_every_step_in_order() {
     )
     .await;
 
-    let (_, out) = cli(&env_of(&app), &["orders", "timeline", &public_id, "--json"]).await;
+    let (_, out) = cli(
+        &app.env_vars(),
+        &["orders", "timeline", &public_id, "--json"],
+    )
+    .await;
     let timeline = json_of(&out);
     assert_eq!(
         timeline,
@@ -321,14 +318,14 @@ async fn the_timeline_of_a_refunded_order_lists_every_step_in_order() {
     sorted.sort();
     assert_eq!(ats, sorted, "in time order");
     // The table form reads as a story.
-    let (_, table) = cli(&env_of(&app), &["orders", "timeline", &public_id]).await;
+    let (_, table) = cli(&app.env_vars(), &["orders", "timeline", &public_id]).await;
     assert!(table.contains("payment.refund"), "{table}");
 }
 
 #[tokio::test]
 async fn doctor_explains_a_broken_setup_and_passes_a_healthy_one() {
     let app = shop().await;
-    let mut env = env_of(&app);
+    let mut env = app.env_vars();
     let (code, report) = cli(&env, &["doctor"]).await;
     assert_eq!(code, 0, "a healthy setup: {report}");
     assert!(report.contains("all good"), "{report}");

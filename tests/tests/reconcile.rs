@@ -9,13 +9,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-fn env_of(app: &TestApp) -> Vec<(String, String)> {
-    app.env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 async fn n(app: &TestApp, sql: &str) -> i64 {
     count(&app.db_pool, sql).await
 }
@@ -48,7 +41,7 @@ async fn a_payment_the_webhook_missed_is_fulfilled_by_a_sweep_once_even_when_the
     // One payment's webhook arrived; the other never did.
     assert_eq!(app.deliver_stripe(&delivered).await.status, 200);
 
-    let env = env_of(&app);
+    let env = app.env_vars();
     let (code, out) = cli(&env, &["reconcile", "--since", "1h"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -245,7 +238,7 @@ async fn stripe_answering_500_then_429_then_200_ends_with_one_effect() {
     stripe.script([500, 429]);
 
     // The operator sees the failure at once, with what to do.
-    let (code, out) = cli(&env_of(&app), &["reconcile", "--since", "1h"]).await;
+    let (code, out) = cli(&app.env_vars(), &["reconcile", "--since", "1h"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed: Stripe answered"), "{out}");
     assert!(out.contains("retries with backoff"), "{out}");
@@ -300,7 +293,7 @@ async fn a_bad_stripe_key_is_a_visible_explained_failure_and_doctor_names_it() {
         .env("STRIPE_SECRET_KEY", "sk_test_rolled_key_9999")
         .spawn()
         .await;
-    let env = env_of(&app);
+    let env = app.env_vars();
     let (code, out) = cli(&env, &["reconcile", "--since", "1h"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -509,11 +502,11 @@ async fn doctor_reports_the_recovery_checks_on_a_broken_shop_and_is_silent_on_a_
         .unwrap()
         .to_string();
     // A healthy sweep ran.
-    let (code, out) = cli(&env_of(&app), &["reconcile", "--since", "1h"]).await;
+    let (code, out) = cli(&app.env_vars(), &["reconcile", "--since", "1h"]).await;
     assert_eq!(code, 0, "{out}");
 
     // Healthy: every recovery check is ok (or has nothing to say).
-    let mut env = env_of(&app);
+    let mut env = app.env_vars();
     let (code, out) = cli(&env, &["doctor", "--json", "--pending-minutes", "0"]).await;
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(code, 0, "{out}");
@@ -652,7 +645,7 @@ async fn grants_are_reset_and_revoked_and_roles_set_from_the_cli_and_over_http_a
             .unwrap();
 
     // CLI: reset, with two more and a week more.
-    let env = env_of(&app);
+    let env = app.env_vars();
     let (code, out) = cli(
         &env,
         &[
@@ -886,7 +879,7 @@ async fn the_clerk_sweep_pulls_subscriptions_whose_events_went_quiet() {
                 "period_start": now - 5 * hour, "period_end": now - hour}]
         }));
     }
-    let (code, out) = cli(&env_of(&app), &["reconcile", "--provider", "clerk"]).await;
+    let (code, out) = cli(&app.env_vars(), &["reconcile", "--provider", "clerk"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 stale user(s) examined, 1 pulled"), "{out}");
     // Only the quiet user was asked about, and their entitlement follows Clerk.
@@ -911,7 +904,7 @@ async fn the_clerk_sweep_pulls_subscriptions_whose_events_went_quiet() {
         .await
         .unwrap();
     clerk.fail_backend_api(Some(401));
-    let (code, out) = cli(&env_of(&app), &["reconcile", "--provider", "clerk"]).await;
+    let (code, out) = cli(&app.env_vars(), &["reconcile", "--provider", "clerk"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("failed:") && out.contains("401"), "{out}");
 }

@@ -6,7 +6,7 @@ use axum::{
     Form,
     extract::{Path, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::Redirect,
 };
 use granary_jobs::{
     admin,
@@ -16,7 +16,7 @@ use granary_jobs::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Operator, auth::Refused, pages::JobsQuery, views};
+use super::{Operator, auth::Refused, pages::JobsQuery};
 use crate::AppState;
 
 /// Most jobs one bulk requeue touches.
@@ -27,10 +27,6 @@ const BULK_MAX: i64 = 1000;
 pub struct ActionForm {
     csrf: String,
     reason: Option<String>,
-}
-
-fn refused(status: StatusCode, title: &str, text: &str) -> Response {
-    (status, views::message(title, text)).into_response()
 }
 
 /// The operator as the audit names them, with their reason; refuses a forged or reasonless form.
@@ -51,36 +47,38 @@ fn actor(op: &Operator, form: &ActionForm) -> Result<Actor, Refused> {
     })
 }
 
-fn op_failed(e: OpError) -> Response {
-    match e {
-        OpError::NotFound(_) => refused(StatusCode::NOT_FOUND, "Not found", &e.to_string()),
-        OpError::WrongState { .. } => {
-            refused(StatusCode::CONFLICT, "Not applicable", &e.to_string())
-        }
-        OpError::Db(e) => {
-            tracing::error!(error = %e, "console action failed");
-            refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "The database did not answer. Try again.",
-            )
+fn not_found(text: String) -> Refused {
+    Refused {
+        status: StatusCode::NOT_FOUND,
+        title: "Not found",
+        text,
+    }
+}
+
+fn not_applicable(text: String) -> Refused {
+    Refused {
+        status: StatusCode::CONFLICT,
+        title: "Not applicable",
+        text,
+    }
+}
+
+impl From<OpError> for Refused {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(_) => not_found(e.to_string()),
+            OpError::WrongState { .. } => not_applicable(e.to_string()),
+            OpError::Db(e) => Refused::unavailable(e),
         }
     }
 }
 
-fn replay_failed_page(e: ReplayError) -> Response {
-    match e {
-        ReplayError::NotFound(_) => refused(StatusCode::NOT_FOUND, "Not found", &e.to_string()),
-        ReplayError::Rejected(..) => {
-            refused(StatusCode::CONFLICT, "Not applicable", &e.to_string())
-        }
-        ReplayError::Db(e) => {
-            tracing::error!(error = %e, "console replay failed");
-            refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "The database did not answer. Try again.",
-            )
+impl From<ReplayError> for Refused {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::NotFound(_) => not_found(e.to_string()),
+            ReplayError::Rejected(..) => not_applicable(e.to_string()),
+            ReplayError::Db(e) => Refused::unavailable(e),
         }
     }
 }
@@ -91,15 +89,9 @@ pub async fn requeue_job(
     op: Operator,
     Path(id): Path<String>,
     Form(f): Form<ActionForm>,
-) -> Response {
-    let actor = match actor(&op, &f) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    match ops::requeue(&state.pool, &id, &actor).await {
-        Ok(()) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
-        Err(e) => op_failed(e),
-    }
+) -> Result<Redirect, Refused> {
+    ops::requeue(&state.pool, &id, &actor(&op, &f)?).await?;
+    Ok(Redirect::to(&format!("/console/jobs/{id}")))
 }
 
 /// `POST /console/jobs/{id}/cancel`.
@@ -108,15 +100,9 @@ pub async fn cancel_job(
     op: Operator,
     Path(id): Path<String>,
     Form(f): Form<ActionForm>,
-) -> Response {
-    let actor = match actor(&op, &f) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    match ops::cancel(&state.pool, &id, &actor).await {
-        Ok(()) => Redirect::to(&format!("/console/jobs/{id}")).into_response(),
-        Err(e) => op_failed(e),
-    }
+) -> Result<Redirect, Refused> {
+    ops::cancel(&state.pool, &id, &actor(&op, &f)?).await?;
+    Ok(Redirect::to(&format!("/console/jobs/{id}")))
 }
 
 /// The bulk requeue's form: the action's fields and the jobs page's filter.
@@ -133,28 +119,24 @@ pub async fn requeue_failed(
     State(state): State<AppState>,
     op: Operator,
     Form(f): Form<BulkForm>,
-) -> Response {
-    let actor = match actor(&op, &f.action) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    let ids = match admin::failed_job_ids(&state.pool, &f.filter.filter(), BULK_MAX).await {
-        Ok(ids) => ids,
-        Err(e) => return op_failed(OpError::Db(e)),
-    };
+) -> Result<Redirect, Refused> {
+    let actor = actor(&op, &f.action)?;
+    let ids = admin::failed_job_ids(&state.pool, &f.filter.filter(), BULK_MAX)
+        .await
+        .map_err(Refused::unavailable)?;
     let mut requeued = 0;
     for id in &ids {
         match ops::requeue(&state.pool, id, &actor).await {
             Ok(()) => requeued += 1,
             // Requeued or cancelled by someone else meanwhile: nothing to do for it.
             Err(OpError::WrongState { .. } | OpError::NotFound(_)) => {}
-            Err(e) => return op_failed(e),
+            Err(e) => return Err(e.into()),
         }
     }
     tracing::info!(requeued, actor = %actor.name, "console bulk requeue");
-    let mut to = JobsQuery::clone(&f.filter);
+    let mut to = f.filter.clone();
     to.set_state("pending");
-    Redirect::to(&format!("/console/jobs?{}", to.to_query())).into_response()
+    Ok(Redirect::to(&format!("/console/jobs?{}", to.to_query())))
 }
 
 /// `POST /console/orders/{public_id}/requeue`: every failed job of the order.
@@ -163,20 +145,14 @@ pub async fn requeue_order(
     op: Operator,
     Path(public_id): Path<String>,
     Form(f): Form<ActionForm>,
-) -> Response {
-    let actor = match actor(&op, &f) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    let order = match admin::order_id(&state.pool, &public_id).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return refused(StatusCode::NOT_FOUND, "Not found", "No order has that id."),
-        Err(e) => return op_failed(OpError::Db(e)),
-    };
-    match ops::requeue_order(&state.pool, order, &actor).await {
-        Ok(_) => Redirect::to(&format!("/console/orders/{public_id}")).into_response(),
-        Err(e) => op_failed(e),
-    }
+) -> Result<Redirect, Refused> {
+    let actor = actor(&op, &f)?;
+    let order = admin::order_id(&state.pool, &public_id)
+        .await
+        .map_err(Refused::unavailable)?
+        .ok_or_else(|| not_found("No order has that id.".into()))?;
+    ops::requeue_order(&state.pool, order, &actor).await?;
+    Ok(Redirect::to(&format!("/console/orders/{public_id}")))
 }
 
 /// `POST /console/webhooks/{id}/replay`.
@@ -185,15 +161,9 @@ pub async fn replay(
     op: Operator,
     Path(id): Path<Uuid>,
     Form(f): Form<ActionForm>,
-) -> Response {
-    let actor = match actor(&op, &f) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    match ingest::replay(&state.pool, id, &actor).await {
-        Ok(_) => Redirect::to(&format!("/console/webhooks/{id}")).into_response(),
-        Err(e) => replay_failed_page(e),
-    }
+) -> Result<Redirect, Refused> {
+    ingest::replay(&state.pool, id, &actor(&op, &f)?).await?;
+    Ok(Redirect::to(&format!("/console/webhooks/{id}")))
 }
 
 /// The range replay's form.
@@ -210,23 +180,18 @@ pub async fn replay_failed(
     State(state): State<AppState>,
     op: Operator,
     Form(f): Form<RangeForm>,
-) -> Response {
-    let actor = match actor(&op, &f.action) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+) -> Result<Redirect, Refused> {
+    let actor = actor(&op, &f.action)?;
     let (Some(since), Some(until)) = (
         super::pages::local_time(Some(&f.since)),
         super::pages::local_time(Some(&f.until)),
     ) else {
-        return refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Bad range",
-            "Give the range as two times, e.g. 2026-12-02T10:00.",
-        );
+        return Err(Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            title: "Bad range",
+            text: "Give the range as two times, e.g. 2026-12-02T10:00.".into(),
+        });
     };
-    match admin::replay_failed(&state.pool, since, until, &actor).await {
-        Ok(_) => Redirect::to("/console/webhooks?status=received").into_response(),
-        Err(e) => replay_failed_page(e),
-    }
+    admin::replay_failed(&state.pool, since, until, &actor).await?;
+    Ok(Redirect::to("/console/webhooks?status=received"))
 }

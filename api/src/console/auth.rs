@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{FromRequestParts, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
 use granary_jobs::console::{self, Session};
@@ -48,40 +48,33 @@ pub struct Refused {
     pub text: String,
 }
 
+impl Refused {
+    /// The database did not answer (logged; the page says to try again).
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "console request failed");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Unavailable",
+            text: "The database did not answer. Try again.".into(),
+        }
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         (self.status, views::message(self.title, &self.text)).into_response()
     }
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
 impl FromRequestParts<AppState> for Operator {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        if let Some(token) = cookie_value(&parts.headers, COOKIE) {
+        if let Some(token) = crate::auth::cookie(&parts.headers, COOKIE) {
             match console::session(&state.pool, token).await {
                 Ok(Some(session)) => return Ok(Self { session }),
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "console session lookup failed");
-                    return Err((
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        views::message("Unavailable", "The database did not answer. Try again."),
-                    )
-                        .into_response());
-                }
+                Err(e) => return Err(Refused::unavailable(e).into_response()),
             }
         }
         // An admin signed in to the dashboard with Clerk enters without a link.
@@ -156,14 +149,7 @@ pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -
             ),
         )
             .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "console login failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                views::message("Unavailable", "The database did not answer. Try again."),
-            )
-                .into_response()
-        }
+        Err(e) => Refused::unavailable(e).into_response(),
     }
 }
 
@@ -187,14 +173,7 @@ pub async fn login_clerk(
     };
     match console::open_for_admin(&state.pool, &user.clerk_user_id).await {
         Ok((cookie, session)) => enter(&state, &cookie, &session, safe_next(q.next.as_deref())),
-        Err(e) => {
-            tracing::error!(error = %e, "console login failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                views::message("Unavailable", "The database did not answer. Try again."),
-            )
-                .into_response()
-        }
+        Err(e) => Refused::unavailable(e).into_response(),
     }
 }
 

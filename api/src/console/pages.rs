@@ -25,12 +25,7 @@ use crate::AppState;
 
 /// A database error as a page.
 fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "console page failed");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        views::message("Unavailable", "The database did not answer. Try again."),
-    )
-        .into_response()
+    super::auth::Refused::unavailable(e).into_response()
 }
 
 fn not_found(what: &str) -> Response {
