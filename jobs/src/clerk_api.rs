@@ -52,7 +52,7 @@ pub async fn user_subscription(
         .map_err(|_| ClerkApiError::Unreachable("CLERK_API_URL cannot be a base".into()))?
         .pop_if_empty()
         .extend(["v1", "users", clerk_user_id, "billing", "subscription"]);
-    let res = reqwest::Client::new()
+    let res = crate::http::client()
         .get(url)
         .bearer_auth(key.expose_secret())
         .timeout(std::time::Duration::from_secs(10))

@@ -195,11 +195,7 @@ pub async fn run(config: &Config, pool: &PgPool, opts: Options) -> Report {
             "set RESEND_API_KEY and RESEND_FROM_EMAIL to send",
         ),
         Some(key) if live => {
-            let mut b = resend_rs::ConfigBuilder::new(secrecy::ExposeSecret::expose_secret(key));
-            if let Some(u) = &config.resend.base_url {
-                b = b.base_url(u.clone());
-            }
-            match resend_rs::Resend::with_config(b.build())
+            match crate::emails::resend_client(&config.resend, key)
                 .domains
                 .list(resend_rs::list_opts::ListOptions::default())
                 .await
@@ -398,7 +394,7 @@ async fn stripe_key_check(config: &Config, r: &mut Report) {
         return;
     }
     let since = chrono::Utc::now().timestamp();
-    match crate::stripe_api::list_events(&reqwest::Client::new(), config, &[], since, None).await {
+    match crate::stripe_api::list_events(crate::http::client(), config, &[], since, None).await {
         Ok(_) => r.push(
             "stripe api",
             Level::Ok,

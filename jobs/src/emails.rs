@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -105,6 +106,21 @@ pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Opt
     Ok(id)
 }
 
+/// A Resend client for `key` over the process's shared HTTP client (connections reused, root
+/// certificates loaded once). Built per use, so resend-rs's own client-side limiter (9 calls
+/// per 1.1 s per client) never paces Granary: Resend's 429 does, through `RetryAfter`.
+pub fn resend_client(
+    config: &crate::config::ResendConfig,
+    key: &SecretString,
+) -> resend_rs::Resend {
+    let mut builder =
+        resend_rs::ConfigBuilder::new(key.expose_secret()).client(crate::http::client().clone());
+    if let Some(base) = &config.base_url {
+        builder = builder.base_url(base.clone());
+    }
+    resend_rs::Resend::with_config(builder.build())
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -175,11 +191,7 @@ pub async fn send_email(ctx: JobContext, job: SendEmail) -> Result<(), JobError>
         tracing::info!(email_id = %job.email_id, to = %to, subject = %row.subject, "email recorded in the outbox (RESEND_API_KEY unset)");
         return Ok(());
     };
-    let mut builder = resend_rs::ConfigBuilder::new(secrecy::ExposeSecret::expose_secret(key));
-    if let Some(base) = &resend.base_url {
-        builder = builder.base_url(base.clone());
-    }
-    let client = resend_rs::Resend::with_config(builder.build());
+    let client = resend_client(resend, key);
     let mut email = resend_rs::types::CreateEmailBaseOptions::new(
         resend.from.as_str(),
         [to.as_str()],

@@ -16,6 +16,7 @@ pub mod emails;
 pub mod error;
 pub mod fulfillment;
 pub mod handlers;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod orders;

@@ -261,13 +261,13 @@ async fn window_start(pool: &PgPool, config: &Config, run_id: Uuid) -> sqlx::Res
 pub async fn reconcile_stripe(ctx: JobContext, job: ReconcileStripe) -> Result<(), JobError> {
     start_attempt(&ctx.pool, &ctx, job.run_id).await?;
     let since = window_start(&ctx.pool, &ctx.config, job.run_id).await?;
-    let client = reqwest::Client::new();
+    let client = crate::http::client();
     let mut examined = 0i32;
     let mut recovered = 0i32;
     let mut after: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let page = match stripe_api::list_events(
-            &client,
+            client,
             &ctx.config,
             PAYMENT_EVENT_TYPES,
             since.timestamp(),

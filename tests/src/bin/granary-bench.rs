@@ -934,7 +934,13 @@ async fn main() {
 
     // 4 and 5: end to end, and the footprint.
     if phase("e2e") {
-        let e = end_to_end(&bin, if q { 5 } else { 30 }, if q { 300 } else { 2000 }).await;
+        // BENCH_E2E=<steady seconds>,<burst orders> overrides the sizes (for profiling runs).
+        let sizes = std::env::var("BENCH_E2E").ok().and_then(|v| {
+            let (s, b) = v.split_once(',')?;
+            Some((s.trim().parse().ok()?, b.trim().parse().ok()?))
+        });
+        let (steady_secs, burst_orders) = sizes.unwrap_or(if q { (5, 300) } else { (30, 2000) });
+        let e = end_to_end(&bin, steady_secs, burst_orders).await;
         let _ = writeln!(
             out,
             "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
