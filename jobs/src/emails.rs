@@ -61,49 +61,48 @@ pub struct Draft {
 /// without any address gets a `skipped` row with the reason instead. Returns the row id, or None
 /// when this email was already queued.
 pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Option<Uuid>> {
-    let to = sqlx::query_scalar!(
-        r#"SELECT coalesce(nullif(c.billing_email, ''), nullif(p.email, '')) AS to_address
-           FROM profiles p LEFT JOIN customer_accounts c ON c.profile_id = p.id WHERE p.id = $1"#,
-        d.profile_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
-    let (status, skip) = match &to {
-        Some(_) => ("pending", None),
-        None => (
-            "skipped",
-            Some("no recipient: the customer has neither a billing email nor a profile email"),
-        ),
-    };
-    let id = sqlx::query_scalar!(
-        r#"INSERT INTO emails (dedupe_key, kind, to_address, subject, html_body, text_body, status, skip_reason, order_id, profile_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"#,
+    // One statement: the recipient (billing email, else profile email) and the row.
+    let row = sqlx::query!(
+        r#"
+        WITH rcpt AS (
+            SELECT coalesce(nullif(c.billing_email, ''), nullif(p.email, '')) AS address
+            FROM (SELECT $8::uuid AS id) x
+            LEFT JOIN profiles p ON p.id = x.id
+            LEFT JOIN customer_accounts c ON c.profile_id = p.id
+        )
+        INSERT INTO emails (dedupe_key, kind, to_address, subject, html_body, text_body, status, skip_reason, order_id, profile_id)
+        SELECT $1, $2, address, $3, $4, $5,
+               CASE WHEN address IS NULL THEN 'skipped' ELSE 'pending' END,
+               CASE WHEN address IS NULL THEN $6 END, $7, $8
+        FROM rcpt
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, to_address IS NOT NULL AS "sendable!"
+        "#,
         d.dedupe_key,
         d.kind,
-        to,
         d.subject,
         d.html,
         d.text,
-        status,
-        skip,
+        "no recipient: the customer has neither a billing email nor a profile email",
         d.order_id,
-        d.profile_id
+        d.profile_id,
     )
     .fetch_optional(&mut *conn)
     .await?;
-    if let (Some(id), Some(_)) = (id, &to) {
-        queue::enqueue(
+    if let Some(r) = &row
+        && r.sendable
+    {
+        // The row is new, so no `send_email` for it can be waiting yet.
+        queue::enqueue_first(
             conn,
             &SendEmail {
-                email_id: id,
+                email_id: r.id,
                 order_id: d.order_id,
             },
         )
         .await?;
     }
-    Ok(id)
+    Ok(row.map(|r| r.id))
 }
 
 /// A Resend client for `key` over the process's shared HTTP client (connections reused, root

@@ -107,8 +107,18 @@ fn money(cents: i64, currency: &str) -> String {
 /// disputed before this job ran gets nothing.
 pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
+    // The order, locked, with its receipt lines and what kinds of thing it sold, so a digital
+    // order skips the service and credit statements (each a round trip) it has no use for.
     let Some(order) = sqlx::query!(
-        r#"SELECT id, public_id, status AS "status: OrderStatus", customer_profile_id, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE"#,
+        r#"SELECT o.id, o.public_id, o.status AS "status: OrderStatus", o.customer_profile_id, o.total_cents, o.currency,
+                  array_remove(ARRAY(SELECT oi.product_name || ' × ' || oi.quantity FROM order_items oi
+                                     WHERE oi.order_id = o.id ORDER BY oi.created_at, oi.id), NULL) AS "items!",
+                  EXISTS (SELECT 1 FROM order_items oi JOIN products p ON p.id = oi.product_id
+                          LEFT JOIN service_offers s ON s.product_id = p.id
+                          WHERE oi.order_id = o.id AND (p.product_type = 'service' OR s.id IS NOT NULL)) AS "services!",
+                  EXISTS (SELECT 1 FROM order_items oi JOIN products p ON p.id = oi.product_id
+                          WHERE oi.order_id = o.id AND jsonb_array_length(p.credit_grants) > 0) AS "packs!"
+           FROM orders o WHERE o.id = $1 FOR UPDATE OF o"#,
         job.order_id
     )
     .fetch_optional(&mut *tx)
@@ -137,56 +147,53 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
     .await?
     .rows_affected();
     let grants = insert_grants(&mut tx, &ctx.config, order.id, None).await?;
-    // Services: one booking request per paid service item.
-    let bookings = sqlx::query!(
-        r#"
-        INSERT INTO bookings (profile_id, service_offer_id, order_item_id, status)
-        SELECT $2, s.id, oi.id, 'requested'
-        FROM order_items oi JOIN service_offers s ON s.product_id = oi.product_id
-        WHERE oi.order_id = $1
-        ON CONFLICT (order_item_id) WHERE order_item_id IS NOT NULL DO NOTHING
-        "#,
-        order.id,
-        order.customer_profile_id
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // Service items also open a work order the seller moves along.
-    let work_orders = crate::account::work_orders::open_for_order(&mut tx, order.id).await?;
-    tracing::debug!(order_id = %order.id, work_orders, "work orders opened");
-
-    let items: Vec<String> = sqlx::query_scalar!(
-        "SELECT product_name || ' × ' || quantity FROM order_items WHERE order_id = $1 ORDER BY created_at, id",
-        order.id
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut bookings = 0;
+    if order.services {
+        // Services: one booking request per paid service item.
+        bookings = sqlx::query!(
+            r#"
+            INSERT INTO bookings (profile_id, service_offer_id, order_item_id, status)
+            SELECT $2, s.id, oi.id, 'requested'
+            FROM order_items oi JOIN service_offers s ON s.product_id = oi.product_id
+            WHERE oi.order_id = $1
+            ON CONFLICT (order_item_id) WHERE order_item_id IS NOT NULL DO NOTHING
+            "#,
+            order.id,
+            order.customer_profile_id
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Service items also open a work order the seller moves along.
+        let work_orders = crate::account::work_orders::open_for_order(&mut tx, order.id).await?;
+        tracing::debug!(order_id = %order.id, work_orders, "work orders opened");
+    }
     let downloads = format!(
         "{}/account/downloads",
         ctx.config.frontend_app_url.as_str().trim_end_matches('/')
     );
-    let has_downloads = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1) AS "e!""#,
-        order.id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    // Grants made now, or by an earlier attempt.
+    let has_downloads = grants > 0
+        || sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1) AS "e!""#,
+            order.id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
     let mut lines = vec![format!("Thank you for your order {}.", order.public_id)];
-    lines.extend(items.iter().cloned());
+    lines.extend(order.items.iter().cloned());
     lines.push(format!(
         "Total paid: {}",
         money(order.total_cents, &order.currency)
     ));
     // Credit packs: added once per item and unit, and said in the receipt.
-    for (unit, amount) in crate::credits::grant_order_packs(&mut tx, order.id).await? {
-        lines.push(format!(
-            "{} {unit} added",
-            crate::credits::thousands(amount)
-        ));
+    if order.packs {
+        for (unit, amount) in crate::credits::grant_order_packs(&mut tx, order.id).await? {
+            lines.push(format!(
+                "{} {unit} added",
+                crate::credits::thousands(amount)
+            ));
+        }
     }
     if has_downloads {
         lines.push("Your downloads are ready in your account (sign in to download).".into());

@@ -107,7 +107,8 @@ pub async fn record_payment(
     if newly.is_none() {
         return Ok(PaidOutcome::AlreadyPaid);
     }
-    queue::enqueue(conn, &FulfillOrder { order_id }).await?;
+    // Only the transaction whose update made the order paid gets here.
+    queue::enqueue_first(conn, &FulfillOrder { order_id }).await?;
     Ok(PaidOutcome::NewlyPaid)
 }
 

@@ -98,6 +98,18 @@ pub async fn enqueue_at<J: Job>(
     Ok(Enqueued::New(id))
 }
 
+/// [`enqueue`] for a job that cannot be waiting already, without the dedupe check's two round
+/// trips (the advisory lock and the lookup). For callers that have just created the row the job
+/// works for (a new email's `send_email`) or won the guarded update that asks for it (the order
+/// that has just become paid): only one transaction can ever get there. The dedupe key is still
+/// recorded, so a later [`enqueue`] of the same job finds this one.
+pub async fn enqueue_first<J: Job>(conn: &mut PgConnection, job: &J) -> sqlx::Result<String> {
+    let new = NewJob::of(job, None)?;
+    let id = new.id.clone();
+    insert(&mut *conn, std::slice::from_ref(&new), wake_for(J::QUEUE)).await?;
+    Ok(id)
+}
+
 /// A job ready to be written: what [`insert`] takes.
 #[derive(Debug, Clone)]
 pub struct NewJob {
