@@ -61,31 +61,35 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
     };
     match result {
         Ok(outcome) => {
-            let (status, note) = match &outcome {
+            let (status, note, effects) = match &outcome {
                 Outcome::Applied(effects) => {
                     if let Some((_, order, _)) = effects.iter().find(|(e, _, _)| *e == "order") {
                         span.record("order_id", tracing::field::display(order));
                     }
-                    for (entity, entity_id, action) in effects {
-                        sqlx::query!(
-                            "INSERT INTO webhook_event_effects (webhook_event_id, entity, entity_id, action) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                            id,
-                            entity,
-                            entity_id,
-                            action
-                        )
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    ("processed", None)
+                    ("processed", None, effects.as_slice())
                 }
-                Outcome::Ignored(why) => ("ignored", Some(why.clone())),
+                Outcome::Ignored(why) => ("ignored", Some(why.clone()), &[][..]),
             };
+            let entities: Vec<&str> = effects.iter().map(|(e, _, _)| *e).collect();
+            let ids: Vec<Uuid> = effects.iter().map(|(_, i, _)| *i).collect();
+            let actions: Vec<&str> = effects.iter().map(|(_, _, a)| *a).collect();
+            // The effects and the event's new status in one statement.
             sqlx::query!(
-                "UPDATE webhook_events SET status = $2, processed_at = now(), process_attempts = process_attempts + 1, last_error = $3 WHERE id = $1",
+                r#"
+                WITH fx AS (
+                    INSERT INTO webhook_event_effects (webhook_event_id, entity, entity_id, action)
+                    SELECT $1, e, i, a FROM unnest($4::text[], $5::uuid[], $6::text[]) AS t(e, i, a)
+                    ON CONFLICT DO NOTHING
+                )
+                UPDATE webhook_events SET status = $2, processed_at = now(), process_attempts = process_attempts + 1, last_error = $3
+                WHERE id = $1
+                "#,
                 id,
                 status,
-                note
+                note,
+                &entities as &[&str],
+                &ids,
+                &actions as &[&str],
             )
             .execute(&mut *tx)
             .await?;
