@@ -236,10 +236,9 @@ pub async fn run(config: &Config, pool: &PgPool, opts: Options) -> Report {
         ),
         Some(url) => {
             let fetched = async {
-                let res = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()?
+                let res = crate::http::client()
                     .get(url.clone())
+                    .timeout(Duration::from_secs(5))
                     .send()
                     .await?
                     .error_for_status()?;

@@ -92,10 +92,7 @@ pub async fn enqueue_at<J: Job>(
         }
     }
 
-    let new = NewJob::of(job, run_at)?;
-    let id = new.id.clone();
-    insert(&mut *conn, std::slice::from_ref(&new), wake_for(J::QUEUE)).await?;
-    Ok(Enqueued::New(id))
+    Ok(Enqueued::New(insert_one(conn, job, run_at).await?))
 }
 
 /// [`enqueue`] for a job that cannot be waiting already, without the dedupe check's two round
@@ -104,10 +101,18 @@ pub async fn enqueue_at<J: Job>(
 /// that has just become paid): only one transaction can ever get there. The dedupe key is still
 /// recorded, so a later [`enqueue`] of the same job finds this one.
 pub async fn enqueue_first<J: Job>(conn: &mut PgConnection, job: &J) -> sqlx::Result<String> {
-    let new = NewJob::of(job, None)?;
-    let id = new.id.clone();
+    insert_one(conn, job, None).await
+}
+
+/// Writes `job` through [`insert`], woken as [`wake_for`] says; returns its new id.
+async fn insert_one<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> sqlx::Result<String> {
+    let new = NewJob::of(job, run_at)?;
     insert(&mut *conn, std::slice::from_ref(&new), wake_for(J::QUEUE)).await?;
-    Ok(id)
+    Ok(new.id)
 }
 
 /// A job ready to be written: what [`insert`] takes.
