@@ -67,6 +67,12 @@ impl Job for IssueGrants {
 /// Inserts the missing download grants of `order_id` (optionally only for one asset): one per
 /// order item and ready, active asset of its product. Tokens are 160 bits from PostgreSQL's
 /// CSPRNG (`gen_random_bytes`). Returns how many were created.
+///
+/// The order's items are read first (a materialized CTE, so by `order_items_order_idx`), then
+/// their products and assets. Left to itself, the planner started from the product's assets and
+/// walked every order item of that product, filtering by order: measured on a burst of orders
+/// for one product on a fresh database (statistics not yet gathered), 1.2 ms per fulfillment and
+/// growing with each sale, the costliest statement of the burst.
 async fn insert_grants(
     conn: &mut PgConnection,
     config: &Config,
@@ -75,17 +81,21 @@ async fn insert_grants(
 ) -> sqlx::Result<u64> {
     Ok(sqlx::query!(
         r#"
+        WITH items AS MATERIALIZED (
+            -- The order's own items first (see above).
+            SELECT oi.id, oi.product_id, o.customer_profile_id
+            FROM orders o JOIN order_items oi ON oi.order_id = o.id
+            WHERE o.id = $1 AND o.status IN ('paid', 'fulfilled')
+        )
         INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, expires_at, max_downloads)
-        SELECT encode(gen_random_bytes(20), 'hex'), o.customer_profile_id, oi.id, a.id,
+        SELECT encode(gen_random_bytes(20), 'hex'), oi.customer_profile_id, oi.id, a.id,
                CASE WHEN coalesce(p.download_expiry_days, $3) IS NULL THEN NULL
                     ELSE now() + make_interval(days => coalesce(p.download_expiry_days, $3)) END,
                coalesce(p.download_max, $4)
-        FROM orders o
-        JOIN order_items oi ON oi.order_id = o.id
+        FROM items oi
         JOIN products p ON p.id = oi.product_id
         JOIN digital_assets a ON a.product_id = p.id
-        WHERE o.id = $1 AND o.status IN ('paid', 'fulfilled')
-          AND a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
+        WHERE a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
           AND ($2::uuid IS NULL OR a.id = $2)
         ON CONFLICT (order_item_id, asset_id) DO NOTHING
         "#,
