@@ -49,6 +49,17 @@ tokio::task_local! {
     pub(crate) static DEFERRED_WAKES: std::cell::RefCell<Vec<&'static str>>;
 }
 
+/// Runs `f` as the job runtime runs a handler: its enqueues wake nobody at their commits, and
+/// the queues they wrote to are returned, for the caller to wake once `f`'s commits are done.
+pub async fn deferring_wakes<F: std::future::Future>(f: F) -> (F::Output, Vec<&'static str>) {
+    DEFERRED_WAKES
+        .scope(Default::default(), async {
+            let out = f.await;
+            (out, DEFERRED_WAKES.with(|w| w.take()))
+        })
+        .await
+}
+
 /// How an enqueue into `queue` wakes the workers: after the handler it runs in, if any, else at
 /// the caller's commit.
 fn wake_for(queue: &'static str) -> Wake {
@@ -230,6 +241,46 @@ pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob], wake: Wake) -> sql
     .fetch_one(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Sends the wake-ups of commits made with [`Wake::AfterCommit`], off the committers' path: one
+/// task sends one NOTIFY at a time, for every queue woken while the previous one was in flight.
+///
+/// Ingest used to spawn a task per commit for its NOTIFY. PostgreSQL serialises committing
+/// transactions that notify, so under load those tasks could queue on that lock while each held
+/// a pool connection, up to the whole pool. Here there is one, and the NOTIFYs are coalesced.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+impl Notifier {
+    /// Starts the sending task on `pool`. It stops at `stop`, or when every clone is dropped.
+    pub fn spawn(pool: sqlx::PgPool, stop: tokio_util::sync::CancellationToken) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        tokio::spawn(async move {
+            let mut queues = Vec::new();
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut queues, 256) => if n == 0 { return },
+                    () = stop.cancelled() => return,
+                }
+                queues.sort_unstable();
+                queues.dedup();
+                if let Err(e) = notify(&pool, &queues).await {
+                    tracing::debug!(error = %e, "NOTIFY failed; workers find the jobs at their poll");
+                }
+                queues.clear();
+            }
+        });
+        Self { tx }
+    }
+
+    /// Wakes `queue`'s workers in every process, soon. A lost wake-up costs only the workers'
+    /// poll interval.
+    pub fn wake(&self, queue: &'static str) {
+        let _ = self.tx.send(queue);
+    }
 }
 
 /// Wakes the workers of `queues` (after a commit that wrote their jobs with

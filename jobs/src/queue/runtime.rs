@@ -27,6 +27,7 @@ use super::{
     JobError,
     backend::{self, Buffer, Claimed, Claimer, Outcome, QueueBackend},
     backoff,
+    enqueue::Notifier,
     registry::{Handler, JobContext, Registry},
 };
 use crate::Config;
@@ -42,12 +43,12 @@ struct Binding {
     wakes: Arc<Wakes>,
 }
 
-/// Wakes queue workers: this process's at once, every process's through NOTIFY, sent by one
-/// task outside any data commit, the queues woken meanwhile coalesced into one statement.
+/// Wakes queue workers: this process's at once, every process's through the [`Notifier`]'s
+/// NOTIFY, sent outside any data commit.
 pub(crate) struct Wakes {
     /// The same map the LISTEN task wakes.
     local: Arc<HashMap<&'static str, Arc<Notify>>>,
-    notify: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    notify: Notifier,
 }
 
 impl Wakes {
@@ -56,28 +57,8 @@ impl Wakes {
             if let Some(w) = self.local.get(q) {
                 w.notify_one();
             }
-            let _ = self.notify.send(q);
+            self.notify.wake(q);
         }
-    }
-}
-
-async fn notify_loop(
-    pool: PgPool,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
-    stop: CancellationToken,
-) {
-    let mut queues = Vec::new();
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut queues, 256) => if n == 0 { return },
-            () = stop.cancelled() => return,
-        }
-        queues.sort_unstable();
-        queues.dedup();
-        if let Err(e) = super::enqueue::notify(&pool, &queues).await {
-            tracing::debug!(error = %e, "NOTIFY failed; other workers find the jobs at their poll");
-        }
-        queues.clear();
     }
 }
 
@@ -128,12 +109,10 @@ pub async fn run(
             .collect(),
     );
     let listener = tokio::spawn(listen(pool.clone(), wakes.clone(), shutdown.clone()));
-    let (notify, to_notify) = tokio::sync::mpsc::unbounded_channel();
     let closing = CancellationToken::new();
-    let notifier = tokio::spawn(notify_loop(pool.clone(), to_notify, closing.clone()));
     let waker = Arc::new(Wakes {
         local: wakes.clone(),
-        notify,
+        notify: Notifier::spawn(pool.clone(), closing.clone()),
     });
     let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
     let completing = tokio::spawn(backend::complete_loop(
@@ -230,7 +209,6 @@ pub async fn run(
     let _ = maintenance.await;
     let _ = lifeline.await;
     let _ = listener.await;
-    let _ = notifier.await;
     for task in periodic {
         let _ = task.await;
     }
@@ -447,16 +425,12 @@ async fn execute(job: Claimed, binding: Data<Binding>) -> Result<(), BoxDynError
     let queue_latency = (chrono::Utc::now() - job.run_at)
         .to_std()
         .unwrap_or_default();
-    let (outcome, enqueued) = super::enqueue::DEFERRED_WAKES
-        .scope(Default::default(), async {
-            let outcome = AssertUnwindSafe((b.handler)(ctx, job.args))
-                .catch_unwind()
-                .instrument(span.clone())
-                .await;
-            let enqueued = super::enqueue::DEFERRED_WAKES.with(|w| w.take());
-            (outcome, enqueued)
-        })
-        .await;
+    let (outcome, enqueued) = super::enqueue::deferring_wakes(
+        AssertUnwindSafe((b.handler)(ctx, job.args))
+            .catch_unwind()
+            .instrument(span.clone()),
+    )
+    .await;
     // The handler's commits are done: wake the queues it wrote jobs to.
     if !enqueued.is_empty() {
         b.wakes.wake(&enqueued);

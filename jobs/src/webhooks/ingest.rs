@@ -62,24 +62,15 @@ pub enum Stored {
     Duplicate,
 }
 
-/// Stores an accepted delivery and enqueues its processing, atomically, in one transaction.
+/// Stores one accepted delivery and enqueues its processing, atomically, in one transaction.
 /// Returns only after the commit: a 2xx answered on its strength means the event is durable.
 /// Workers are woken after the commit, so the commit carries no NOTIFY (PostgreSQL serialises
 /// commits that notify). The job is written by [`queue::enqueue::insert`] without a dedupe
 /// lookup: its key is the event row just inserted, so no other job can hold it. A duplicate
 /// delivery inserts no event, hence no job.
-pub async fn store_accepted(
-    pool: &PgPool,
-    provider: Provider,
-    v: &Verified,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> sqlx::Result<Stored> {
-    store_one(pool, provider, v, &headers_json(headers), body).await
-}
-
 async fn store_one(
     pool: &PgPool,
+    wake: &queue::enqueue::Notifier,
     provider: Provider,
     v: &Verified,
     headers: &Value,
@@ -115,20 +106,8 @@ async fn store_one(
     )?;
     queue::enqueue::insert(&mut tx, &[job], queue::Wake::AfterCommit).await?;
     tx.commit().await?;
-    wake_processing(pool);
+    wake.wake(<ProcessWebhookEvent as queue::Job>::QUEUE);
     Ok(Stored::New(id))
-}
-
-/// Wakes the webhook workers after a commit, off the caller's path; a lost wake-up costs only
-/// the workers' poll interval.
-fn wake_processing(pool: &PgPool) {
-    use queue::Job as _;
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        if let Err(e) = queue::enqueue::notify(&pool, &[ProcessWebhookEvent::QUEUE]).await {
-            tracing::debug!(error = %e, "waking the webhook workers failed; their poll will find the job");
-        }
-    });
 }
 
 /// An event found by a reconciliation sweep rather than delivered.
@@ -311,7 +290,7 @@ struct Pending {
 
 /// Group commit for webhook ingest. Concurrent deliveries are written together, in one
 /// statement and one commit (events, jobs and job links; the batch is atomic), and each caller
-/// is answered only after that commit: the durability of [`store_accepted`] with a fraction of
+/// is answered only after that commit: the durability of storing each on its own with a fraction of
 /// the commits and WAL flushes, and no NOTIFY in the commit (PostgreSQL serialises committing
 /// transactions that notify; measured with pgbench: the three-table insert alone does ~1,950
 /// tps at 32 clients, ~950 with a NOTIFY per row): workers are woken once per batch, after it.
@@ -339,8 +318,9 @@ impl Batcher {
         }
     }
 
-    /// Stores an accepted delivery as [`store_accepted`] does, in a batch with whatever else is
-    /// arriving. Returns only after the commit.
+    /// Stores an accepted delivery and enqueues its processing, in a batch with whatever else is
+    /// arriving. Returns only after the commit: a 2xx answered on its strength means the event
+    /// is durable.
     pub async fn store(
         &self,
         provider: Provider,
@@ -350,7 +330,8 @@ impl Batcher {
     ) -> sqlx::Result<Stored> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            tokio::spawn(run_batches(self.pool.clone(), rx));
+            let wake = queue::enqueue::Notifier::spawn(self.pool.clone(), Default::default());
+            tokio::spawn(run_batches(self.pool.clone(), wake, rx));
             tx
         });
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -370,7 +351,11 @@ impl Batcher {
     }
 }
 
-async fn run_batches(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+async fn run_batches(
+    pool: PgPool,
+    wake: queue::enqueue::Notifier,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+) {
     let flushers = std::sync::Arc::new(tokio::sync::Semaphore::new(FLUSHERS));
     loop {
         // A free flusher first: while all are busy, deliveries queue up into the next batch.
@@ -387,15 +372,15 @@ async fn run_batches(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<Pending>)
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, wake) = (pool.clone(), wake.clone());
         tokio::spawn(async move {
-            flush(&pool, batch).await;
+            flush(&pool, &wake, batch).await;
             drop(permit);
         });
     }
 }
 
-async fn flush(pool: &PgPool, batch: Vec<Pending>) {
+async fn flush(pool: &PgPool, wake: &queue::enqueue::Notifier, batch: Vec<Pending>) {
     if batch.len() > 1 {
         let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::new_v4()).collect();
         match store_batch(pool, &batch, &ids).await {
@@ -412,7 +397,7 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
                     let _ = p.reply.send(Ok(answer));
                 }
                 if any {
-                    wake_processing(pool);
+                    wake.wake(<ProcessWebhookEvent as queue::Job>::QUEUE);
                 }
                 return;
             }
@@ -427,7 +412,7 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
             event_type: p.event_type,
             occurred_at: p.occurred_at,
         };
-        let result = store_one(pool, p.provider, &v, &p.headers, &p.body).await;
+        let result = store_one(pool, wake, p.provider, &v, &p.headers, &p.body).await;
         let _ = p.reply.send(result);
     }))
     .await;
