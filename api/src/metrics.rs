@@ -97,7 +97,7 @@ pub async fn serve_private(
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
-    axum::serve(listener, app)
+    axum::serve(crate::with_nodelay(listener), app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
