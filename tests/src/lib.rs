@@ -124,9 +124,7 @@ impl TestAppBuilder {
         };
         let resend = if self.with_resend {
             let r = resend::ResendStandIn::start().await;
-            env.insert("RESEND_API_KEY".into(), "re_test_key".into());
-            env.insert("RESEND_BASE_URL".into(), r.url.clone());
-            env.insert("RESEND_FROM_EMAIL".into(), "Shop <orders@shop.test>".into());
+            env.extend(r.env().map(|(k, v)| (k.to_string(), v)));
             Some(r)
         } else {
             None

@@ -119,6 +119,15 @@ async fn emails(
 }
 
 impl ResendStandIn {
+    /// The variables that point Granary's Resend client at this stand-in.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("RESEND_API_KEY", "re_test_key".into()),
+            ("RESEND_BASE_URL", self.url.clone()),
+            ("RESEND_FROM_EMAIL", "Shop <orders@shop.test>".into()),
+        ]
+    }
+
     /// Starts it on an ephemeral loopback port.
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -290,10 +290,11 @@ struct Pending {
 
 /// Group commit for webhook ingest. Concurrent deliveries are written together, in one
 /// statement and one commit (events, jobs and job links; the batch is atomic), and each caller
-/// is answered only after that commit: the durability of storing each on its own with a fraction of
-/// the commits and WAL flushes, and no NOTIFY in the commit (PostgreSQL serialises committing
-/// transactions that notify; measured with pgbench: the three-table insert alone does ~1,950
-/// tps at 32 clients, ~950 with a NOTIFY per row): workers are woken once per batch, after it.
+/// is answered only after that commit: the durability of storing each on its own, with a
+/// fraction of the commits and WAL flushes, and no NOTIFY in the commit (PostgreSQL serialises
+/// committing transactions that notify; measured with pgbench: the three-table insert alone
+/// does ~1,950 tps at 32 clients, ~950 with a NOTIFY per row): workers are woken once per
+/// batch, after it.
 ///
 /// Nothing waits to fill a batch: a flusher takes whatever is queued the moment it is free, so
 /// a lone delivery is written at once, and batches grow only while every flusher is busy.

@@ -548,21 +548,12 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
     let steady_orders = 50 * steady_secs;
     let steady_ids = shop.orders(&db.pool, "st", steady_orders, false).await;
     let burst_ids = shop.orders(&db.pool, "bu", burst_orders, false).await;
-    let svc = start_services(
-        bin,
-        &db,
-        &[
-            ("RESEND_API_KEY", "re_bench_key".into()),
-            ("RESEND_BASE_URL", resend.url.clone()),
-            ("RESEND_FROM_EMAIL", "Shop <orders@shop.test>".into()),
-            (
-                "ASSET_STORAGE_FS_ROOT",
-                storage.to_string_lossy().into_owned(),
-            ),
-        ],
-        true,
-    )
-    .await;
+    let mut env = resend.env().to_vec();
+    env.push((
+        "ASSET_STORAGE_FS_ROOT",
+        storage.to_string_lossy().into_owned(),
+    ));
+    let svc = start_services(bin, &db, &env, true).await;
 
     let (sent, _) = send_payments(&svc.base, &steady_ids, "st", Some(50.0)).await;
     let (lat, last) = receipts(&resend, "st", &sent).await;
@@ -626,9 +617,7 @@ async fn handlers_only(orders: usize) -> f64 {
             .into_iter()
             .collect();
     let mut env = base_env(&db.url);
-    env.insert("RESEND_API_KEY".into(), "re_bench_key".into());
-    env.insert("RESEND_BASE_URL".into(), resend.url.clone());
-    env.insert("RESEND_FROM_EMAIL".into(), "Shop <orders@shop.test>".into());
+    env.extend(resend.env().map(|(k, v)| (k.to_string(), v)));
     let config = Arc::new(Config::from_map(&env).expect("config"));
     let pool = granary_jobs::db::pool(&config, 20).expect("pool");
     let batcher = Arc::new(Batcher::new(pool.clone()));
