@@ -64,49 +64,117 @@ impl Job for IssueGrants {
     }
 }
 
-/// Inserts the missing download grants of `order_id` (optionally only for one asset): one per
-/// order item and ready, active asset of its product. Tokens are 160 bits from PostgreSQL's
-/// CSPRNG (`gen_random_bytes`). Returns how many were created.
+/// An order as [`write_grants`] found it, and what it wrote.
+struct Granted {
+    id: Uuid,
+    public_id: String,
+    status: OrderStatus,
+    customer_profile_id: Uuid,
+    total_cents: i64,
+    currency: String,
+    /// Receipt lines: "name × quantity".
+    items: Vec<String>,
+    /// Whether it sold a service (bookings and work orders follow).
+    services: bool,
+    /// Whether it sold a credit pack.
+    packs: bool,
+    /// Entitlements created now.
+    entitlements: i64,
+    /// Download grants created now.
+    grants: i64,
+    /// Whether it had download grants before (an earlier attempt, or another asset).
+    had_grants: bool,
+}
+
+/// The digital half of fulfilling `order_id`, in one statement (one round trip): the order is
+/// locked and read with its receipt lines; if it is paid (or fulfilled), its items get their
+/// download grants (only for `only_asset`, when given) and, for the `whole` order, their
+/// entitlements, and a paid order becomes `fulfilled`. An order in any other state (refunded or
+/// disputed before this ran) gets nothing. `None`: no such order.
 ///
-/// The order's items are read first (a materialized CTE, so by `order_items_order_idx`), then
-/// their products and assets. Left to itself, the planner started from the product's assets and
-/// walked every order item of that product, filtering by order: measured on a burst of orders
-/// for one product on a fresh database (statistics not yet gathered), 1.2 ms per fulfillment and
-/// growing with each sale, the costliest statement of the burst.
-async fn insert_grants(
+/// Grants: one per order item and ready, active asset of its product. Tokens are 160 bits from
+/// PostgreSQL's CSPRNG (`gen_random_bytes`). The order's items are read first (a materialized
+/// CTE, so by `order_items_order_idx`), then their products and assets. Left to itself, the
+/// planner started from the product's assets and walked every order item of that product,
+/// filtering by order: measured on a burst of orders for one product on a fresh database
+/// (statistics not yet gathered), 1.2 ms per fulfillment and growing with each sale, the
+/// costliest statement of the burst.
+async fn write_grants(
     conn: &mut PgConnection,
     config: &Config,
     order_id: Uuid,
     only_asset: Option<Uuid>,
-) -> sqlx::Result<u64> {
-    Ok(sqlx::query!(
+    whole: bool,
+) -> sqlx::Result<Option<Granted>> {
+    let row = sqlx::query!(
         r#"
-        WITH items AS MATERIALIZED (
-            -- The order's own items first (see above).
-            SELECT oi.id, oi.product_id, o.customer_profile_id
-            FROM orders o JOIN order_items oi ON oi.order_id = o.id
-            WHERE o.id = $1 AND o.status IN ('paid', 'fulfilled')
+        WITH o AS (
+            SELECT id, public_id, status, customer_profile_id, total_cents, currency
+            FROM orders WHERE id = $1 FOR UPDATE
+        ), items AS MATERIALIZED (
+            -- The order's own items first (see above), and only if it is paid.
+            SELECT oi.id, oi.product_id, oi.product_name, oi.quantity, oi.created_at, o.customer_profile_id
+            FROM o JOIN order_items oi ON oi.order_id = o.id
+            WHERE o.status IN ('paid', 'fulfilled')
+        ), ent AS (
+            INSERT INTO entitlements (profile_id, feature_key, source_type, source_id)
+            SELECT i.customer_profile_id, f.feature, 'order_item', i.id::text
+            FROM items i JOIN products p ON p.id = i.product_id
+            CROSS JOIN LATERAL unnest(p.feature_keys) AS f(feature)
+            WHERE $5
+            ON CONFLICT (source_type, source_id, feature_key) DO NOTHING
+            RETURNING 1
+        ), gr AS (
+            INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, expires_at, max_downloads)
+            SELECT encode(gen_random_bytes(20), 'hex'), i.customer_profile_id, i.id, a.id,
+                   CASE WHEN coalesce(p.download_expiry_days, $3) IS NULL THEN NULL
+                        ELSE now() + make_interval(days => coalesce(p.download_expiry_days, $3)) END,
+                   coalesce(p.download_max, $4)
+            FROM items i
+            JOIN products p ON p.id = i.product_id
+            JOIN digital_assets a ON a.product_id = p.id
+            WHERE a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
+              AND ($2::uuid IS NULL OR a.id = $2)
+            ON CONFLICT (order_item_id, asset_id) DO NOTHING
+            RETURNING 1
+        ), done AS (
+            UPDATE orders SET status = 'fulfilled', fulfilled_at = coalesce(fulfilled_at, now())
+            WHERE id = $1 AND $5 AND status = 'paid'
         )
-        INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, expires_at, max_downloads)
-        SELECT encode(gen_random_bytes(20), 'hex'), oi.customer_profile_id, oi.id, a.id,
-               CASE WHEN coalesce(p.download_expiry_days, $3) IS NULL THEN NULL
-                    ELSE now() + make_interval(days => coalesce(p.download_expiry_days, $3)) END,
-               coalesce(p.download_max, $4)
-        FROM items oi
-        JOIN products p ON p.id = oi.product_id
-        JOIN digital_assets a ON a.product_id = p.id
-        WHERE a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
-          AND ($2::uuid IS NULL OR a.id = $2)
-        ON CONFLICT (order_item_id, asset_id) DO NOTHING
+        SELECT o.id, o.public_id, o.status AS "status: OrderStatus", o.customer_profile_id, o.total_cents, o.currency,
+               ARRAY(SELECT i.product_name || ' × ' || i.quantity FROM items i ORDER BY i.created_at, i.id) AS "items!",
+               EXISTS (SELECT 1 FROM items i JOIN products p ON p.id = i.product_id
+                       LEFT JOIN service_offers s ON s.product_id = p.id
+                       WHERE p.product_type = 'service' OR s.id IS NOT NULL) AS "services!",
+               EXISTS (SELECT 1 FROM items i JOIN products p ON p.id = i.product_id
+                       WHERE jsonb_array_length(p.credit_grants) > 0) AS "packs!",
+               (SELECT count(*) FROM ent) AS "entitlements!",
+               (SELECT count(*) FROM gr) AS "grants!",
+               EXISTS (SELECT 1 FROM download_grants g JOIN items i ON i.id = g.order_item_id) AS "had_grants!"
+        FROM o
         "#,
         order_id,
         only_asset,
         config.download_default_expiry_days,
         config.download_default_max,
+        whole,
     )
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| Granted {
+        id: r.id,
+        public_id: r.public_id,
+        status: r.status,
+        customer_profile_id: r.customer_profile_id,
+        total_cents: r.total_cents,
+        currency: r.currency,
+        items: r.items,
+        services: r.services,
+        packs: r.packs,
+        entitlements: r.entitlements,
+        grants: r.grants,
+        had_grants: r.had_grants,
+    }))
 }
 
 fn money(cents: i64, currency: &str) -> String {
@@ -117,46 +185,18 @@ fn money(cents: i64, currency: &str) -> String {
 /// disputed before this job ran gets nothing.
 pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
-    // The order, locked, with its receipt lines and what kinds of thing it sold, so a digital
-    // order skips the service and credit statements (each a round trip) it has no use for.
-    let Some(order) = sqlx::query!(
-        r#"SELECT o.id, o.public_id, o.status AS "status: OrderStatus", o.customer_profile_id, o.total_cents, o.currency,
-                  array_remove(ARRAY(SELECT oi.product_name || ' × ' || oi.quantity FROM order_items oi
-                                     WHERE oi.order_id = o.id ORDER BY oi.created_at, oi.id), NULL) AS "items!",
-                  EXISTS (SELECT 1 FROM order_items oi JOIN products p ON p.id = oi.product_id
-                          LEFT JOIN service_offers s ON s.product_id = p.id
-                          WHERE oi.order_id = o.id AND (p.product_type = 'service' OR s.id IS NOT NULL)) AS "services!",
-                  EXISTS (SELECT 1 FROM order_items oi JOIN products p ON p.id = oi.product_id
-                          WHERE oi.order_id = o.id AND jsonb_array_length(p.credit_grants) > 0) AS "packs!"
-           FROM orders o WHERE o.id = $1 FOR UPDATE OF o"#,
-        job.order_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
-        return Err(JobError::permanent(anyhow::anyhow!("order {} does not exist", job.order_id)));
+    // Entitlements, download grants and the order's new status, with the order locked and read
+    // for the receipt: one statement. A digital order's fulfillment is then only its receipt.
+    let Some(order) = write_grants(&mut tx, &ctx.config, job.order_id, None, true).await? else {
+        return Err(JobError::permanent(anyhow::anyhow!(
+            "order {} does not exist",
+            job.order_id
+        )));
     };
     if !matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilled) {
         tracing::warn!(order_id = %order.id, status = order.status.as_db(), "not fulfilling an order that is not paid");
         return Ok(());
     }
-    // Entitlements: the product's features, sourced from each order item.
-    let entitlements = sqlx::query!(
-        r#"
-        INSERT INTO entitlements (profile_id, feature_key, source_type, source_id)
-        SELECT $2, f.feature, 'order_item', oi.id::text
-        FROM order_items oi JOIN products p ON p.id = oi.product_id
-        CROSS JOIN LATERAL unnest(p.feature_keys) AS f(feature)
-        WHERE oi.order_id = $1
-        ON CONFLICT (source_type, source_id, feature_key) DO NOTHING
-        "#,
-        order.id,
-        order.customer_profile_id
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let grants = insert_grants(&mut tx, &ctx.config, order.id, None).await?;
     let mut bookings = 0;
     if order.services {
         // Services: one booking request per paid service item.
@@ -183,13 +223,7 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
         ctx.config.frontend_app_url.as_str().trim_end_matches('/')
     );
     // Grants made now, or by an earlier attempt.
-    let has_downloads = grants > 0
-        || sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1) AS "e!""#,
-            order.id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+    let has_downloads = order.grants > 0 || order.had_grants;
     let mut lines = vec![format!("Thank you for your order {}.", order.public_id)];
     lines.extend(order.items.iter().cloned());
     lines.push(format!(
@@ -240,11 +274,8 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
         )
         .await?;
     }
-    sqlx::query!("UPDATE orders SET status = 'fulfilled', fulfilled_at = coalesce(fulfilled_at, now()) WHERE id = $1 AND status = 'paid'", order.id)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    tracing::info!(order_id = %order.id, entitlements, grants, bookings, "order fulfilled");
+    tracing::info!(order_id = %order.id, entitlements = order.entitlements, grants = order.grants, bookings, "order fulfilled");
     Ok(())
 }
 
@@ -330,7 +361,8 @@ pub async fn issue_grants(ctx: JobContext, job: IssueGrants) -> Result<(), JobEr
         ctx.config.frontend_app_url.as_str().trim_end_matches('/')
     );
     for o in orders {
-        if insert_grants(&mut tx, &ctx.config, o.id, Some(job.asset_id)).await? > 0 {
+        let granted = write_grants(&mut tx, &ctx.config, o.id, Some(job.asset_id), false).await?;
+        if granted.is_some_and(|g| g.grants > 0) {
             let subject = format!("A download for order {} is ready", o.public_id);
             let lines =
                 vec!["A file you bought is now ready to download from your account.".to_string()];

@@ -93,18 +93,15 @@ pub async fn record_payment(
     order_id: Uuid,
     p: &Payment<'_>,
 ) -> sqlx::Result<PaidOutcome> {
-    insert_transaction(conn, order_id, p).await?;
-    let newly = sqlx::query_scalar!(
-        r#"
-        UPDATE orders SET status = 'paid', paid_at = now()
-        WHERE id = $1 AND status IN ('pending', 'canceled', 'failed')
-        RETURNING id
-        "#,
-        order_id
+    if !record_transaction(
+        conn,
+        order_id,
+        p,
+        "paid",
+        &["pending", "canceled", "failed"],
     )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if newly.is_none() {
+    .await?
+    {
         return Ok(PaidOutcome::AlreadyPaid);
     }
     // Only the transaction whose update made the order paid gets here.
@@ -120,25 +117,26 @@ pub async fn record_reversal(
     p: &Payment<'_>,
     full: bool,
 ) -> sqlx::Result<bool> {
-    insert_transaction(conn, order_id, p).await?;
-    if !full {
-        return Ok(false);
-    }
-    let status = if p.kind == "dispute" {
-        "disputed"
-    } else {
-        "refunded"
+    let status = match (full, p.kind) {
+        (false, _) => None,
+        (true, "dispute") => Some("disputed"),
+        (true, _) => Some("refunded"),
     };
-    sqlx::query!(
-        r#"
-        UPDATE orders SET status = $2, refunded_at = coalesce(refunded_at, now())
-        WHERE id = $1 AND status IN ('paid', 'fulfilled', 'disputed')
-        "#,
+    record_transaction(
+        conn,
         order_id,
-        status
+        p,
+        status.unwrap_or_default(),
+        if full {
+            &["paid", "fulfilled", "disputed"]
+        } else {
+            &[]
+        },
     )
-    .execute(&mut *conn)
     .await?;
+    let Some(status) = status else {
+        return Ok(false);
+    };
     queue::enqueue(
         conn,
         &RevokeSource {
@@ -150,16 +148,29 @@ pub async fn record_reversal(
     Ok(true)
 }
 
-async fn insert_transaction(
+/// Records the money movement `p` and, in the same statement (one round trip), moves the order
+/// to `status` if it is in one of `from` (none: the order is left as it is). The transaction is
+/// unique by provider, kind and provider id, so a repeat records nothing. Returns whether the
+/// order changed: only one transaction can ever move it, so only that one enqueues what follows.
+async fn record_transaction(
     conn: &mut PgConnection,
     order_id: Uuid,
     p: &Payment<'_>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
+    status: &str,
+    from: &[&str],
+) -> sqlx::Result<bool> {
+    let moved = sqlx::query_scalar!(
         r#"
-        INSERT INTO payment_transactions (order_id, provider, provider_payment_id, kind, status, amount_cents, currency, webhook_event_id, raw)
-        VALUES ($1, $2, $3, $4, 'succeeded', $5, $6, $7, $8)
-        ON CONFLICT (provider, kind, provider_payment_id) DO NOTHING
+        WITH t AS (
+            INSERT INTO payment_transactions (order_id, provider, provider_payment_id, kind, status, amount_cents, currency, webhook_event_id, raw)
+            VALUES ($1, $2, $3, $4, 'succeeded', $5, $6, $7, $8)
+            ON CONFLICT (provider, kind, provider_payment_id) DO NOTHING
+        )
+        UPDATE orders SET status = $9,
+            paid_at = CASE WHEN $9 = 'paid' THEN now() ELSE paid_at END,
+            refunded_at = CASE WHEN $9 = 'paid' THEN refunded_at ELSE coalesce(refunded_at, now()) END
+        WHERE id = $1 AND status = ANY($10)
+        RETURNING id
         "#,
         order_id,
         p.provider,
@@ -169,10 +180,12 @@ async fn insert_transaction(
         p.currency,
         p.webhook_event_id,
         p.raw,
+        status,
+        from as &[&str],
     )
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(moved.is_some())
 }
 
 /// Runs `revoke_source`: revokes the entitlements and download grants sourced from the order's
