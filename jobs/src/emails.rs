@@ -61,7 +61,15 @@ pub struct Draft {
 /// without any address gets a `skipped` row with the reason instead. Returns the row id, or None
 /// when this email was already queued.
 pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Option<Uuid>> {
-    // One statement: the recipient (billing email, else profile email) and the row.
+    // The row's id is chosen here so that its `send_email` can be written by the same statement.
+    let id = Uuid::new_v4();
+    let send = queue::Prepared::of(&SendEmail {
+        email_id: id,
+        order_id: d.order_id,
+    })?;
+    // One statement: the recipient (billing email, else profile email), the row and, when there
+    // is an address, its sending. A row that already exists (same dedupe key) is left alone, and
+    // nothing is enqueued for it: its own `send_email` was written with it.
     let row = sqlx::query!(
         r#"
         WITH rcpt AS (
@@ -69,14 +77,18 @@ pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Opt
             FROM (SELECT $8::uuid AS id) x
             LEFT JOIN profiles p ON p.id = x.id
             LEFT JOIN customer_accounts c ON c.profile_id = p.id
+        ), e AS (
+            INSERT INTO emails (id, dedupe_key, kind, to_address, subject, html_body, text_body, status, skip_reason, order_id, profile_id)
+            SELECT $9, $1, $2, address, $3, $4, $5,
+                   CASE WHEN address IS NULL THEN 'skipped' ELSE 'pending' END,
+                   CASE WHEN address IS NULL THEN $6 END, $7, $8
+            FROM rcpt
+            ON CONFLICT (dedupe_key) DO NOTHING
+            RETURNING id, to_address IS NOT NULL AS sendable
         )
-        INSERT INTO emails (dedupe_key, kind, to_address, subject, html_body, text_body, status, skip_reason, order_id, profile_id)
-        SELECT $1, $2, address, $3, $4, $5,
-               CASE WHEN address IS NULL THEN 'skipped' ELSE 'pending' END,
-               CASE WHEN address IS NULL THEN $6 END, $7, $8
-        FROM rcpt
-        ON CONFLICT (dedupe_key) DO NOTHING
-        RETURNING id, to_address IS NOT NULL AS "sendable!"
+        SELECT id, sendable AS "sendable!",
+               CASE WHEN sendable THEN granary_insert_jobs($10, $11) END AS jobs
+        FROM e
         "#,
         d.dedupe_key,
         d.kind,
@@ -86,21 +98,14 @@ pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Opt
         "no recipient: the customer has neither a billing email nor a profile email",
         d.order_id,
         d.profile_id,
+        id,
+        send.batch(),
+        send.notify(),
     )
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(r) = &row
-        && r.sendable
-    {
-        // The row is new, so no `send_email` for it can be waiting yet.
-        queue::enqueue_first(
-            conn,
-            &SendEmail {
-                email_id: r.id,
-                order_id: d.order_id,
-            },
-        )
-        .await?;
+    if row.as_ref().is_some_and(|r| r.sendable) {
+        send.written();
     }
     Ok(row.map(|r| r.id))
 }

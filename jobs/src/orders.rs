@@ -93,19 +93,13 @@ pub async fn record_payment(
     order_id: Uuid,
     p: &Payment<'_>,
 ) -> sqlx::Result<PaidOutcome> {
-    if !record_transaction(
-        conn,
-        order_id,
-        p,
-        "paid",
-        &["pending", "canceled", "failed"],
-    )
-    .await?
-    {
+    // Written only by the statement whose update makes the order paid: only one can.
+    let fulfill = queue::Prepared::of(&FulfillOrder { order_id })?;
+    let from = ["pending", "canceled", "failed"];
+    if !record_transaction(conn, order_id, p, "paid", &from, Some(&fulfill)).await? {
         return Ok(PaidOutcome::AlreadyPaid);
     }
-    // Only the transaction whose update made the order paid gets here.
-    queue::enqueue_first(conn, &FulfillOrder { order_id }).await?;
+    fulfill.written();
     Ok(PaidOutcome::NewlyPaid)
 }
 
@@ -132,6 +126,7 @@ pub async fn record_reversal(
         } else {
             &[]
         },
+        None,
     )
     .await?;
     let Some(status) = status else {
@@ -149,15 +144,17 @@ pub async fn record_reversal(
 }
 
 /// Records the money movement `p` and, in the same statement (one round trip), moves the order
-/// to `status` if it is in one of `from` (none: the order is left as it is). The transaction is
-/// unique by provider, kind and provider id, so a repeat records nothing. Returns whether the
-/// order changed: only one transaction can ever move it, so only that one enqueues what follows.
+/// to `status` if it is in one of `from` (none: the order is left as it is), writing the job
+/// `then` only if it did. The transaction is unique by provider, kind and provider id, so a
+/// repeat records nothing. Returns whether the order changed: only one transaction can ever
+/// move it, so only that one enqueues what follows.
 async fn record_transaction(
     conn: &mut PgConnection,
     order_id: Uuid,
     p: &Payment<'_>,
     status: &str,
     from: &[&str],
+    then: Option<&queue::Prepared>,
 ) -> sqlx::Result<bool> {
     let moved = sqlx::query_scalar!(
         r#"
@@ -165,12 +162,15 @@ async fn record_transaction(
             INSERT INTO payment_transactions (order_id, provider, provider_payment_id, kind, status, amount_cents, currency, webhook_event_id, raw)
             VALUES ($1, $2, $3, $4, 'succeeded', $5, $6, $7, $8)
             ON CONFLICT (provider, kind, provider_payment_id) DO NOTHING
+        ), moved AS (
+            UPDATE orders SET status = $9,
+                paid_at = CASE WHEN $9 = 'paid' THEN now() ELSE paid_at END,
+                refunded_at = CASE WHEN $9 = 'paid' THEN refunded_at ELSE coalesce(refunded_at, now()) END
+            WHERE id = $1 AND status = ANY($10)
+            RETURNING id
         )
-        UPDATE orders SET status = $9,
-            paid_at = CASE WHEN $9 = 'paid' THEN now() ELSE paid_at END,
-            refunded_at = CASE WHEN $9 = 'paid' THEN refunded_at ELSE coalesce(refunded_at, now()) END
-        WHERE id = $1 AND status = ANY($10)
-        RETURNING id
+        SELECT CASE WHEN $11::jsonb IS NOT NULL THEN granary_insert_jobs($11, $12) END AS jobs
+        FROM moved
         "#,
         order_id,
         p.provider,
@@ -182,6 +182,8 @@ async fn record_transaction(
         p.raw,
         status,
         from as &[&str],
+        then.map(queue::Prepared::batch),
+        then.is_some_and(queue::Prepared::notify),
     )
     .fetch_optional(conn)
     .await?;

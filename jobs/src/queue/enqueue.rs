@@ -60,6 +60,11 @@ pub async fn deferring_wakes<F: std::future::Future>(f: F) -> (F::Output, Vec<&'
         .await
 }
 
+/// Whether the caller runs inside a handler of the job runtime (see [`deferring_wakes`]).
+fn deferring() -> bool {
+    DEFERRED_WAKES.try_with(|_| ()).is_ok()
+}
+
 /// How an enqueue into `queue` wakes the workers: after the handler it runs in, if any, else at
 /// the caller's commit.
 fn wake_for(queue: &'static str) -> Wake {
@@ -104,15 +109,6 @@ pub async fn enqueue_at<J: Job>(
     }
 
     Ok(Enqueued::New(insert_one(conn, job, run_at).await?))
-}
-
-/// [`enqueue`] for a job that cannot be waiting already, without the dedupe check's two round
-/// trips (the advisory lock and the lookup). For callers that have just created the row the job
-/// works for (a new email's `send_email`) or won the guarded update that asks for it (the order
-/// that has just become paid): only one transaction can ever get there. The dedupe key is still
-/// recorded, so a later [`enqueue`] of the same job finds this one.
-pub async fn enqueue_first<J: Job>(conn: &mut PgConnection, job: &J) -> sqlx::Result<String> {
-    insert_one(conn, job, None).await
 }
 
 /// Writes `job` through [`insert`], woken as [`wake_for`] says; returns its new id.
@@ -173,69 +169,82 @@ pub enum Wake {
     AfterCommit,
 }
 
-/// The one place jobs are written: `jobs` in one statement with their links, no dedupe check
-/// (that is [`enqueue`]'s). Every enqueue path, single or batched, goes through here.
+/// A job for a statement of the caller's own to write, in the same round trip as the rows it
+/// follows from (a payment and the order's fulfillment; an email row and its sending), by calling
+/// `granary_insert_jobs(batch, notify)` where it writes them. Only for a job that cannot be
+/// waiting already, so without [`enqueue`]'s dedupe check and its two round trips (the advisory
+/// lock and the lookup): for a statement that creates the row the job works for (a new email's
+/// `send_email`) or wins the guarded update that asks for it (the order that becomes paid), which
+/// only one transaction can ever do. The dedupe key is still recorded, so a later [`enqueue`] of
+/// the same job finds this one. When the statement wrote the job, the caller calls
+/// [`Prepared::written`], which wakes the workers as [`insert`] would.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    batch: serde_json::Value,
+    notify: bool,
+    queue: &'static str,
+}
+
+impl Prepared {
+    /// `job`, with a fresh id, to run now.
+    pub fn of<J: Job>(job: &J) -> sqlx::Result<Self> {
+        Ok(Self {
+            batch: batch(&[NewJob::of(job, None)?]),
+            notify: !deferring(),
+            queue: J::QUEUE,
+        })
+    }
+
+    /// `granary_insert_jobs`'s first argument.
+    pub fn batch(&self) -> &serde_json::Value {
+        &self.batch
+    }
+
+    /// `granary_insert_jobs`'s second: NOTIFY at commit (outside the job runtime's handlers).
+    pub fn notify(&self) -> bool {
+        self.notify
+    }
+
+    /// The statement wrote the job: in a handler, its queue is woken when the handler returns.
+    pub fn written(&self) {
+        if !self.notify {
+            let _ = DEFERRED_WAKES.try_with(|w| w.borrow_mut().push(self.queue));
+        }
+    }
+}
+
+/// `jobs` as `granary_insert_jobs` reads them.
+fn batch(jobs: &[NewJob]) -> serde_json::Value {
+    jobs.iter()
+        .map(|j| {
+            serde_json::json!({
+                "id": j.id,
+                "queue": j.queue,
+                "args": j.args,
+                "max_attempts": j.max_attempts,
+                "run_at": j.run_at,
+                "dedupe_key": j.dedupe_key,
+                "order_id": j.refs.order_id,
+                "webhook_event_id": j.refs.webhook_event_id,
+                "asset_id": j.refs.asset_id,
+                "email_id": j.refs.email_id,
+                "clerk_user_id": j.refs.clerk_user_id,
+            })
+        })
+        .collect()
+}
+
+/// The one place jobs are written from Rust: `jobs` with their links, through the database's
+/// `granary_insert_jobs` (migration `20261202000004`), in one statement; no dedupe check (that
+/// is [`enqueue`]'s). Every enqueue path, single or batched, goes through here or, for a
+/// statement that writes its job itself, through [`Prepared`].
 pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob], wake: Wake) -> sqlx::Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let n = jobs.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut queues = Vec::with_capacity(n);
-    let mut args = Vec::with_capacity(n);
-    let mut max_attempts = Vec::with_capacity(n);
-    let mut run_ats = Vec::with_capacity(n);
-    let mut dedupe = Vec::with_capacity(n);
-    let mut orders = Vec::with_capacity(n);
-    let mut events = Vec::with_capacity(n);
-    let mut assets = Vec::with_capacity(n);
-    let mut emails = Vec::with_capacity(n);
-    let mut users = Vec::with_capacity(n);
-    for j in jobs {
-        ids.push(j.id.as_str());
-        queues.push(j.queue);
-        args.push(&j.args);
-        max_attempts.push(j.max_attempts);
-        run_ats.push(j.run_at);
-        dedupe.push(j.dedupe_key.as_deref());
-        orders.push(j.refs.order_id);
-        events.push(j.refs.webhook_event_id);
-        assets.push(j.refs.asset_id);
-        emails.push(j.refs.email_id);
-        users.push(j.refs.clerk_user_id.as_deref());
-    }
-    sqlx::query!(
-        r#"
-        WITH i AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int4[], $5::timestamptz[],
-                                 $6::text[], $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[])
-                AS i(id, queue, args, max_attempts, run_at, dedupe_key, order_id, webhook_event_id,
-                     asset_id, email_id, clerk_user_id)
-        ), job AS (
-            INSERT INTO jobs (id, queue, args, max_attempts, run_at)
-            SELECT id, queue, args, max_attempts, coalesce(run_at, now()) FROM i
-        ), refs AS (
-            INSERT INTO job_refs (job_id, queue, dedupe_key, order_id, webhook_event_id, asset_id,
-                                  email_id, clerk_user_id, max_attempts)
-            SELECT id, queue, dedupe_key, order_id, webhook_event_id, asset_id, email_id,
-                   clerk_user_id, max_attempts
-            FROM i
-        ), wake AS (
-            SELECT pg_notify('granary_jobs', q) FROM (SELECT DISTINCT queue AS q FROM i) d WHERE $12
-        )
-        SELECT count(*) FROM wake
-        "#,
-        &ids as &[&str],
-        &queues as &[&str],
-        &args as &[&serde_json::Value],
-        &max_attempts,
-        &run_ats as &[Option<chrono::DateTime<chrono::Utc>>],
-        &dedupe as &[Option<&str>],
-        &orders as &[Option<uuid::Uuid>],
-        &events as &[Option<uuid::Uuid>],
-        &assets as &[Option<uuid::Uuid>],
-        &emails as &[Option<uuid::Uuid>],
-        &users as &[Option<&str>],
+    sqlx::query_scalar!(
+        r#"SELECT granary_insert_jobs($1, $2) AS "n!""#,
+        batch(jobs),
         wake == Wake::AtCommit,
     )
     .fetch_one(&mut *conn)

@@ -16,7 +16,7 @@ pub mod stats;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-pub use enqueue::{Enqueued, NewJob, Wake, enqueue, enqueue_first};
+pub use enqueue::{Enqueued, NewJob, Prepared, Wake, enqueue};
 pub use error::JobError;
 pub use registry::{JobContext, Registry};
 
