@@ -323,8 +323,15 @@ async fn stripe_order(
     let reference = s(&obj["client_reference_id"]).or_else(|| s(&obj["metadata"]["order_id"]));
     if let Some(r) = reference {
         let as_uuid = Uuid::parse_str(r).ok();
+        // Two index lookups rather than `public_id = $1 OR id = $2`, whose generic plan
+        // PostgreSQL never chose: it planned the OR again at every payment.
         let row = sqlx::query!(
-            "SELECT id, total_cents, currency FROM orders WHERE public_id = $1 OR id = $2",
+            r#"
+            SELECT id AS "id!", total_cents AS "total_cents!", currency AS "currency!" FROM orders WHERE id = $2
+            UNION ALL
+            SELECT id, total_cents, currency FROM orders WHERE public_id = $1
+            LIMIT 1
+            "#,
             r,
             as_uuid
         )
