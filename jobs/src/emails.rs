@@ -99,7 +99,7 @@ pub async fn queue_email(conn: &mut PgConnection, d: &Draft) -> sqlx::Result<Opt
         d.order_id,
         d.profile_id,
         id,
-        send.batch(),
+        send.batch() as _,
         send.notify(),
     )
     .fetch_optional(&mut *conn)

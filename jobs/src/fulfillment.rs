@@ -106,7 +106,8 @@ async fn write_grants(
     only_asset: Option<Uuid>,
     whole: bool,
 ) -> sqlx::Result<Option<Granted>> {
-    let row = sqlx::query!(
+    sqlx::query_as!(
+        Granted,
         r#"
         WITH o AS (
             SELECT id, public_id, status, customer_profile_id, total_cents, currency
@@ -160,21 +161,7 @@ async fn write_grants(
         whole,
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| Granted {
-        id: r.id,
-        public_id: r.public_id,
-        status: r.status,
-        customer_profile_id: r.customer_profile_id,
-        total_cents: r.total_cents,
-        currency: r.currency,
-        items: r.items,
-        services: r.services,
-        packs: r.packs,
-        entitlements: r.entitlements,
-        grants: r.grants,
-        had_grants: r.had_grants,
-    }))
+    .await
 }
 
 fn money(cents: i64, currency: &str) -> String {

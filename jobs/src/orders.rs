@@ -96,7 +96,7 @@ pub async fn record_payment(
     // Written only by the statement whose update makes the order paid: only one can.
     let fulfill = queue::Prepared::of(&FulfillOrder { order_id })?;
     let from = ["pending", "canceled", "failed"];
-    if !record_transaction(conn, order_id, p, "paid", &from, Some(&fulfill)).await? {
+    if !record_transaction(conn, order_id, p, Some(("paid", &from)), Some(&fulfill)).await? {
         return Ok(PaidOutcome::AlreadyPaid);
     }
     fulfill.written();
@@ -111,24 +111,13 @@ pub async fn record_reversal(
     p: &Payment<'_>,
     full: bool,
 ) -> sqlx::Result<bool> {
-    let status = match (full, p.kind) {
-        (false, _) => None,
-        (true, "dispute") => Some("disputed"),
-        (true, _) => Some("refunded"),
-    };
-    record_transaction(
-        conn,
-        order_id,
-        p,
-        status.unwrap_or_default(),
-        if full {
-            &["paid", "fulfilled", "disputed"]
-        } else {
-            &[]
-        },
-        None,
-    )
-    .await?;
+    let status = full.then_some(if p.kind == "dispute" {
+        "disputed"
+    } else {
+        "refunded"
+    });
+    let from = ["paid", "fulfilled", "disputed"];
+    record_transaction(conn, order_id, p, status.map(|s| (s, &from[..])), None).await?;
     let Some(status) = status else {
         return Ok(false);
     };
@@ -144,18 +133,18 @@ pub async fn record_reversal(
 }
 
 /// Records the money movement `p` and, in the same statement (one round trip), moves the order
-/// to `status` if it is in one of `from` (none: the order is left as it is), writing the job
-/// `then` only if it did. The transaction is unique by provider, kind and provider id, so a
+/// to `status` if it is in one of `from` (`to` = `(status, from)`; None: the order is left as it
+/// is), writing the job `then` only if it did. The transaction is unique by provider, kind and provider id, so a
 /// repeat records nothing. Returns whether the order changed: only one transaction can ever
 /// move it, so only that one enqueues what follows.
 async fn record_transaction(
     conn: &mut PgConnection,
     order_id: Uuid,
     p: &Payment<'_>,
-    status: &str,
-    from: &[&str],
+    to: Option<(&str, &[&str])>,
     then: Option<&queue::Prepared>,
 ) -> sqlx::Result<bool> {
+    let (status, from) = to.unwrap_or_default();
     let moved = sqlx::query_scalar!(
         r#"
         WITH t AS (
@@ -182,7 +171,7 @@ async fn record_transaction(
         p.raw,
         status,
         from as &[&str],
-        then.map(queue::Prepared::batch),
+        then.map(queue::Prepared::batch) as _,
         then.is_some_and(queue::Prepared::notify),
     )
     .fetch_optional(conn)

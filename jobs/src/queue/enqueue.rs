@@ -1,6 +1,6 @@
 //! Enqueueing inside the caller's transaction.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, types::Json};
 
 use super::Job;
 
@@ -123,7 +123,8 @@ async fn insert_one<J: Job>(
 }
 
 /// A job ready to be written: what [`insert`] takes.
-#[derive(Debug, Clone)]
+/// Serialized as `granary_insert_jobs` reads it (the links flattened into the job).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NewJob {
     /// Its id: a ULID, so ids sort by creation time.
     pub id: String,
@@ -138,6 +139,7 @@ pub struct NewJob {
     /// Its dedupe key.
     pub dedupe_key: Option<String>,
     /// The rows it works for.
+    #[serde(flatten)]
     pub refs: super::JobRefs,
 }
 
@@ -180,24 +182,22 @@ pub enum Wake {
 /// [`Prepared::written`], which wakes the workers as [`insert`] would.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    batch: serde_json::Value,
+    job: NewJob,
     notify: bool,
-    queue: &'static str,
 }
 
 impl Prepared {
     /// `job`, with a fresh id, to run now.
     pub fn of<J: Job>(job: &J) -> sqlx::Result<Self> {
         Ok(Self {
-            batch: batch(&[NewJob::of(job, None)?]),
+            job: NewJob::of(job, None)?,
             notify: !deferring(),
-            queue: J::QUEUE,
         })
     }
 
     /// `granary_insert_jobs`'s first argument.
-    pub fn batch(&self) -> &serde_json::Value {
-        &self.batch
+    pub fn batch(&self) -> Json<&[NewJob]> {
+        Json(std::slice::from_ref(&self.job))
     }
 
     /// `granary_insert_jobs`'s second: NOTIFY at commit (outside the job runtime's handlers).
@@ -208,30 +208,9 @@ impl Prepared {
     /// The statement wrote the job: in a handler, its queue is woken when the handler returns.
     pub fn written(&self) {
         if !self.notify {
-            let _ = DEFERRED_WAKES.try_with(|w| w.borrow_mut().push(self.queue));
+            let _ = DEFERRED_WAKES.try_with(|w| w.borrow_mut().push(self.job.queue));
         }
     }
-}
-
-/// `jobs` as `granary_insert_jobs` reads them.
-fn batch(jobs: &[NewJob]) -> serde_json::Value {
-    jobs.iter()
-        .map(|j| {
-            serde_json::json!({
-                "id": j.id,
-                "queue": j.queue,
-                "args": j.args,
-                "max_attempts": j.max_attempts,
-                "run_at": j.run_at,
-                "dedupe_key": j.dedupe_key,
-                "order_id": j.refs.order_id,
-                "webhook_event_id": j.refs.webhook_event_id,
-                "asset_id": j.refs.asset_id,
-                "email_id": j.refs.email_id,
-                "clerk_user_id": j.refs.clerk_user_id,
-            })
-        })
-        .collect()
 }
 
 /// The one place jobs are written from Rust: `jobs` with their links, through the database's
@@ -244,7 +223,7 @@ pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob], wake: Wake) -> sql
     }
     sqlx::query_scalar!(
         r#"SELECT granary_insert_jobs($1, $2) AS "n!""#,
-        batch(jobs),
+        Json(jobs) as _,
         wake == Wake::AtCommit,
     )
     .fetch_one(&mut *conn)

@@ -41,7 +41,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Links from a job to the rows it works for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct JobRefs {
     /// The order.
     pub order_id: Option<Uuid>,
