@@ -25,9 +25,15 @@ fn url_for(opts: &PgConnectOptions, database: &str) -> String {
         .ok()
         .and_then(|u| url::Url::parse(&u).ok())
         .and_then(|u| u.password().map(str::to_string));
-    match password {
-        Some(p) => format!("postgres://{user}:{p}@{host}:{port}/{database}"),
-        None => format!("postgres://{user}@{host}:{port}/{database}"),
+    let auth = match password {
+        Some(p) => format!("{user}:{p}"),
+        None => user.to_string(),
+    };
+    // A Unix socket directory travels as `?host=`: it cannot stand in the URL's authority.
+    if host.starts_with('/') {
+        format!("postgres://{auth}@localhost:{port}/{database}?host={host}")
+    } else {
+        format!("postgres://{auth}@{host}:{port}/{database}")
     }
 }
 

@@ -43,22 +43,37 @@ struct Binding {
     wakes: Arc<Wakes>,
 }
 
-/// Wakes queue workers: this process's at once, every process's through the [`Notifier`]'s
-/// NOTIFY, sent outside any data commit.
+/// Wakes queue workers: this process's at once, other processes' through the [`Notifier`]'s
+/// NOTIFY, sent outside any data commit, and only for a queue another live process works.
+///
+/// A handler's jobs are nearly always for queues this process works itself, and with one worker
+/// process every such NOTIFY woke only the process that sent it: in a burst, about one NOTIFY
+/// round trip per order (a notifying commit, which PostgreSQL serialises). Which queues other
+/// processes work is read at every heartbeat (`job_workers`); a process that starts meanwhile
+/// finds those jobs at its poll, as it would after any lost wake-up.
 pub(crate) struct Wakes {
     /// The same map the LISTEN task wakes.
     local: Arc<HashMap<&'static str, Arc<Notify>>>,
     notify: Notifier,
+    /// Queues another live process works, as of the last heartbeat.
+    peers: std::sync::RwLock<Vec<String>>,
 }
 
 impl Wakes {
     fn wake(&self, queues: &[&'static str]) {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         for q in queues {
             if let Some(w) = self.local.get(q) {
                 w.notify_one();
             }
-            self.notify.wake(q);
+            if !self.local.contains_key(q) || peers.iter().any(|p| p == q) {
+                self.notify.wake(q);
+            }
         }
+    }
+
+    fn set_peers(&self, queues: Vec<String>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = queues;
     }
 }
 
@@ -99,7 +114,10 @@ pub async fn run(
         .collect();
     let worker_ids: Vec<String> = workers.iter().map(|(id, _)| id.clone()).collect();
     // Registered before the first claim, so no rescue can mistake a new worker for a dead one.
-    persist("worker registration", || heartbeat(&pool, &workers)).await?;
+    let peers = persist("worker registration", || {
+        heartbeat(&pool, &workers, settings.rescue_bound())
+    })
+    .await?;
 
     let wakes: Arc<HashMap<&'static str, Arc<Notify>>> = Arc::new(
         registry
@@ -113,6 +131,7 @@ pub async fn run(
     let waker = Arc::new(Wakes {
         local: wakes.clone(),
         notify: Notifier::spawn(pool.clone(), closing.clone()),
+        peers: std::sync::RwLock::new(peers),
     });
     let (completer, outcomes) = tokio::sync::mpsc::channel(8192);
     let completing = tokio::spawn(backend::complete_loop(
@@ -125,6 +144,7 @@ pub async fn run(
         workers.clone(),
         settings.heartbeat_interval,
         settings.rescue_bound(),
+        waker.clone(),
         shutdown.clone(),
     ));
 
@@ -275,21 +295,30 @@ async fn listen(
 }
 
 /// Marks these queue workers alive.
-async fn heartbeat(pool: &PgPool, workers: &[(String, &'static str)]) -> sqlx::Result<()> {
+async fn heartbeat(
+    pool: &PgPool,
+    workers: &[(String, &'static str)],
+    bound: Duration,
+) -> sqlx::Result<Vec<String>> {
     let ids: Vec<&str> = workers.iter().map(|(id, _)| id.as_str()).collect();
     let queues: Vec<&str> = workers.iter().map(|(_, q)| *q).collect();
-    sqlx::query!(
+    // Returns the queues that other live processes work (see `Wakes`).
+    sqlx::query_scalar!(
         r#"
-        INSERT INTO job_workers (id, queue)
-        SELECT * FROM unnest($1::text[], $2::text[])
-        ON CONFLICT (id) DO UPDATE SET last_seen = now()
+        WITH beat AS (
+            INSERT INTO job_workers (id, queue)
+            SELECT * FROM unnest($1::text[], $2::text[])
+            ON CONFLICT (id) DO UPDATE SET last_seen = now()
+        )
+        SELECT DISTINCT queue AS "queue!" FROM job_workers
+        WHERE id <> ALL($1) AND last_seen > now() - make_interval(secs => $3)
         "#,
         &ids as &[&str],
         &queues as &[&str],
+        bound.as_secs_f64(),
     )
-    .execute(pool)
-    .await?;
-    Ok(())
+    .fetch_all(pool)
+    .await
 }
 
 /// Rescues the running jobs of every worker not seen within `bound`: their open attempt is
@@ -332,6 +361,7 @@ async fn heartbeat_loop(
     workers: Vec<(String, &'static str)>,
     every: Duration,
     bound: Duration,
+    wakes: Arc<Wakes>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -339,9 +369,12 @@ async fn heartbeat_loop(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = heartbeat(&pool, &workers).await {
-            tracing::warn!(error = %e, "heartbeat failed; will try again");
-            continue;
+        match heartbeat(&pool, &workers, bound).await {
+            Ok(peers) => wakes.set_peers(peers),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; will try again");
+                continue;
+            }
         }
         match rescue(&pool, bound).await {
             Ok(ids) if ids.is_empty() => {}
