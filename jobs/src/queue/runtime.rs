@@ -63,10 +63,15 @@ impl Wakes {
     fn wake(&self, queues: &[&'static str]) {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         for q in queues {
-            if let Some(w) = self.local.get(q) {
-                w.notify_one();
-            }
-            if !self.local.contains_key(q) || peers.iter().any(|p| p == q) {
+            // A queue this process does not work is always someone else's to wake.
+            let others = match self.local.get(q) {
+                Some(w) => {
+                    w.notify_one();
+                    peers.iter().any(|p| p == q)
+                }
+                None => true,
+            };
+            if others {
                 self.notify.wake(q);
             }
         }
@@ -294,7 +299,8 @@ async fn listen(
     }
 }
 
-/// Marks these queue workers alive.
+/// Marks these queue workers alive, and returns the queues that other processes' workers, seen
+/// within `bound` (the rescue's test of life), work: what [`Wakes`] NOTIFYs.
 async fn heartbeat(
     pool: &PgPool,
     workers: &[(String, &'static str)],
@@ -302,7 +308,6 @@ async fn heartbeat(
 ) -> sqlx::Result<Vec<String>> {
     let ids: Vec<&str> = workers.iter().map(|(id, _)| id.as_str()).collect();
     let queues: Vec<&str> = workers.iter().map(|(_, q)| *q).collect();
-    // Returns the queues that other live processes work (see `Wakes`).
     sqlx::query_scalar!(
         r#"
         WITH beat AS (
