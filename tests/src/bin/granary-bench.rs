@@ -260,12 +260,19 @@ async fn start_services(
 // ---------------------------------------------------------------------------------------------
 // 2. Webhook ingest.
 
-async fn ingest(bin: &std::path::Path, body: &[u8], concurrency: usize, total: usize) -> Latency {
+/// Returns the latencies and where the CPU went meanwhile.
+async fn ingest(
+    bin: &std::path::Path,
+    body: &[u8],
+    concurrency: usize,
+    total: usize,
+) -> (Latency, String) {
     let db = TestDb::new().await;
     let svc = start_services(bin, &db, &[], false).await;
     let url = format!("{}/api/webhooks/clerk/", svc.base);
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -298,8 +305,9 @@ async fn ingest(bin: &std::path::Path, body: &[u8], concurrency: usize, total: u
         lat.extend(t.await.expect("sender"));
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu.report();
     drop(svc);
-    Latency::of(total as f64 / secs, lat)
+    (Latency::of(total as f64 / secs, lat), cpu)
 }
 
 struct Latency {
@@ -425,6 +433,8 @@ struct EndToEnd {
     burst_orders: usize,
     burst_accept_secs: f64,
     burst: Latency,
+    /// Where the CPU went from the burst's first payment to its last receipt.
+    burst_cpu: String,
     api_rss_mib: f64,
     worker_rss_mib: f64,
 }
@@ -563,9 +573,11 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
         lat,
     );
 
+    let cpu = CpuMeter::start();
     let (sent, accepted) = send_payments(&svc.base, &burst_ids, "bu", None).await;
     let first = sent.values().min().copied().expect("sent");
     let (lat, last) = receipts(&resend, "bu", &sent).await;
+    let burst_cpu = cpu.report();
     let burst = Latency::of(
         burst_orders as f64 / last.duration_since(first).as_secs_f64(),
         lat,
@@ -581,6 +593,7 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
         burst_orders,
         burst_accept_secs: accepted.duration_since(first).as_secs_f64(),
         burst,
+        burst_cpu,
         api_rss_mib,
         worker_rss_mib,
     }
@@ -591,8 +604,9 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
 /// HTTP and the signature check), then the three handlers run in turn, called directly:
 /// `process_webhook_event`, `fulfill_order` and `send_email` (whose email id is read back, one
 /// small query the runtime does not need). Their enqueues write jobs that nobody runs, and wake
-/// nobody. 32 orders at a time, on one pool the size of the worker's. Returns orders per second.
-async fn handlers_only(orders: usize) -> f64 {
+/// nobody. 32 orders at a time, on one pool the size of the worker's. Returns orders per second,
+/// and where the CPU went.
+async fn handlers_only(orders: usize) -> (f64, String) {
     use granary_jobs::{
         emails::{self, SendEmail},
         fulfillment,
@@ -624,6 +638,7 @@ async fn handlers_only(orders: usize) -> f64 {
     let work: Arc<Vec<(String, uuid::Uuid)>> =
         Arc::new(public_ids.iter().map(|p| (p.clone(), ids[p])).collect());
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -707,15 +722,160 @@ async fn handlers_only(orders: usize) -> f64 {
         t.await.expect("reference task");
     }
     let rate = orders as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.report();
     assert_eq!(
         resend.delivered_count(),
         orders,
         "every receipt reached the Resend stand-in"
     );
-    rate
+    (rate, cpu)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where the CPU went: what `pidstat` shows, read from /proc around one phase.
+
+/// CPU time by process over a phase, from `/proc/<pid>/stat` and `/proc/stat`. PostgreSQL's
+/// backends that exit meanwhile are counted through the postmaster's reaped-children time
+/// (`cutime`/`cstime`). The kernel's interrupt work (the loopback network's softirqs, mostly)
+/// is charged to no process: it is `irq`, and time the hypervisor took is `steal`. Whatever
+/// else no named process accounts for (short-lived processes, the kernel's own threads, other
+/// services on the machine) is `other`.
+struct CpuMeter {
+    machine: Machine,
+    by_group: HashMap<&'static str, u64>,
+}
+
+impl CpuMeter {
+    /// The groups a phase's CPU is split into, in the order they are reported.
+    const GROUPS: [&'static str; 4] = ["PostgreSQL", "granary-api", "granary-worker", "bench"];
+
+    fn start() -> Self {
+        Self {
+            machine: Self::machine_ticks(),
+            by_group: Self::process_ticks(),
+        }
+    }
+
+    /// Ticks of the whole machine so far, every core.
+    fn machine_ticks() -> Machine {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        Machine {
+            total: cpu.iter().sum(),
+            idle: at(3) + at(4),
+            irq: at(5) + at(6),
+            steal: at(7),
+        }
+    }
+
+    /// Ticks spent so far by each group's live processes (and PostgreSQL's reaped backends).
+    fn process_ticks() -> HashMap<&'static str, u64> {
+        let me = std::process::id().to_string();
+        let mut out = HashMap::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            let group = match comm {
+                _ if pid == me => "bench",
+                "postgres" => "PostgreSQL",
+                "granary-api" => "granary-api",
+                "granary-worker" => "granary-worker",
+                _ => continue,
+            };
+            // After the comm: state(0) … utime(11) stime(12) cutime(13) cstime(14).
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            if f.len() < 4 {
+                continue;
+            }
+            let reaped = if group == "PostgreSQL" {
+                f[2] + f[3]
+            } else {
+                0
+            };
+            *out.entry(group).or_default() += f[0] + f[1] + reaped;
+        }
+        out
+    }
+
+    /// The phase's CPU in % of one core (100 × the number of cores = the whole machine):
+    /// "PostgreSQL 131, granary-api 4, … other 3, idle 12".
+    fn report(&self) -> String {
+        let m = Self::machine_ticks();
+        let now = Self::process_ticks();
+        let cores = cores() as f64;
+        let span = m.total.saturating_sub(self.machine.total).max(1) as f64;
+        let pct = |ticks: u64| 100.0 * cores * ticks as f64 / span;
+        let mut named = 0;
+        let mut parts = Vec::new();
+        for g in Self::GROUPS {
+            let d = now
+                .get(g)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(self.by_group.get(g).copied().unwrap_or(0));
+            named += d;
+            if d > 0 {
+                parts.push(format!("{g} {:.0}", pct(d)));
+            }
+        }
+        let idle = m.idle.saturating_sub(self.machine.idle);
+        let irq = m.irq.saturating_sub(self.machine.irq);
+        let steal = m.steal.saturating_sub(self.machine.steal);
+        let rest = (span as u64).saturating_sub(named + idle + irq + steal);
+        parts.push(format!("irq {:.0}", pct(irq)));
+        if steal > 0 {
+            parts.push(format!("steal {:.0}", pct(steal)));
+        }
+        parts.push(format!("other {:.0}", pct(rest)));
+        parts.push(format!("idle {:.0}", pct(idle)));
+        parts.join(", ")
+    }
+}
+
+/// `/proc/stat`'s first line, in ticks.
+struct Machine {
+    total: u64,
+    idle: u64,
+    irq: u64,
+    steal: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -726,7 +886,7 @@ fn machine() -> String {
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -994,7 +1154,7 @@ async fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let total = scale * if q { 300 * c.min(4) } else { 1500 * c.min(4) };
-        let l = ingest(&bin, &body, c, total).await;
+        let (l, cpu) = ingest(&bin, &body, c, total).await;
         let _ = writeln!(
             out,
             "| ceiling: pgbench single-row insert of the {} B body, {c} client(s) | **{ceiling:.0} tps** |",
@@ -1008,6 +1168,13 @@ async fn main() {
             l.p99,
             100.0 * l.rate / ceiling
         );
+        if c == 32 {
+            let _ = writeln!(
+                out,
+                "| where the CPU went during ingest at {c} connections (% of one core; {} = the machine) | {cpu} |",
+                100 * cores()
+            );
+        }
         eprintln!("{c} clients done");
     }
 
@@ -1061,7 +1228,7 @@ async fn main() {
         });
         let (steady_secs, burst_orders) = sizes.unwrap_or(if q { (5, 300) } else { (30, 2000) });
         let e = end_to_end(&bin, steady_secs, burst_orders).await;
-        let reference = handlers_only(burst_orders).await;
+        let (reference, reference_cpu) = handlers_only(burst_orders).await;
         let _ = writeln!(
             out,
             "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
@@ -1082,6 +1249,12 @@ async fn main() {
             "| reference for the burst: the same {} orders' handlers called directly, no HTTP and no job runtime (32 at a time, one pool of 20): orders/s, and the burst's ratio to it | **{reference:.0} orders/s**, burst at **{:.2} ×** |",
             e.burst_orders,
             e.burst.rate / reference
+        );
+        let _ = writeln!(
+            out,
+            "| where the CPU went (% of one core; {} = the machine): during the burst / during its reference (`bench` runs the handlers there) | {} / {reference_cpu} |",
+            100 * cores(),
+            e.burst_cpu
         );
         let _ = writeln!(
             out,
