@@ -745,10 +745,13 @@ async fn handlers_only(orders: usize) -> (f64, String) {
 
 /// CPU time by process over a phase, from `/proc/<pid>/stat` and `/proc/stat`. PostgreSQL's
 /// backends that exit meanwhile are counted through the postmaster's reaped-children time
-/// (`cutime`/`cstime`). The kernel's interrupt work (the loopback network's softirqs, mostly)
-/// is charged to no process: it is `irq`, and time the hypervisor took is `steal`. Whatever
-/// else no named process accounts for (short-lived processes, the kernel's own threads, other
-/// services on the machine) is `other`.
+/// (`cutime`/`cstime`). Time the hypervisor took is `steal`; whatever else no named process
+/// accounts for (short-lived processes, the kernel's own threads, other services on the
+/// machine) is `other`; with `idle` they add up to the machine. The kernel's interrupt work
+/// (the loopback network's softirqs, mostly) is given apart, as a part of those figures, not
+/// beside them: with tick-based accounting (no `CONFIG_IRQ_TIME_ACCOUNTING`, as on this
+/// machine's kernel) a tick spent in an interrupt counts both as `/proc/stat`'s irq/softirq
+/// and as system time of the process it interrupted.
 struct CpuMeter {
     machine: Machine,
     by_group: HashMap<&'static str, u64>,
@@ -845,7 +848,7 @@ impl CpuMeter {
     }
 
     /// The phase's CPU in % of one core (100 × the number of cores = the whole machine):
-    /// "PostgreSQL 131, granary-api 4, … other 3, idle 12".
+    /// "PostgreSQL 131, granary-api 4, … other 3, steal 2, idle 12 (interrupt work, within these: 11)".
     fn report(&self) -> String {
         let m = Self::machine_ticks();
         let now = Self::process_ticks();
@@ -868,14 +871,15 @@ impl CpuMeter {
         let idle = m.idle.saturating_sub(self.machine.idle);
         let irq = m.irq.saturating_sub(self.machine.irq);
         let steal = m.steal.saturating_sub(self.machine.steal);
-        let rest = (span as u64).saturating_sub(named + idle + irq + steal);
-        parts.push(format!("irq {:.0}", pct(irq)));
-        if steal > 0 {
-            parts.push(format!("steal {:.0}", pct(steal)));
-        }
+        let rest = (span as u64).saturating_sub(named + idle + steal);
         parts.push(format!("other {:.0}", pct(rest)));
+        parts.push(format!("steal {:.0}", pct(steal)));
         parts.push(format!("idle {:.0}", pct(idle)));
-        parts.join(", ")
+        format!(
+            "{} (interrupt work, within these: {:.0})",
+            parts.join(", "),
+            pct(irq)
+        )
     }
 }
 
