@@ -842,19 +842,16 @@ impl CpuMeter {
 
     /// Steal since the start, in % of one core.
     fn steal(&self) -> f64 {
-        let m = Self::machine_ticks();
-        let span = m.total.saturating_sub(self.machine.total).max(1) as f64;
-        100.0 * cores() as f64 * m.steal.saturating_sub(self.machine.steal) as f64 / span
+        let d = Self::machine_ticks().since(&self.machine);
+        d.pct(d.steal)
     }
 
     /// The phase's CPU in % of one core (100 × the number of cores = the whole machine):
     /// "PostgreSQL 131, granary-api 4, … other 3, steal 2, idle 12 (interrupt work, within these: 11)".
     fn report(&self) -> String {
-        let m = Self::machine_ticks();
+        let d = Self::machine_ticks().since(&self.machine);
         let now = Self::process_ticks();
-        let cores = cores() as f64;
-        let span = m.total.saturating_sub(self.machine.total).max(1) as f64;
-        let pct = |ticks: u64| 100.0 * cores * ticks as f64 / span;
+        let pct = |ticks: u64| d.pct(ticks);
         let mut named = 0;
         let mut parts = Vec::new();
         for g in Self::GROUPS {
@@ -868,17 +865,14 @@ impl CpuMeter {
                 parts.push(format!("{g} {:.0}", pct(d)));
             }
         }
-        let idle = m.idle.saturating_sub(self.machine.idle);
-        let irq = m.irq.saturating_sub(self.machine.irq);
-        let steal = m.steal.saturating_sub(self.machine.steal);
-        let rest = (span as u64).saturating_sub(named + idle + steal);
+        let rest = d.total.saturating_sub(named + d.idle + d.steal);
         parts.push(format!("other {:.0}", pct(rest)));
-        parts.push(format!("steal {:.0}", pct(steal)));
-        parts.push(format!("idle {:.0}", pct(idle)));
+        parts.push(format!("steal {:.0}", pct(d.steal)));
+        parts.push(format!("idle {:.0}", pct(d.idle)));
         format!(
             "{} (interrupt work, within these: {:.0})",
             parts.join(", "),
-            pct(irq)
+            pct(d.irq)
         )
     }
 }
@@ -889,6 +883,23 @@ struct Machine {
     idle: u64,
     irq: u64,
     steal: u64,
+}
+
+impl Machine {
+    /// The ticks from `earlier` to these.
+    fn since(&self, earlier: &Machine) -> Machine {
+        Machine {
+            total: self.total.saturating_sub(earlier.total),
+            idle: self.idle.saturating_sub(earlier.idle),
+            irq: self.irq.saturating_sub(earlier.irq),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+
+    /// `ticks` as % of one core over this span (100 × the number of cores = all of it).
+    fn pct(&self, ticks: u64) -> f64 {
+        100.0 * cores() as f64 * ticks as f64 / self.total.max(1) as f64
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
