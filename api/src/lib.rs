@@ -11,6 +11,7 @@ mod middleware;
 pub mod openapi;
 pub mod request_id;
 mod routes;
+pub mod server;
 pub mod throttle;
 
 use std::{sync::Arc, time::Duration};
@@ -18,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{Router, extract::DefaultBodyLimit, http::Method};
 use granary_jobs::Config;
 use sqlx::PgPool;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -124,6 +125,12 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::trace_layer())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        // Outside the limit layers: it answers an oversized or too slow body itself (and records
+        // an oversized webhook delivery as rejected), so they only ever see a buffered body.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::read_body,
+        ))
         .layer(cors)
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(request_id::assign))
@@ -162,20 +169,6 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// `listener`, with `TCP_NODELAY` on every accepted connection (axum leaves Nagle's algorithm
-/// on): an answer written in more than one segment must not wait for the client's delayed ACK.
-/// The same 40 ms trap on the database connections is what held a quarter of the webhook
-/// deliveries at 40–55 ms (see `vendor/sqlx-core`); answers written at once never hit it.
-pub fn with_nodelay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut TcpStream)> {
-    use axum::serve::ListenerExt as _;
-    fn nodelay(tcp: &mut TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    }
-    listener.tap_io(nodelay as fn(&mut TcpStream))
-}
-
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then drains in-flight
 /// requests (graceful shutdown).
 pub async fn serve(
@@ -191,10 +184,6 @@ pub async fn serve(
             }
         });
     }
-    axum::serve(
-        with_nodelay(listener),
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let header_timeout = state.config.header_timeout;
+    server::serve(listener, app(state), header_timeout, shutdown).await
 }

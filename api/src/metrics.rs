@@ -97,9 +97,7 @@ pub async fn serve_private(
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
-    axum::serve(crate::with_nodelay(listener), app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::server::serve(listener, app, config.header_timeout, shutdown).await
 }
 
 /// Counts every request by method, matched route (never the raw path, which may hold a

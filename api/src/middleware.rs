@@ -39,10 +39,25 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// The longest URL (path and query) a request may have. Longer ones get 414 `uri_too_long` in
+/// the contract's shape (hyper's own 414, past 64 KiB, has no body).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// A URL whose path or query encodes the NUL character (`%00`) is refused with 400
 /// `invalid_request` before any handler runs: PostgreSQL stores NUL in no text column, so such
-/// an id, slug or filter could only fail as a 500.
+/// an id, slug or filter could only fail as a 500. One longer than [`MAX_URI_BYTES`] is 414.
 pub async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().len() > MAX_URI_BYTES)
+    {
+        return error_body(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            &format!("The URL is longer than {MAX_URI_BYTES} bytes."),
+        );
+    }
     if req
         .uri()
         .path_and_query()
@@ -87,6 +102,8 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         ),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "Some fields are invalid."),
         StatusCode::TOO_MANY_REQUESTS => ("throttled", "Too many requests."),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "The request took too long to arrive."),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "The URL is too long."),
         s if s.is_server_error() => ("internal_error", "Something went wrong on our side."),
         _ => ("invalid_request", "The request could not be handled."),
     };
@@ -98,4 +115,92 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         }
     }
     out
+}
+
+/// Reads the request body whole before any handler runs: within `HTTP_BODY_TIMEOUT_SECONDS`
+/// (else 408 `request_timeout`: a client that sends less than its `Content-Length` and stalls
+/// holds nothing for long) and within `MAX_BODY_BYTES` (else 413 `payload_too_large`, answered
+/// from `Content-Length` before reading when it is declared). A webhook delivery refused for
+/// its size is recorded as a rejected delivery, with its size and not its bytes.
+pub async fn read_body(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = state.config.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let size = match declared {
+        Some(n) if n > limit as u64 => Some(format!("{n} bytes (Content-Length)")),
+        _ => None,
+    };
+    let body = match size {
+        Some(size) => Err(size),
+        None => {
+            match tokio::time::timeout(state.config.body_timeout, axum::body::to_bytes(body, limit))
+                .await
+            {
+                Err(_) => {
+                    return error_body(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        &format!(
+                            "The request body did not arrive within {} s.",
+                            state.config.body_timeout.as_secs()
+                        ),
+                    );
+                }
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(e)) => {
+                    let inner = e.into_inner();
+                    if inner
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        Err(format!("more than {limit} bytes"))
+                    } else {
+                        return ApiError::bad_request(format!(
+                            "The request body could not be read: {inner}."
+                        ))
+                        .into_response();
+                    }
+                }
+            }
+        }
+    };
+    match body {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(size) => {
+            let detail = format!("the body is {size}, over the limit of {limit} bytes");
+            let provider = match parts.uri.path().trim_end_matches('/') {
+                "/api/webhooks/clerk" => Some(granary_jobs::webhooks::Provider::Clerk),
+                "/api/webhooks/stripe" => Some(granary_jobs::webhooks::Provider::Stripe),
+                _ => None,
+            };
+            if let Some(provider) = provider {
+                granary_jobs::metrics::webhook(provider.as_str(), "rejected");
+                if let Err(e) = granary_jobs::webhooks::ingest::store_rejected(
+                    &state.pool,
+                    provider,
+                    "payload_too_large",
+                    &detail,
+                    &parts.headers,
+                    &[],
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "could not record a rejected webhook delivery");
+                }
+            }
+            error_body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!("The request body is larger than the limit: {detail}."),
+            )
+        }
+    }
 }

@@ -448,6 +448,63 @@ async fn recovery_checks(
         }
     }
 
+    // Payments the provider reported that proved nothing (an amount or currency missing,
+    // malformed or not the order's; a session that took no money): refused, never fulfilled,
+    // and a human decides (refund, or pay the order by hand).
+    let refused = sqlx::query!(
+        r#"SELECT o.public_id, o.status, w.id AS event_row, w.provider, w.event_type, w.last_error
+           FROM webhook_event_effects e JOIN webhook_events w ON w.id = e.webhook_event_id
+           JOIN orders o ON o.id = e.entity_id
+           WHERE e.entity = 'order' AND e.action = 'payment_refused' AND w.status = 'failed'
+           ORDER BY w.received_at DESC LIMIT 50"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for x in &refused {
+        r.push(
+            format!("refused payment for order {}", x.public_id),
+            Level::Fail,
+            format!(
+                "{} {} ({}) was refused, the order is {}: {}",
+                x.provider,
+                x.event_type.clone().unwrap_or_default(),
+                x.event_row,
+                x.status,
+                x.last_error.clone().unwrap_or_default()
+            ),
+            format!(
+                "read it: granary-worker orders timeline {}; check the payment in the provider's dashboard, refund it there or fix the order, then: granary-worker webhooks replay {}",
+                x.public_id, x.event_row
+            ),
+        );
+    }
+
+    // A second distinct payment for an order another payment already paid: money to give back.
+    let duplicates = sqlx::query!(
+        r#"SELECT o.public_id, t.provider, t.provider_payment_id, t.amount_cents, t.currency
+           FROM payment_transactions t JOIN orders o ON o.id = t.order_id
+           WHERE t.kind = 'payment' AND t.status = 'duplicate'
+             AND NOT EXISTS (SELECT 1 FROM payment_transactions r WHERE r.order_id = t.order_id AND r.kind = 'refund'
+                             AND r.raw->>'payment_intent' = t.provider_payment_id)
+           ORDER BY t.created_at DESC LIMIT 50"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for d in &duplicates {
+        r.push(
+            format!("duplicate payment for order {}", d.public_id),
+            Level::Warn,
+            format!(
+                "{} payment {} of {} {} arrived for an order that another payment had already paid",
+                d.provider, d.provider_payment_id, d.amount_cents, d.currency
+            ),
+            format!(
+                "refund {} in the {} dashboard (the order keeps its first payment); see granary-worker orders timeline {}",
+                d.provider_payment_id, d.provider, d.public_id
+            ),
+        );
+    }
+
     // A purchasable price without a checkout URL: the storefront creates the order and shows it
     // pending, but the buyer is never sent anywhere to pay (seed: "Buy button shows Checkout URL
     // missing").
@@ -555,6 +612,7 @@ async fn storage_check(config: &Config, r: &mut Report) {
                 "probe.txt",
                 Duration::from_secs(60),
                 "http://localhost",
+                None,
             )
             .await?;
         op.delete(&key).await?;

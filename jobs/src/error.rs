@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 /// `Result` with [`DomainError`] as the default error.
 pub type DomainResult<T, E = DomainError> = std::result::Result<T, E>;
 
@@ -13,7 +15,7 @@ pub enum DomainError {
     #[error("not found")]
     NotFound,
     /// Field rules, every problem at once.
-    #[error("validation failed")]
+    #[error("validation failed: {}", describe(.0))]
     Validation(BTreeMap<String, Vec<String>>),
     /// A request that cannot be applied as sent (400 `invalid_request`).
     #[error("{0}")]
@@ -90,6 +92,15 @@ impl<T, E: Into<DomainError>> ConstraintExt<T> for Result<T, E> {
     }
 }
 
+/// `field: reason; other: reason, reason`.
+fn describe(fields: &BTreeMap<String, Vec<String>>) -> String {
+    fields
+        .iter()
+        .map(|(f, r)| format!("{f}: {}", r.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Collects field errors and reports every problem at once.
 #[derive(Debug, Default)]
 pub struct Fields(BTreeMap<String, Vec<String>>);
@@ -98,6 +109,35 @@ impl Fields {
     /// A new collector.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Free text at most `max` characters (counted as characters, not bytes).
+    pub fn text(&mut self, value: Option<&str>, field: &str, max: usize) -> &mut Self {
+        if value.is_some_and(|v| v.chars().count() > max) {
+            self.push(field, format!("at most {max} characters"));
+        }
+        self
+    }
+
+    /// A free-form metadata object of at most [`crate::bounds::METADATA_BYTES`] as JSON.
+    pub fn metadata(&mut self, value: Option<&Value>, field: &str) -> &mut Self {
+        match value {
+            Some(v) if !v.is_object() => self.push(field, "must be an object".into()),
+            Some(v) if !crate::bounds::metadata_fits(v) => self.push(
+                field,
+                format!(
+                    "at most {} bytes as JSON, nested at most {} deep",
+                    crate::bounds::METADATA_BYTES,
+                    crate::bounds::METADATA_DEPTH
+                ),
+            ),
+            _ => {}
+        }
+        self
+    }
+
+    fn push(&mut self, field: &str, reason: String) {
+        self.0.entry(field.to_string()).or_default().push(reason);
     }
 
     /// Records `reason` against `field` when `ok` is false.

@@ -28,6 +28,8 @@ pub struct FinalizeAsset {
 }
 
 impl Job for FinalizeAsset {
+    /// Hashing and copying a large upload takes a while.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
     const QUEUE: &'static str = "finalize_asset";
 
     fn dedupe_key(&self) -> Option<String> {

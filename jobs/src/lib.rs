@@ -5,6 +5,7 @@
 pub mod account;
 pub mod admin;
 pub mod audit;
+pub mod bounds;
 pub mod catalog;
 pub mod clerk_api;
 pub mod config;

@@ -76,31 +76,90 @@ pub struct Payment<'a> {
 }
 
 /// What a payment did to its order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaidOutcome {
     /// The order became paid; `fulfill_order` is enqueued.
     NewlyPaid,
-    /// The order was already paid (or later): nothing changed.
-    AlreadyPaid,
+    /// This very payment was recorded before (a duplicate delivery or a replay): nothing changed.
+    AlreadyRecorded,
+    /// A renewal of a recurring plan whose order is already paid: recorded, nothing to fulfil.
+    Renewal,
+    /// A second, distinct payment for an order that another payment already paid: recorded with
+    /// status `duplicate`, on the order's timeline, and listed by `doctor` to be refunded.
+    Duplicate,
+}
+
+impl PaidOutcome {
+    /// The action recorded on the event's link to the order.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::NewlyPaid => "paid",
+            Self::AlreadyRecorded => "payment_recorded",
+            Self::Renewal => "renewal_recorded",
+            Self::Duplicate => "duplicate_payment",
+        }
+    }
 }
 
 /// Records a payment and marks its order paid, enqueueing fulfillment, in the caller's
 /// transaction. Idempotent: the payment is unique by provider id, and only an order that is not
 /// yet paid changes. A payment for a cancelled or failed order still marks it paid: the money
-/// was taken, so the customer must get what they paid for.
+/// was taken, so the customer must get what they paid for. A distinct payment for an order that
+/// is already paid is a duplicate (money to give back) unless the caller knows it is a
+/// `renewal` of a recurring plan.
 pub async fn record_payment(
     conn: &mut PgConnection,
     order_id: Uuid,
     p: &Payment<'_>,
+    renewal: bool,
 ) -> sqlx::Result<PaidOutcome> {
     // Written only by the statement whose update makes the order paid: only one can.
     let fulfill = queue::Prepared::of(&FulfillOrder { order_id })?;
     let from = ["pending", "canceled", "failed"];
-    if !record_transaction(conn, order_id, p, Some(("paid", &from)), Some(&fulfill)).await? {
-        return Ok(PaidOutcome::AlreadyPaid);
+    let done = record_transaction(conn, order_id, p, Some(("paid", &from)), Some(&fulfill)).await?;
+    if done.moved {
+        fulfill.written();
+        return Ok(PaidOutcome::NewlyPaid);
     }
-    fulfill.written();
-    Ok(PaidOutcome::NewlyPaid)
+    if !done.inserted {
+        return Ok(PaidOutcome::AlreadyRecorded);
+    }
+    if renewal {
+        return Ok(PaidOutcome::Renewal);
+    }
+    sqlx::query!(
+        "UPDATE payment_transactions SET status = 'duplicate' WHERE provider = $1 AND kind = 'payment' AND provider_payment_id = $2",
+        p.provider,
+        p.provider_payment_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    tracing::warn!(%order_id, provider = p.provider, payment = p.provider_payment_id, "a second payment for an order already paid: refund it");
+    Ok(PaidOutcome::Duplicate)
+}
+
+/// The refunds already recorded for Stripe charge `charge_id` of `order_id`, after locking the
+/// order's row, so that concurrent reports of one charge's refunds are counted one at a time.
+/// (Two statements: the sum must be read with a snapshot taken after the lock is held.)
+pub async fn refunded_so_far(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    charge_id: &str,
+) -> sqlx::Result<i64> {
+    sqlx::query!("SELECT id FROM orders WHERE id = $1 FOR UPDATE", order_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    sqlx::query_scalar!(
+        r#"
+        SELECT coalesce(sum(amount_cents), 0)::bigint AS "sum!" FROM payment_transactions
+        WHERE order_id = $1 AND provider = 'stripe' AND kind = 'refund'
+          AND (provider_payment_id = $2 OR starts_with(provider_payment_id, $2 || ':'))
+        "#,
+        order_id,
+        charge_id
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Records a refund or dispute. A full reversal moves the order to `refunded`/`disputed` and
@@ -132,25 +191,34 @@ pub async fn record_reversal(
     Ok(true)
 }
 
+/// What [`record_transaction`] wrote.
+struct Recorded {
+    /// The transaction is new (not a repeat of one already recorded).
+    inserted: bool,
+    /// The order moved to the new status.
+    moved: bool,
+}
+
 /// Records the money movement `p` and, in the same statement (one round trip), moves the order
 /// to `status` if it is in one of `from` (`to` = `(status, from)`; None: the order is left as it
-/// is), writing the job `then` only if it did. The transaction is unique by provider, kind and provider id, so a
-/// repeat records nothing. Returns whether the order changed: only one transaction can ever
-/// move it, so only that one enqueues what follows.
+/// is), writing the job `then` only if it did. The transaction is unique by provider, kind and
+/// provider id, so a repeat records nothing. Only one transaction can ever move the order, so
+/// only that one enqueues what follows.
 async fn record_transaction(
     conn: &mut PgConnection,
     order_id: Uuid,
     p: &Payment<'_>,
     to: Option<(&str, &[&str])>,
     then: Option<&queue::Prepared>,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Recorded> {
     let (status, from) = to.unwrap_or_default();
-    let moved = sqlx::query_scalar!(
+    let row = sqlx::query!(
         r#"
         WITH t AS (
             INSERT INTO payment_transactions (order_id, provider, provider_payment_id, kind, status, amount_cents, currency, webhook_event_id, raw)
             VALUES ($1, $2, $3, $4, 'succeeded', $5, $6, $7, $8)
             ON CONFLICT (provider, kind, provider_payment_id) DO NOTHING
+            RETURNING id
         ), moved AS (
             UPDATE orders SET status = $9,
                 paid_at = CASE WHEN $9 = 'paid' THEN now() ELSE paid_at END,
@@ -158,8 +226,10 @@ async fn record_transaction(
             WHERE id = $1 AND status = ANY($10)
             RETURNING id
         )
-        SELECT CASE WHEN $11::jsonb IS NOT NULL THEN granary_insert_jobs($11, $12) END AS jobs
-        FROM moved
+        -- The job is written (count(*) is never null) only when the order moved.
+        SELECT EXISTS (SELECT 1 FROM t) AS "inserted!",
+               EXISTS (SELECT 1 FROM moved WHERE CASE WHEN $11::jsonb IS NULL THEN true
+                                                     ELSE granary_insert_jobs($11, $12) IS NOT NULL END) AS "moved!"
         "#,
         order_id,
         p.provider,
@@ -174,9 +244,12 @@ async fn record_transaction(
         then.map(queue::Prepared::batch) as _,
         then.is_some_and(queue::Prepared::notify),
     )
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(moved.is_some())
+    Ok(Recorded {
+        inserted: row.inserted,
+        moved: row.moved,
+    })
 }
 
 /// Runs `revoke_source`: revokes the entitlements and download grants sourced from the order's

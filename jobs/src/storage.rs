@@ -21,6 +21,8 @@ pub struct Storage {
     /// `fs`, `s3` or `supabase`.
     pub backend: &'static str,
     signing_key: SecretString,
+    /// The `fs` backend's canonical root: every object read is checked under it.
+    fs_root: Option<std::path::PathBuf>,
 }
 
 /// What finalizing found in the staging object.
@@ -39,6 +41,7 @@ pub struct Finalized {
 impl Storage {
     /// The configured backend, or why it is unusable (a 503 `storage_unavailable`).
     pub fn from_config(config: &Config) -> Result<Self, String> {
+        let mut fs_root = None;
         let (op, backend) = match &config.storage {
             StorageConfig::Fs { root } => {
                 std::fs::create_dir_all(root).map_err(|e| {
@@ -46,6 +49,7 @@ impl Storage {
                 })?;
                 let root =
                     std::fs::canonicalize(root).map_err(|e| format!("fs storage root: {e}"))?;
+                fs_root = Some(root.clone());
                 (
                     Operator::new(services::Fs::default().root(&root.to_string_lossy()))
                         .map_err(|e| e.to_string())?,
@@ -94,7 +98,47 @@ impl Storage {
             op,
             backend,
             signing_key: config.download_signing_key.clone(),
+            fs_root,
         })
+    }
+
+    /// On `fs`, refuses to read `key` unless it is a regular file reached without a symbolic
+    /// link: a link under the root could serve any file of the host (`/etc/passwd`) to a buyer,
+    /// and a FIFO or a device would block the reader forever. Other backends hold only objects.
+    pub async fn check_readable(&self, key: &str) -> opendal::Result<()> {
+        let Some(root) = &self.fs_root else {
+            return Ok(());
+        };
+        let path = root.join(key);
+        let refuse = |why: &str| {
+            Err(opendal::Error::new(
+                ErrorKind::PermissionDenied,
+                format!("{key} {why}; only regular files are served"),
+            ))
+        };
+        // Every component from the root down: none may be a link.
+        let mut at = root.clone();
+        for part in std::path::Path::new(key).components() {
+            at.push(part);
+            match tokio::fs::symlink_metadata(&at).await {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return refuse("is (or is under) a symbolic link");
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(opendal::Error::new(
+                        ErrorKind::NotFound,
+                        format!("{key} does not exist"),
+                    ));
+                }
+                Err(e) => return Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+            }
+        }
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) if m.file_type().is_file() => Ok(()),
+            Ok(_) => refuse("is not a regular file"),
+            Err(e) => Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+        }
     }
 
     /// The OpenDAL operator (tests and `doctor` use it directly).
@@ -115,6 +159,10 @@ impl Storage {
     /// the way. `Ok(None)` when `src` does not exist. Idempotent: the same bytes always land at
     /// the same key.
     pub async fn finalize(&self, src: &str) -> opendal::Result<Option<Finalized>> {
+        match self.check_readable(src).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other?,
+        }
         let meta = match self.op.stat(src).await {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -159,22 +207,28 @@ impl Storage {
 
     /// A URL the buyer's browser can fetch for `ttl`. `api_base` is where the api is reached
     /// (used by the `fs` route).
+    /// `grant` is the download grant the URL serves: the `fs` route checks it is still live
+    /// when the file is fetched, not only when the URL was signed.
     pub async fn signed_url(
         &self,
         key: &str,
         filename: &str,
         ttl: Duration,
         api_base: &str,
+        grant: Option<uuid::Uuid>,
     ) -> opendal::Result<String> {
         if self.backend == "fs" {
             let exp = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
-            let sig = self.sign(key, filename, exp);
-            let q = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("key", key)
+            let grant = grant.map(|g| g.to_string()).unwrap_or_default();
+            let sig = self.sign(key, filename, exp, &grant);
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("key", key)
                 .append_pair("name", filename)
-                .append_pair("exp", &exp.to_string())
-                .append_pair("sig", &sig)
-                .finish();
+                .append_pair("exp", &exp.to_string());
+            if !grant.is_empty() {
+                q.append_pair("grant", &grant);
+            }
+            let q = q.append_pair("sig", &sig).finish();
             return Ok(format!(
                 "{}/api/downloads/file/?{q}",
                 api_base.trim_end_matches('/')
@@ -183,26 +237,40 @@ impl Storage {
         Ok(self.op.presign_read(key, ttl).await?.uri().to_string())
     }
 
-    fn sign(&self, key: &str, filename: &str, exp: i64) -> String {
+    fn mac(&self, key: &str, filename: &str, exp: i64, grant: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.signing_key.expose_secret().as_bytes())
             .expect("any key length");
-        mac.update(format!("{key}\n{filename}\n{exp}").as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.update(format!("{key}\n{filename}\n{exp}\n{grant}").as_bytes());
+        mac
     }
 
-    /// Checks an `fs` download URL's signature (constant time) and expiry.
-    pub fn verify_fs_url(&self, key: &str, filename: &str, exp: i64, sig: &str, now: i64) -> bool {
+    fn sign(&self, key: &str, filename: &str, exp: i64, grant: &str) -> String {
+        hex::encode(self.mac(key, filename, exp, grant).finalize().into_bytes())
+    }
+
+    /// Checks an `fs` download URL's signature (constant time) and expiry; `grant` is the
+    /// URL's `grant` parameter (empty when it has none).
+    pub fn verify_fs_url(
+        &self,
+        key: &str,
+        filename: &str,
+        exp: i64,
+        grant: &str,
+        sig: &str,
+        now: i64,
+    ) -> bool {
         let Ok(sig) = hex::decode(sig) else {
             return false;
         };
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.signing_key.expose_secret().as_bytes())
-            .expect("any key length");
-        mac.update(format!("{key}\n{filename}\n{exp}").as_bytes());
-        mac.verify_slice(&sig).is_ok() && exp >= now
+        self.mac(key, filename, exp, grant)
+            .verify_slice(&sig)
+            .is_ok()
+            && exp >= now
     }
 
     /// Reads an object as a byte stream (the `fs` download route).
     pub async fn stream(&self, key: &str) -> opendal::Result<(u64, opendal::FuturesBytesStream)> {
+        self.check_readable(key).await?;
         let meta = self.op.stat(key).await?;
         let stream = self.op.reader(key).await?.into_bytes_stream(..).await?;
         Ok((meta.content_length(), stream))

@@ -100,7 +100,7 @@ pub fn checkout_completed(event_id: &str, public_id: &str) -> Value {
     json!({"id": event_id, "object": "event", "type": "checkout.session.completed", "created": 1_700_000_000,
     "data": {"object": {
         "id": format!("cs_{public_id}"), "object": "checkout.session", "client_reference_id": public_id,
-        "payment_status": "paid", "amount_total": 500, "currency": "usd",
+        "payment_status": "paid", "mode": "payment", "amount_total": 500, "currency": "usd",
         "payment_intent": format!("pi_{public_id}")
     }}})
 }

@@ -194,7 +194,7 @@ pub fn checkout_completed(id: &str, public_id: &str, amount: i64) -> Value {
         id,
         "checkout.session.completed",
         json!({"id": format!("cs_{public_id}"), "object": "checkout.session",
-               "client_reference_id": public_id, "payment_status": "paid", "status": "complete",
+               "client_reference_id": public_id, "payment_status": "paid", "mode": "payment", "status": "complete",
                "amount_total": amount, "currency": "usd", "payment_intent": format!("pi_{public_id}")}),
     )
 }

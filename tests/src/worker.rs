@@ -141,17 +141,27 @@ impl Drop for WorkerProcess {
 /// PATH); returns the exit code and stdout. Runs on a blocking thread so that the test's own
 /// servers (JWKS, Resend stand-ins) keep answering the child meanwhile.
 pub async fn cli(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let (code, out, _) = cli_all(env, args, false).await;
+    (code, out)
+}
+
+/// [`cli`], with what the command wrote to stderr (errors) as well.
+pub async fn cli_errors(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
+    cli_all(env, args, true).await
+}
+
+async fn cli_all(env: &[(String, String)], args: &[&str], errors: bool) -> (i32, String, String) {
     let env = env.to_vec();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli_blocking(&env, &args)
+        cli_blocking(&env, &args, errors)
     })
     .await
     .expect("cli thread")
 }
 
-fn cli_blocking(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+fn cli_blocking(env: &[(String, String)], args: &[&str], errors: bool) -> (i32, String, String) {
     let mut cmd = Command::new(binary());
     cmd.args(args)
         .current_dir(std::env::temp_dir())
@@ -163,11 +173,16 @@ fn cli_blocking(env: &[(String, String)], args: &[&str]) -> (i32, String) {
     }
     let out = cmd
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(if errors {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .output()
         .expect("run granary-worker");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

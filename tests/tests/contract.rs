@@ -187,7 +187,7 @@ impl Starter {
 /// Stripe's `checkout.session.completed` for an order (session `cs_<n>`, intent `pi_<n>`).
 fn stripe_checkout_paid(event: &str, n: &str, public_id: &str, amount: i64) -> Value {
     json!({"id": event, "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": format!("cs_{n}"), "client_reference_id": public_id, "payment_status": "paid",
+        "data": {"object": {"id": format!("cs_{n}"), "client_reference_id": public_id, "payment_status": "paid", "mode": "payment",
                             "amount_total": amount, "currency": "usd", "payment_intent": format!("pi_{n}")}}})
 }
 

@@ -56,7 +56,7 @@ async fn product(
 
 fn checkout_paid(event: &str, public_id: &str) -> Value {
     json!({"id": event, "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": format!("cs_{public_id}"), "client_reference_id": public_id, "payment_status": "paid",
+        "data": {"object": {"id": format!("cs_{public_id}"), "client_reference_id": public_id, "payment_status": "paid", "mode": "payment",
                             "amount_total": 1500, "currency": "usd", "payment_intent": format!("pi_{public_id}")}}})
 }
 

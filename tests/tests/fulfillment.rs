@@ -578,7 +578,7 @@ async fn a_missing_storage_configuration_is_503_storage_unavailable() {
 
 fn checkout(evt: &str, session: &str, public_id: &str) -> Value {
     json!({"id": evt, "type": "checkout.session.completed", "created": 1_700_000_000, "data": {"object": {
-        "id": session, "client_reference_id": public_id, "payment_status": "paid", "amount_total": 1500, "currency": "usd", "payment_intent": format!("pi_{session}")
+        "id": session, "client_reference_id": public_id, "payment_status": "paid", "mode": "payment", "amount_total": 1500, "currency": "usd", "payment_intent": format!("pi_{session}")
     }}})
 }
 

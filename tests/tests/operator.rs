@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use granary_tests::{TestApp, count, resend::Answer, shop::sell_and_buy, worker::cli};
+use granary_tests::{
+    TestApp, count,
+    resend::Answer,
+    shop::sell_and_buy,
+    worker::{cli, cli_errors},
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -242,7 +247,7 @@ async fn the_timeline_of_a_refunded_order_lists_every_step_in_order() {
     let admin = app.token("admin", "admin").await;
     let public_id = sell_and_buy(&app, "buyer").await;
     let pay = json!({"id": "evt_pay", "type": "checkout.session.completed", "created": 1, "data": {"object": {
-        "id": "cs_t", "client_reference_id": public_id, "payment_status": "paid", "amount_total": 900, "currency": "eur", "payment_intent": "pi_t"}}});
+        "id": "cs_t", "client_reference_id": public_id, "payment_status": "paid", "mode": "payment", "amount_total": 900, "currency": "eur", "payment_intent": "pi_t"}}});
     app.deliver_stripe(&pay).await;
     app.wait_for_count("SELECT count(*) FROM emails WHERE status = 'sent'", 1, WAIT)
         .await;
@@ -426,4 +431,58 @@ async fn admin_routes_refuse_buyers_and_sellers() {
         .status,
         404
     );
+}
+
+#[tokio::test]
+async fn time_spans_and_bounds_are_checked_never_a_panic_or_a_500() {
+    let app = TestApp::builder().with_clerk().spawn().await;
+    let env = app.env_vars();
+    let grant = uuid::Uuid::new_v4().to_string();
+    // Spans past ten years, on every command that takes one: a clear error, never exit 101.
+    for args in [
+        vec!["jobs", "list", "--since", "100000000d"],
+        vec!["webhooks", "list", "--since", "100000000d"],
+        vec!["grants", "reset", &grant, "--extend", "100000000d"],
+        vec![
+            "grants",
+            "reset",
+            &grant,
+            "--extend",
+            "18446744073709551615s",
+        ],
+    ] {
+        let (code, _, out) = cli_errors(&env, &args).await;
+        assert!(code != 0 && code != 101, "{args:?}: exit {code}: {out}");
+        assert!(out.contains("longer than 3650 days"), "{args:?}: {out}");
+    }
+    // An unknown state or status is refused, not an empty list.
+    for args in [
+        vec!["jobs", "list", "--state", "bogus"],
+        vec!["webhooks", "list", "--status", "bogus"],
+    ] {
+        let (code, _, out) = cli_errors(&env, &args).await;
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains("bogus"), "{args:?}: {out}");
+    }
+    // A validation error names its field.
+    let (code, _, out) = cli_errors(&env, &["grants", "reset", &grant, "--add", "2000000"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("add: 0 to 1000000"), "{out}");
+
+    // Over HTTP: the extension is bounded (was a 500 "interval out of range").
+    let admin = app.token("admin_b", "admin").await;
+    let res = app
+        .post_as(
+            &admin,
+            &format!("/api/admin/grants/{grant}/reset/"),
+            &json!({"extend_seconds": 1_000_000_000_000u64, "reason": "probe"}),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (422, Some("validation_failed")),
+        "{}",
+        res.text
+    );
+    assert!(res.text.contains("extend_seconds"), "{}", res.text);
 }

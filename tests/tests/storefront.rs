@@ -303,14 +303,35 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         ),
         (200, "no-store")
     );
+    // A timed session is booked on a paid order of the service: first refused, then bought.
     let starts = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
-    let booking = app
+    let body = json!({"service_offer_id": offer_id, "starts_at": starts, "notes": "hi"});
+    let book = || app.post_as(&buyer, "/api/account/bookings/", &body);
+    assert_eq!(book().await.error_code(), Some("booking_not_paid"));
+    let call_price = app
+        .post_as(&seller, &format!("/api/seller/products/{sid}/prices/"), &json!({"amount_cents": 5000, "currency": "USD", "metadata": {"checkout_url": "https://checkout.example.com/c/2"}}))
+        .await;
+    assert_eq!(call_price.status, 201, "{}", call_price.text);
+    let call = app
         .post_as(
             &buyer,
-            "/api/account/bookings/",
-            &json!({"service_offer_id": offer_id, "starts_at": starts, "notes": "hi"}),
+            "/api/account/orders/create/",
+            &json!({"price_id": call_price.json["id"]}),
         )
         .await;
+    let call_id = call.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let paid = app
+        .post_as(
+            &buyer,
+            &format!("/api/account/orders/{call_id}/confirm/"),
+            &json!({"method": "manual"}),
+        )
+        .await;
+    assert_eq!(paid.json["order"]["status"], "paid", "{}", paid.text);
+    let booking = book().await;
     assert_eq!(booking.status, 201, "{}", booking.text);
     assert_eq!(
         app.get_as(&buyer, "/api/account/bookings/")
@@ -377,13 +398,19 @@ async fn the_whole_seller_to_buyer_walkthrough_works() {
         .await,
         1
     );
-    assert!(
-        app.get("/api/products/")
-            .await
-            .json
-            .as_array()
-            .unwrap()
-            .is_empty()
+    // Only the (priced) service is left in the catalog.
+    let left: Vec<Value> = app
+        .get("/api/products/")
+        .await
+        .json
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        left.iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![sid.as_str()]
     );
 }
 
@@ -862,28 +889,66 @@ async fn validation_and_conflicts_use_the_contract_codes() {
     );
 }
 
-#[tokio::test]
-async fn bookings_respect_capacity_and_the_window() {
-    let app = app().await;
-    let seller = app.token("s1", "seller").await;
-    let (pid, _) = seed_catalog(&app, &seller, "session", Some("https://c.example/x")).await;
+/// `buyer` orders `price_id` through the api and the order is marked paid (the payment path has
+/// its own tests); returns the order's public id.
+async fn paid_order(app: &TestApp, buyer: &str, price_id: &str) -> String {
+    let order = app
+        .post_as(
+            buyer,
+            "/api/account/orders/create/",
+            &json!({"price_id": price_id}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    let public_id = order.json["order"]["public_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE orders SET status = 'paid', paid_at = now() WHERE public_id = $1")
+        .bind(&public_id)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    public_id
+}
+
+/// A published service product with an offer of `offer`; returns (product id, price id).
+async fn service(app: &TestApp, seller: &str, slug: &str, offer: Value) -> (String, String) {
+    let (pid, price) = seed_catalog(app, seller, slug, Some("https://c.example/x")).await;
     app.patch_as(
-        &seller,
+        seller,
         &format!("/api/seller/products/{pid}/"),
         &json!({"product_type": "service"}),
     )
     .await;
-    app.send(
-        app.client
-            .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))
-            .bearer_auth(&seller)
-            .json(&json!({"capacity": 2, "booking_window_days": 7, "min_notice_hours": 24})),
+    let res = app
+        .send(
+            app.client
+                .put(app.url(&format!("/api/seller/products/{pid}/service-offer/")))
+                .bearer_auth(seller)
+                .json(&offer),
+        )
+        .await;
+    assert!(res.status < 300, "{}", res.text);
+    (pid, price)
+}
+
+#[tokio::test]
+async fn bookings_respect_capacity_and_the_window() {
+    let app = app().await;
+    let seller = app.token("s1", "seller").await;
+    let (pid, price) = service(
+        &app,
+        &seller,
+        "session",
+        json!({"capacity": 2, "booking_window_days": 7, "min_notice_hours": 24}),
     )
     .await;
     let slot = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
     let mut statuses = Vec::new();
     for i in 0..3 {
         let buyer = app.token(&format!("b{i}"), "buyer").await;
+        paid_order(&app, &buyer, &price).await;
         statuses.push(
             app.post_as(
                 &buyer,
@@ -896,6 +961,7 @@ async fn bookings_respect_capacity_and_the_window() {
     }
     assert_eq!(statuses, [201, 201, 409]);
     let buyer = app.token("late", "buyer").await;
+    paid_order(&app, &buyer, &price).await;
     for when in [chrono::Duration::hours(2), chrono::Duration::days(30)] {
         let res = app
             .post_as(
@@ -906,6 +972,95 @@ async fn bookings_respect_capacity_and_the_window() {
             .await;
         assert_eq!(res.status, 422, "{}", res.text);
     }
+}
+
+#[tokio::test]
+async fn capacity_counts_overlapping_sessions_and_a_timed_session_needs_a_paid_order() {
+    let app = app().await;
+    let seller = app.token("s_ov", "seller").await;
+    let (pid, price) = service(
+        &app,
+        &seller,
+        "hour-session",
+        json!({"capacity": 1, "session_minutes": 60, "booking_window_days": 30, "min_notice_hours": 1}),
+    )
+    .await;
+    let ten = (chrono::Utc::now() + chrono::Duration::days(3))
+        .date_naive()
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc();
+    let at = |minutes: i64| (ten + chrono::Duration::minutes(minutes)).to_rfc3339();
+    let book = |token: String, starts: String| {
+        let app = &app;
+        let pid = pid.clone();
+        async move {
+            app.post_as(
+                &token,
+                "/api/account/bookings/",
+                &json!({"product_id": pid, "starts_at": starts}),
+            )
+            .await
+        }
+    };
+
+    // Without a paid order of the service, no timed session: any signed-in user cannot fill
+    // the seller's calendar.
+    let stranger = app.token("stranger", "buyer").await;
+    let res = book(stranger.clone(), at(0)).await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (403, Some("booking_not_paid")),
+        "{}",
+        res.text
+    );
+    // A request without a time takes no seat and stays open to anyone.
+    let res = app
+        .post_as(
+            &stranger,
+            "/api/account/bookings/",
+            &json!({"service_offer_id": null, "product_id": pid}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+
+    // 10:00–11:00 is booked; 10:30–11:30 overlaps it on a one-seat offer: refused. 11:00 is free.
+    let (a, b, c) = (
+        app.token("ov_a", "buyer").await,
+        app.token("ov_b", "buyer").await,
+        app.token("ov_c", "buyer").await,
+    );
+    for t in [&a, &b, &c] {
+        paid_order(&app, t, &price).await;
+    }
+    assert_eq!(book(a.clone(), at(0)).await.status, 201);
+    assert_eq!(book(b.clone(), at(30)).await.status, 409);
+    assert_eq!(book(b.clone(), at(-59)).await.status, 409);
+    assert_eq!(book(b.clone(), at(60)).await.status, 201);
+    // One paid order books one session.
+    let res = book(a.clone(), at(180)).await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (403, Some("booking_not_paid"))
+    );
+
+    // Two buyers racing for one overlapping seat: exactly one gets it.
+    let d = app.token("ov_d", "buyer").await;
+    paid_order(&app, &d, &price).await;
+    let (rc, rd) = tokio::join!(book(c.clone(), at(300)), book(d.clone(), at(330)));
+    let mut got = [rc.status, rd.status];
+    got.sort();
+    assert_eq!(got, [201, 409], "{} / {}", rc.text, rd.text);
+
+    // The seller books their own calendar without an order (and capacity still holds).
+    assert_eq!(book(seller.clone(), at(600)).await.status, 201);
+    assert_eq!(book(seller.clone(), at(630)).await.status, 409);
+    let timed = count(
+        &app.db_pool,
+        "SELECT count(*) FROM bookings WHERE starts_at IS NOT NULL AND status <> 'canceled'",
+    )
+    .await;
+    assert_eq!(timed, 4);
 }
 
 #[tokio::test]
@@ -1087,5 +1242,110 @@ async fn an_unsold_product_whose_asset_has_a_job_can_be_deleted() {
         )
         .await,
         1
+    );
+}
+
+#[tokio::test]
+async fn every_free_text_span_currency_and_zone_has_a_bound_named_in_its_error() {
+    let app = app().await;
+    let seller = app.token("s_bounds", "seller").await;
+    let (pid, price) = seed_catalog(&app, &seller, "bounded", Some("https://c.example/x")).await;
+    let long = "x".repeat(100_000);
+    let big_metadata = json!({"blob": "y".repeat(900_000)});
+    let product = format!("/api/seller/products/{pid}/");
+    let price_url = format!("/api/seller/prices/{price}/");
+    let offer = format!("/api/seller/products/{pid}/service-offer/");
+    // (path, body, the field the error must name)
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            &product,
+            json!({"download_expiry_days": 2_147_483_647}),
+            "download_expiry_days",
+        ),
+        (
+            &product,
+            json!({"download_max": 2_147_483_647}),
+            "download_max",
+        ),
+        (&product, json!({"description": long}), "description"),
+        (&product, json!({"metadata": big_metadata}), "metadata"),
+        (&price_url, json!({"name": long}), "name"),
+        (&price_url, json!({"currency": "XXX"}), "currency"),
+        (&price_url, json!({"currency": "ZZZ"}), "currency"),
+        (&price_url, json!({"metadata": big_metadata}), "metadata"),
+        (
+            &price_url,
+            json!({"amount_cents": 1_000_000_000_000i64}),
+            "amount_cents",
+        ),
+    ];
+    for (path, body, field) in &cases {
+        let res = app.patch_as(&seller, path, body).await;
+        assert_eq!(
+            res.status,
+            422,
+            "{path} {field}: {}",
+            &res.text[..res.text.len().min(300)]
+        );
+        assert!(
+            res.json["error"]["fields"][field].is_array(),
+            "{path}: names {field}: {}",
+            &res.text[..res.text.len().min(300)]
+        );
+    }
+    let res = app
+        .patch_as(
+            &seller,
+            &price_url,
+            &json!({"amount_cents": 1_000_000_000_000i64}),
+        )
+        .await;
+    assert!(res.text.contains("0 to 100000000000"), "{}", res.text);
+    // The offer's time zone is a real IANA name, and its prose is bounded.
+    app.patch_as(&seller, &product, &json!({"product_type": "service"}))
+        .await;
+    for (body, field) in [
+        (json!({"timezone": "Mars/Olympus"}), "timezone"),
+        (json!({"timezone": long}), "timezone"),
+        (json!({"instructions": long}), "instructions"),
+    ] {
+        let res = app
+            .send(
+                app.client
+                    .put(app.url(&offer))
+                    .bearer_auth(&seller)
+                    .json(&body),
+            )
+            .await;
+        assert_eq!(
+            res.status,
+            422,
+            "{field}: {}",
+            &res.text[..res.text.len().min(300)]
+        );
+        assert!(res.json["error"]["fields"][field].is_array(), "{field}");
+    }
+    let res = app
+        .send(
+            app.client
+                .put(app.url(&offer))
+                .bearer_auth(&seller)
+                .json(&json!({"timezone": "Europe/Berlin"})),
+        )
+        .await;
+    assert!(res.status < 300, "{}", res.text);
+    // The buyer's own account fields.
+    let buyer = app.token("b_bounds", "buyer").await;
+    for field in ["full_name", "company_name", "phone"] {
+        let res = app
+            .patch_as(&buyer, "/api/account/customer/", &json!({ field: long }))
+            .await;
+        assert_eq!(res.status, 422, "{field}");
+        assert!(res.json["error"]["fields"][field].is_array(), "{field}");
+    }
+    // Nothing was written by any refused request.
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM products WHERE download_expiry_days > 3650 OR length(description) > 10000").await,
+        0
     );
 }

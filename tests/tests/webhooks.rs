@@ -342,21 +342,138 @@ async fn no_secret_configured_is_a_recorded_rejection_not_a_silent_drop() {
 }
 
 #[tokio::test]
-async fn the_body_limit_applies_before_any_work() {
+async fn an_oversized_delivery_is_refused_before_any_work_and_recorded_with_its_size() {
     let app = TestApp::webhooks()
         .env("MAX_BODY_BYTES", "2048")
         .spawn()
         .await;
     let body = json!({"type": "user.created", "data": {"pad": "x".repeat(4000)}});
+    let size = serde_json::to_vec(&body).unwrap().len();
     let res = app.deliver_clerk("msg_big", &body).await;
     assert_eq!(
         (res.status, res.error_code()),
         (413, Some("payload_too_large"))
     );
+    // Recorded as a rejected delivery: its size and headers, never its bytes.
+    let (reason, detail, stored, event_id): (String, String, i32, Option<String>) = sqlx::query_as(
+        "SELECT rejection_reason, last_error, octet_length(body), event_id FROM webhook_events WHERE status = 'rejected'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "payload_too_large");
+    assert!(detail.contains(&format!("{size} bytes")), "{detail}");
+    assert_eq!((stored, event_id.as_deref()), (0, Some("msg_big")));
     assert_eq!(
         count(&app.db_pool, "SELECT count(*) FROM webhook_events").await,
-        0
+        1
     );
+    // Chunked, with no Content-Length: read up to the limit, then refused the same way.
+    let raw = serde_json::to_vec(&body).unwrap();
+    let header = sign::stripe_header(STRIPE_SECRET, sign::now(), &raw);
+    let mut request = format!(
+        "POST /api/webhooks/stripe/ HTTP/1.1\r\nhost: x\r\nstripe-signature: {header}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in raw.chunks(512) {
+        request.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend(chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    let answer = raw_http(app.addr, &request, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM webhook_events WHERE provider = 'stripe' AND rejection_reason = 'payload_too_large' AND last_error LIKE '%more than 2048 bytes%'").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_signed_body_nested_too_deep_is_refused_and_recorded() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let depth = 10_000;
+    let raw = format!(
+        r#"{{"id":"evt_deep","type":"checkout.session.completed","created":1700000000,"data":{}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+    .into_bytes();
+    let header = sign::stripe_header(STRIPE_SECRET, sign::now(), &raw);
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/stripe/"))
+                .header("stripe-signature", header)
+                .body(raw),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (400, Some("invalid_json")),
+        "{}",
+        res.text
+    );
+    assert_eq!(
+        rejected_reasons(&app.db_pool).await,
+        vec!["invalid_json".to_string()]
+    );
+    // Sixty levels is deep for an event, but within the bound: accepted.
+    let ok = format!(
+        r#"{{"id":"evt_ok","type":"x.y","created":1700000000,"data":{}1{}}}"#,
+        "[".repeat(60),
+        "]".repeat(60)
+    )
+    .into_bytes();
+    let header = sign::stripe_header(STRIPE_SECRET, sign::now(), &ok);
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/webhooks/stripe/"))
+                .header("stripe-signature", header)
+                .body(ok),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+}
+
+#[tokio::test]
+async fn an_event_whose_job_fails_for_good_is_failed_on_the_event_and_replay_moves_it() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    // An event stored as received whose body the worker cannot read (as an older ingest could
+    // store): its job fails for good, and the event says so.
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO webhook_events (provider, event_id, event_type, status, headers, body) VALUES ('stripe', 'evt_bad', 'checkout.session.completed', 'received', '{}', $1) RETURNING id",
+    )
+    .bind(format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes())
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    app.enqueue(&granary_jobs::webhooks::ingest::ProcessWebhookEvent {
+        webhook_event_id: id,
+    })
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE event_id = 'evt_bad' AND status = 'failed' AND last_error LIKE '%not readable JSON%'",
+        1,
+        WAIT,
+    )
+    .await;
+    // Listed with the failed ones, and a replay runs it again (and it fails again, visibly).
+    let actor = Actor {
+        name: "cli:ops".into(),
+        reason: None,
+    };
+    granary_jobs::webhooks::ingest::replay(&app.db_pool, id, &actor)
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE event_id = 'evt_bad' AND status = 'failed' AND process_attempts = 2",
+        1,
+        WAIT,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -632,7 +749,8 @@ async fn seed_order(
         .fetch_one(pool)
         .await
         .unwrap();
-    let price: Uuid = sqlx::query_scalar("INSERT INTO prices (product_id, amount_cents, currency, clerk_plan_id) VALUES ($1, $2, 'USD', $3) RETURNING id")
+    // A Clerk plan is billed by the month here.
+    let price: Uuid = sqlx::query_scalar("INSERT INTO prices (product_id, amount_cents, currency, clerk_plan_id, billing_period) VALUES ($1, $2, 'USD', $3, CASE WHEN $3 IS NULL THEN 'one_time' ELSE 'monthly' END) RETURNING id")
         .bind(product)
         .bind(total)
         .bind(plan)
@@ -663,7 +781,7 @@ fn checkout(evt: &str, ty: &str, public_id: &str, amount: i64) -> Value {
         "id": evt, "type": ty, "created": 1_700_000_000,
         "data": {"object": {
             "id": "cs_test_1", "object": "checkout.session", "client_reference_id": public_id,
-            "payment_status": "paid", "amount_total": amount, "currency": "usd", "payment_intent": "pi_1"
+            "payment_status": "paid", "mode": "payment", "amount_total": amount, "currency": "usd", "payment_intent": "pi_1"
         }}
     })
 }
@@ -791,8 +909,8 @@ async fn a_clerk_paid_payment_attempt_pays_the_matching_pending_order() {
     let attempt = |status: &str| {
         json!({"type": "paymentAttempt.updated", "timestamp": 5_000, "data": {
             "id": "cpa_1", "status": status, "payer": {"user_id": "buyer_3"},
-            "subscription_items": [{"plan": {"id": "cplan_bundle"}}],
-            "amount": {"amount": 2900, "currency": "USD"}
+            "subscription_items": [{"plan": {"id": "cplan_bundle"}, "plan_period": "month"}],
+            "totals": {"grand_total": {"amount": 2900, "currency": "USD"}}
         }})
     };
     app.deliver_clerk("msg_pa0", &attempt("pending")).await;
@@ -944,4 +1062,570 @@ async fn a_concurrent_burst_each_delivered_twice_is_stored_once_with_its_job_and
         60
     );
     assert_eq!(count(p, "SELECT count(*) FROM jobs").await, 60);
+}
+
+/// The event's status and error, and whether the event is linked to `order` as a refused
+/// payment (what the order's timeline shows).
+async fn refusal(pool: &PgPool, event_id: &str, order: Uuid) -> (String, String, bool) {
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM webhook_events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let linked = count(pool, &format!("SELECT count(*) FROM webhook_event_effects e JOIN webhook_events w ON w.id = e.webhook_event_id WHERE w.event_id = '{event_id}' AND e.entity = 'order' AND e.entity_id = '{order}' AND e.action = 'payment_refused'")).await;
+    (status, error.unwrap_or_default(), linked == 1)
+}
+
+async fn order_status(pool: &PgPool, order: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// How a test event differs from a good one.
+type Change = Box<dyn Fn(&mut Value)>;
+
+#[tokio::test]
+async fn a_stripe_session_that_proves_no_payment_is_refused_visibly_and_never_fulfilled() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    // (case, how the session differs from a paid one, what the error names)
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "no amount",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("amount_total");
+            }),
+            "`amount_total` is missing",
+        ),
+        (
+            "null amount",
+            Box::new(|o| o["amount_total"] = Value::Null),
+            "`amount_total` is null",
+        ),
+        (
+            "string amount",
+            Box::new(|o| o["amount_total"] = json!("2900")),
+            "`amount_total` is the string",
+        ),
+        (
+            "float amount",
+            Box::new(|o| o["amount_total"] = json!(2900.5)),
+            "`amount_total` is the number 2900.5",
+        ),
+        (
+            "no currency",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("currency");
+            }),
+            "`currency` is missing",
+        ),
+        (
+            "not a currency",
+            Box::new(|o| o["currency"] = json!("xxx")),
+            "not an active ISO 4217 currency",
+        ),
+        (
+            "setup session",
+            Box::new(|o| {
+                o["mode"] = json!("setup");
+                o["payment_status"] = json!("no_payment_required");
+            }),
+            "is not a payment",
+        ),
+        (
+            "nothing to pay",
+            Box::new(|o| o["payment_status"] = json!("no_payment_required")),
+            "is not a payment",
+        ),
+        (
+            "no payment status",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("payment_status");
+            }),
+            "payment_status missing",
+        ),
+        (
+            "no mode",
+            Box::new(|o| {
+                o.as_object_mut().unwrap().remove("mode");
+            }),
+            "mode missing",
+        ),
+        (
+            "one cent",
+            Box::new(|o| o["amount_total"] = json!(1)),
+            "paid 1 USD for an order of 2900 USD",
+        ),
+    ];
+    let mut orders = Vec::new();
+    for (n, (case, change, _)) in cases.iter().enumerate() {
+        let (order, public_id, _) =
+            seed_order(&app.db_pool, &format!("buyer_r{n}"), None, 2900).await;
+        let mut event = checkout(
+            &format!("evt_r{n}"),
+            "checkout.session.completed",
+            &public_id,
+            2900,
+        );
+        event["data"]["object"]["id"] = json!(format!("cs_r{n}"));
+        event["data"]["object"]["payment_intent"] = json!(format!("pi_r{n}"));
+        change(&mut event["data"]["object"]);
+        assert_eq!(app.deliver_stripe(&event).await.status, 200, "{case}");
+        orders.push(order);
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'failed'",
+        cases.len() as i64,
+        WAIT,
+    )
+    .await;
+    for (n, ((case, _, names), order)) in cases.iter().zip(&orders).enumerate() {
+        let (status, error, linked) = refusal(&app.db_pool, &format!("evt_r{n}"), *order).await;
+        assert_eq!(status, "failed", "{case}");
+        assert!(error.contains(names), "{case}: {error}");
+        assert!(linked, "{case}: the refusal is on the order's timeline");
+        assert_eq!(
+            order_status(&app.db_pool, *order).await,
+            "pending",
+            "{case}"
+        );
+    }
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM payment_transactions").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        0
+    );
+    // The job failed for good (no retry can make the report prove a payment), with the reason.
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM jobs WHERE queue = 'process_webhook_event' AND state = 'failed' AND last_error LIKE '%payment refused%'").await,
+        cases.len() as i64
+    );
+    // The timeline shows it, and doctor names every one.
+    let public_id: String = sqlx::query_scalar("SELECT public_id FROM orders WHERE id = $1")
+        .bind(orders[0])
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let timeline = granary_jobs::admin::timeline(&app.db_pool, &public_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        timeline["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "webhook.received"
+                && e["detail"]["action"] == "payment_refused"
+                && e["detail"]["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("amount_total")),
+        "{timeline}"
+    );
+    let report = doctor(&app).await;
+    for order in &orders {
+        let public_id: String = sqlx::query_scalar("SELECT public_id FROM orders WHERE id = $1")
+            .bind(order)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.name == format!("refused payment for order {public_id}")),
+            "doctor names {public_id}"
+        );
+    }
+}
+
+async fn doctor(app: &TestApp) -> granary_jobs::doctor::Report {
+    granary_jobs::doctor::run(
+        &app.config,
+        &app.db_pool,
+        granary_jobs::doctor::Options {
+            live: false,
+            unfulfilled_after: Duration::from_secs(3600),
+            pending_after: Duration::from_secs(3600),
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_clerk_attempt_pays_only_the_amount_currency_and_period_of_its_order() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, _, _) = seed_order(&app.db_pool, "buyer_c", Some("cplan_pro"), 1500).await;
+    let attempt = |id: &str, period: Option<&str>, totals: Value| {
+        let mut item = json!({"plan": {"id": "cplan_pro"}});
+        if let Some(p) = period {
+            item["plan_period"] = json!(p);
+        }
+        json!({"type": "paymentAttempt.updated", "timestamp": 5_000, "data": {
+            "id": id, "status": "paid", "charge_type": "checkout", "payer": {"user_id": "buyer_c"},
+            "subscription_items": [item], "totals": totals
+        }})
+    };
+    let usd = |amount: Value| json!({"grand_total": {"amount": amount, "currency": "USD"}});
+    let bad = [
+        (
+            "cpa_cent",
+            attempt("cpa_cent", Some("month"), usd(json!(1))),
+            "paid 1 USD for an order of 1500 USD",
+        ),
+        (
+            "cpa_eur",
+            attempt(
+                "cpa_eur",
+                Some("month"),
+                json!({"grand_total": {"amount": 1500, "currency": "EUR"}}),
+            ),
+            "paid 1500 EUR",
+        ),
+        (
+            "cpa_none",
+            attempt("cpa_none", Some("month"), json!({})),
+            "`amount.amount` is missing",
+        ),
+        (
+            "cpa_str",
+            attempt("cpa_str", Some("month"), usd(json!("1500"))),
+            "`totals.grand_total.amount` is the string",
+        ),
+        (
+            "cpa_year",
+            attempt("cpa_year", Some("annual"), usd(json!(1500))),
+            "period \"annual\", but the order's price is monthly",
+        ),
+        (
+            "cpa_noperiod",
+            attempt("cpa_noperiod", None, usd(json!(1500))),
+            "`plan_period` of plan \"cplan_pro\" is missing",
+        ),
+    ];
+    for (id, body, _) in &bad {
+        assert_eq!(
+            app.deliver_clerk(&format!("msg_{id}"), body).await.status,
+            200
+        );
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'failed'",
+        bad.len() as i64,
+        WAIT,
+    )
+    .await;
+    for (id, _, names) in &bad {
+        let (status, error, linked) = refusal(&app.db_pool, &format!("msg_{id}"), order).await;
+        assert_eq!(status, "failed", "{id}");
+        assert!(error.contains(names), "{id}: {error}");
+        assert!(linked, "{id}");
+    }
+    assert_eq!(order_status(&app.db_pool, order).await, "pending");
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM entitlements").await,
+        0
+    );
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM payment_transactions").await,
+        0
+    );
+
+    // The attempt that is the order's amount, currency and period pays it.
+    app.deliver_clerk(
+        "msg_cpa_ok",
+        &attempt("cpa_ok", Some("month"), usd(json!(1500))),
+    )
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    // Next month's renewal is recorded, not flagged as a duplicate and not fulfilled again.
+    let mut renewal = attempt("cpa_renew", Some("month"), usd(json!(1500)));
+    renewal["data"]["charge_type"] = json!("recurring");
+    app.deliver_clerk("msg_cpa_renew", &renewal).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed'",
+        2,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM payment_transactions WHERE status = 'succeeded'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        1
+    );
+}
+
+fn refunded(evt: &str, cumulative: i64, whole: bool) -> Value {
+    json!({"id": evt, "type": "charge.refunded", "created": 1_700_000_100, "data": {"object": {
+        "id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount": 5000,
+        "amount_refunded": cumulative, "refunded": whole, "currency": "usd"
+    }}})
+}
+
+#[tokio::test]
+async fn partial_refunds_of_one_charge_are_recorded_each_and_add_up_to_what_stripe_says() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_pr", None, 5000).await;
+    app.deliver_stripe(&checkout(
+        "evt_pay",
+        "checkout.session.completed",
+        &public_id,
+        5000,
+    ))
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    // 1000 refunded, then 3000 in all; the second report delivered twice.
+    app.deliver_stripe(&refunded("evt_rf1", 1000, false)).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM payment_transactions WHERE kind = 'refund'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.deliver_stripe(&refunded("evt_rf2", 3000, false)).await;
+    app.deliver_stripe(&refunded("evt_rf2", 3000, false)).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM payment_transactions WHERE kind = 'refund'",
+        2,
+        WAIT,
+    )
+    .await;
+    let refunds: Vec<i64> = sqlx::query_scalar("SELECT amount_cents FROM payment_transactions WHERE kind = 'refund' ORDER BY created_at, amount_cents")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(refunds, vec![1000, 2000]);
+    // A late copy of the first report records nothing more; the order keeps what it got.
+    app.deliver_stripe(&refunded("evt_rf1_late", 1000, false))
+        .await;
+    app.wait_for_count("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_rf1_late' AND status = 'ignored'", 1, WAIT).await;
+    assert_eq!(order_status(&app.db_pool, order).await, "fulfilled");
+    // The rest, all at once: the order is refunded and its rows add up to the charge.
+    app.deliver_stripe(&refunded("evt_rf3", 5000, true)).await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'refunded'"),
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT sum(amount_cents)::bigint FROM payment_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        5000
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM payment_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn refund_reports_applied_at_once_count_each_part_once() {
+    // Three reports of one charge (1000, 2500, 4000 in all) applied concurrently, out of order.
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_cc", None, 5000).await;
+    app.deliver_stripe(&checkout(
+        "evt_pay",
+        "checkout.session.completed",
+        &public_id,
+        5000,
+    ))
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    let (a, b, c) = (
+        refunded("evt_c3", 4000, false),
+        refunded("evt_c1", 1000, false),
+        refunded("evt_c2", 2500, false),
+    );
+    let (ra, rb, rc) = tokio::join!(
+        app.deliver_stripe(&a),
+        app.deliver_stripe(&b),
+        app.deliver_stripe(&c)
+    );
+    assert_eq!((ra.status, rb.status, rc.status), (200, 200, 200));
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE event_id LIKE 'evt_c%' AND status IN ('processed', 'ignored')",
+        3,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT sum(amount_cents)::bigint FROM payment_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        4000
+    );
+}
+
+#[tokio::test]
+async fn a_second_distinct_payment_for_a_paid_order_is_a_duplicate_to_refund() {
+    let app = TestApp::webhooks().with_worker().spawn().await;
+    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_dup", None, 2900).await;
+    app.deliver_stripe(&checkout(
+        "evt_d1",
+        "checkout.session.completed",
+        &public_id,
+        2900,
+    ))
+    .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    // The buyer paid again in a second tab: another session, another payment intent.
+    let mut again = checkout("evt_d2", "checkout.session.completed", &public_id, 2900);
+    again["data"]["object"]["id"] = json!("cs_test_2");
+    again["data"]["object"]["payment_intent"] = json!("pi_2");
+    app.deliver_stripe(&again).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM webhook_events WHERE status = 'processed'",
+        2,
+        WAIT,
+    )
+    .await;
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT provider_payment_id, status FROM payment_transactions WHERE kind = 'payment' ORDER BY created_at")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("pi_1".into(), "succeeded".into()),
+            ("pi_2".into(), "duplicate".into())
+        ]
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_refs WHERE queue = 'fulfill_order'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM webhook_event_effects WHERE action = 'duplicate_payment'"
+        )
+        .await,
+        1
+    );
+    // A repeat of the second delivery changes nothing; doctor lists the duplicate to refund.
+    app.deliver_stripe(&again).await;
+    let report = doctor(&app).await;
+    let dup = report
+        .checks
+        .iter()
+        .find(|c| c.name == format!("duplicate payment for order {public_id}"))
+        .expect("doctor lists the duplicate payment");
+    assert!(dup.detail.contains("pi_2"), "{}", dup.detail);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM payment_transactions WHERE kind = 'payment'"
+        )
+        .await,
+        2
+    );
+}
+
+/// Writes `request` to the api over a raw TCP connection, then reads until the server closes it
+/// or `within` passes; returns what came back (empty when nothing did).
+async fn raw_http(addr: std::net::SocketAddr, request: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn slow_headers_and_slow_bodies_are_cut_off_on_every_route() {
+    let app = TestApp::webhooks()
+        .env("HTTP_HEADER_TIMEOUT_SECONDS", "1")
+        .env("HTTP_BODY_TIMEOUT_SECONDS", "2")
+        .spawn()
+        .await;
+    // Part of the headers, then nothing: the connection is closed after the header timeout,
+    // not held open (a slowloris holds thousands of these).
+    for path in ["/api/webhooks/stripe/", "/api/products/", "/api/health/"] {
+        let started = std::time::Instant::now();
+        let answer = raw_http(
+            app.addr,
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\nx-slow: ").as_bytes(),
+            Duration::from_secs(20),
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(15),
+            "{path}: held {took:?}; got {answer:?}"
+        );
+    }
+    // Less body than the Content-Length, then nothing: 408 with the contract's body.
+    for path in [
+        "/api/webhooks/stripe/",
+        "/api/webhooks/clerk/",
+        "/api/account/orders/create/",
+    ] {
+        let answer = raw_http(
+            app.addr,
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"id\":").as_bytes(),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer:?}");
+        assert!(answer.contains("\"request_timeout\""), "{path}: {answer:?}");
+    }
+    // A whole request on a fresh connection still works.
+    assert_eq!(app.get("/api/health/").await.status, 200);
 }

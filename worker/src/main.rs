@@ -117,23 +117,13 @@ enum ConsoleCmd {
 
 /// `90s`, `15m`, `2h`, `1d`.
 fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("`{s}` is not a duration like 90s, 15m or 2h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => anyhow::bail!("`{s}`: use s, m, h or d"),
-    };
-    anyhow::ensure!(secs > 0, "`{s}`: a link must live a while");
+    let ttl = granary_jobs::bounds::parse_span(s).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!ttl.is_zero(), "`{s}`: a link must live a while");
     anyhow::ensure!(
-        Duration::from_secs(secs) <= granary_jobs::console::LINK_TTL_MAX,
+        ttl <= granary_jobs::console::LINK_TTL_MAX,
         "`{s}`: a login link lives at most 24h"
     );
-    Ok(Duration::from_secs(secs))
+    Ok(ttl)
 }
 
 #[derive(Args)]
@@ -148,7 +138,7 @@ enum JobsCmd {
     /// List jobs with counts per state and queue.
     List {
         /// pending, running, retrying, failed, cancelled, completed.
-        #[arg(long)]
+        #[arg(long, value_parser = ["pending", "running", "retrying", "failed", "cancelled", "completed"])]
         state: Option<String>,
         /// Job kind (queue).
         #[arg(long)]
@@ -256,10 +246,10 @@ enum WebhooksCmd {
     /// List stored deliveries (rejected ones included).
     List {
         /// clerk or stripe.
-        #[arg(long)]
+        #[arg(long, value_parser = ["clerk", "stripe"])]
         provider: Option<String>,
         /// received, processed, ignored, failed, rejected.
-        #[arg(long)]
+        #[arg(long, value_parser = ["received", "processed", "ignored", "failed", "rejected"])]
         status: Option<String>,
         /// Event type.
         #[arg(long = "type")]
@@ -297,18 +287,10 @@ fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n
-        .parse()
-        .with_context(|| format!("`{s}` is neither RFC 3339 nor an age like 30m, 24h, 7d"))?;
-    let d = match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        _ => anyhow::bail!("`{s}`: use s, m, h or d"),
-    };
-    Ok(Utc::now() - d)
+    let age = granary_jobs::bounds::parse_span(s)
+        .map_err(|e| anyhow::anyhow!("{e} (give RFC 3339, or an age like 30m, 24h, 7d)"))?;
+    // At most MAX_DAYS: always in range.
+    Ok(Utc::now() - chrono::Duration::from_std(age)?)
 }
 
 fn actor(why: &Why) -> Actor {
@@ -581,13 +563,9 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
         }) => {
             let extend = extend
                 .as_deref()
-                .map(|e| {
-                    let at = parse_time(e)?;
-                    (Utc::now() - at)
-                        .to_std()
-                        .with_context(|| format!("`{e}`: use an age like 7d or 12h"))
-                })
-                .transpose()?;
+                .map(granary_jobs::bounds::parse_span)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let state = granary_jobs::account::downloads::reset_grant(
                 pool,
                 grant,

@@ -83,7 +83,9 @@ pub struct FileQuery {
     name: String,
     /// Expiry, in Unix seconds.
     exp: i64,
-    /// HMAC of the other three.
+    /// The download grant the URL serves (checked live at fetch time).
+    grant: Option<uuid::Uuid>,
+    /// HMAC of the others.
     sig: String,
 }
 
@@ -94,14 +96,22 @@ pub async fn file(
     Query(q): Query<FileQuery>,
 ) -> Result<Response, ApiError> {
     let storage = state.storage()?;
+    let grant = q.grant.map(|g| g.to_string()).unwrap_or_default();
     if storage.backend != "fs"
         || !storage.verify_fs_url(
             &q.key,
             &q.name,
             q.exp,
+            &grant,
             &q.sig,
             chrono::Utc::now().timestamp(),
         )
+    {
+        return Err(not_allowed());
+    }
+    // A grant revoked (a refund, an operator) or expired since the URL was signed stops here.
+    if let Some(g) = q.grant
+        && !granary_jobs::account::downloads::grant_is_live(&state.pool, g).await?
     {
         return Err(not_allowed());
     }

@@ -50,7 +50,7 @@ pub async fn list(
     only: Option<Uuid>,
 ) -> sqlx::Result<Vec<BookingOut>> {
     let rows = sqlx::query!(
-        r#"SELECT b.id, b.service_offer_id, b.order_item_id, b.status, b.starts_at, b.notes, b.created_at, b.updated_at,
+        r#"SELECT b.id, b.service_offer_id, b.order_item_id, b.status, b.starts_at, b.ends_at, b.notes, b.created_at, b.updated_at,
                   p.name AS product_name, s.duration_minutes, s.location
            FROM bookings b JOIN service_offers s ON s.id = b.service_offer_id JOIN products p ON p.id = s.product_id
            WHERE b.profile_id = $1 AND ($2::uuid IS NULL OR b.id = $2) ORDER BY b.created_at DESC"#,
@@ -69,9 +69,7 @@ pub async fn list(
             order_item: b.order_item_id,
             status: b.status,
             scheduled_start: b.starts_at,
-            scheduled_end: b
-                .starts_at
-                .map(|s| s + chrono::Duration::minutes(i64::from(b.duration_minutes))),
+            scheduled_end: b.ends_at,
             starts_at: b.starts_at,
             duration_minutes: b.duration_minutes,
             meeting_url: b.location,
@@ -99,11 +97,19 @@ pub struct BookingInput {
     pub customer_notes: Option<String>,
     /// The customer's notes.
     pub notes: Option<String>,
+    /// The paid order item this session is booked on (the starter's name); by default the
+    /// buyer's oldest paid item of the service that has no session booked yet.
+    pub order_item: Option<Uuid>,
 }
 
-/// Books an offer. A timed booking must fall inside the offer's window (after its minimum
-/// notice) and under its capacity for that start; the offer row is locked while counting, so
-/// two requests for the last seat cannot both get it.
+/// Books an offer. A request without a time asks the seller to schedule one and takes no
+/// capacity. A timed booking must fall inside the offer's window (after its minimum notice),
+/// and the sessions it overlaps (intervals of the offer's length, not only equal start times)
+/// must leave a seat at every instant of it; the offer row is locked while counting, so two
+/// requests for the last seat cannot both get it. A timed session is booked on a paid order
+/// item of the service (the request fulfillment opened for it is scheduled, else a new booking
+/// names the item), one session per item; the seller of the service (or an admin) books their
+/// own calendar without one.
 pub async fn create(
     conn: &mut PgConnection,
     profile_id: Uuid,
@@ -124,15 +130,20 @@ pub async fn create(
     );
     f.finish()?;
     let offer = sqlx::query!(
-        r#"SELECT s.id, s.capacity, s.booking_window_days, s.min_notice_hours FROM service_offers s JOIN products p ON p.id = s.product_id
+        r#"SELECT s.id, s.capacity, s.booking_window_days, s.min_notice_hours, s.duration_minutes, s.product_id,
+                  (p.seller_profile_id = $3 OR EXISTS (SELECT 1 FROM profiles me WHERE me.id = $3 AND me.role = 'admin')) AS "own!"
+           FROM service_offers s JOIN products p ON p.id = s.product_id
            WHERE (s.id = $1 OR s.product_id = $2) AND s.is_active AND p.deleted_at IS NULL AND p.visibility = 'published'
            FOR UPDATE OF s"#,
         offer_id,
-        b.product_id
+        b.product_id,
+        profile_id
     )
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(DomainError::NotFound)?;
+    let mut slot = None;
+    let mut item = None;
     if let Some(starts_at) = b.starts_at {
         let now = Utc::now();
         let earliest = now + chrono::Duration::hours(i64::from(offer.min_notice_hours));
@@ -143,26 +154,68 @@ pub async fn create(
                 format!("must be between {earliest} and {latest}"),
             ));
         }
-        let taken = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM bookings WHERE service_offer_id = $1 AND starts_at = $2 AND status <> 'canceled'"#,
+        let ends_at = starts_at + chrono::Duration::minutes(i64::from(offer.duration_minutes));
+        if !offer.own {
+            item = Some(paid_item(&mut *conn, profile_id, offer.product_id, b.order_item).await?);
+        }
+        // The most sessions running at once inside [starts_at, ends_at): the count peaks at a
+        // start, so it is enough to count at this one's start and at every overlapping start.
+        let busiest = sqlx::query_scalar!(
+            r#"
+            WITH overlapping AS (
+                SELECT starts_at, ends_at FROM bookings
+                WHERE service_offer_id = $1 AND status <> 'canceled' AND starts_at < $3 AND ends_at > $2
+            )
+            SELECT coalesce(max((SELECT count(*) FROM overlapping o WHERE o.starts_at <= p.at AND o.ends_at > p.at)), 0) AS "n!"
+            FROM (SELECT $2::timestamptz AS at UNION SELECT starts_at FROM overlapping WHERE starts_at > $2) p
+            "#,
             offer.id,
-            starts_at
+            starts_at,
+            ends_at
         )
         .fetch_one(&mut *conn)
         .await?;
-        if taken >= i64::from(offer.capacity) {
-            return Err(DomainError::conflict("This time slot is fully booked."));
+        if busiest >= i64::from(offer.capacity) {
+            return Err(DomainError::conflict(
+                "This time slot is fully booked (it overlaps sessions that fill the offer's capacity).",
+            ));
         }
+        slot = Some((starts_at, ends_at));
     }
-    let id = sqlx::query_scalar!(
-        "INSERT INTO bookings (profile_id, service_offer_id, starts_at, notes) VALUES ($1, $2, $3, $4) RETURNING id",
-        profile_id,
-        offer.id,
-        b.starts_at,
-        notes
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let (starts_at, ends_at) = (slot.map(|s| s.0), slot.map(|s| s.1));
+    // The request fulfillment opened for this item is the one scheduled; otherwise a new row.
+    let scheduled = match item {
+        Some(item) => {
+            sqlx::query_scalar!(
+                r#"UPDATE bookings SET starts_at = $2, ends_at = $3, status = 'requested',
+                       notes = CASE WHEN $4 = '' THEN notes ELSE $4 END
+                   WHERE order_item_id = $1 AND (starts_at IS NULL OR status = 'canceled') RETURNING id"#,
+                item,
+                starts_at,
+                ends_at,
+                notes
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => None,
+    };
+    let id = match scheduled {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar!(
+                "INSERT INTO bookings (profile_id, service_offer_id, order_item_id, starts_at, ends_at, notes) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                profile_id,
+                offer.id,
+                item,
+                starts_at,
+                ends_at,
+                notes
+            )
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
     let booking = list(&mut *conn, profile_id, Some(id))
         .await?
         .pop()
@@ -197,4 +250,30 @@ pub async fn create(
     )
     .await?;
     Ok(booking)
+}
+
+/// The buyer's paid order item of `product_id` that a timed session may be booked on: `wanted`,
+/// or the oldest one with no session booked yet. 403 `booking_not_paid` when there is none.
+async fn paid_item(
+    conn: &mut PgConnection,
+    profile_id: Uuid,
+    product_id: Uuid,
+    wanted: Option<Uuid>,
+) -> DomainResult<Uuid> {
+    let item = sqlx::query_scalar!(
+        r#"SELECT oi.id FROM order_items oi JOIN orders o ON o.id = oi.order_id
+           WHERE o.customer_profile_id = $1 AND oi.product_id = $2 AND o.status IN ('paid', 'fulfilled')
+             AND ($3::uuid IS NULL OR oi.id = $3)
+             AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.order_item_id = oi.id AND b.starts_at IS NOT NULL AND b.status <> 'canceled')
+           ORDER BY o.paid_at, oi.id LIMIT 1"#,
+        profile_id,
+        product_id,
+        wanted
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    item.ok_or_else(|| DomainError::Forbidden {
+        code: "booking_not_paid",
+        message: "A timed session is booked on a paid order of this service: buy it first (or every session you paid for is already booked).".into(),
+    })
 }

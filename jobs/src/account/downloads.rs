@@ -200,6 +200,7 @@ pub async fn access(
             &file_name(&g.title, &g.storage_key),
             ttl,
             &who.api_base,
+            Some(g.id),
         )
         .await
         .map_err(|e| DomainError::Unavailable {
@@ -253,9 +254,20 @@ pub async fn reset_grant(
     r: Reset,
     actor: &crate::queue::ops::Actor,
 ) -> DomainResult<GrantState> {
-    if r.add.is_some_and(|n| n < 0) {
-        return Err(DomainError::field("add", "must not be negative"));
-    }
+    let mut f = crate::error::Fields::new();
+    f.check(
+        r.add
+            .is_none_or(|n| (0..=crate::bounds::MAX_DOWNLOADS).contains(&n)),
+        "add",
+        "0 to 1000000",
+    );
+    f.check(
+        r.extend
+            .is_none_or(|d| d.as_secs() <= crate::bounds::MAX_SECONDS),
+        "extend_seconds",
+        "at most 315360000 (3650 days)",
+    );
+    f.finish()?;
     let extend_secs = r.extend.map(|d| d.as_secs_f64());
     let mut tx = pool.begin().await?;
     let before = grant_state(&mut tx, grant_id).await?;
@@ -269,7 +281,8 @@ pub async fn reset_grant(
         r#"UPDATE download_grants SET download_count = 0,
                max_downloads = CASE WHEN max_downloads IS NULL THEN NULL ELSE max_downloads + coalesce($2, 0) END,
                expires_at = CASE WHEN $3::float8 IS NULL OR expires_at IS NULL THEN expires_at
-                                 ELSE greatest(expires_at, now()) + make_interval(secs => $3) END
+                                 ELSE least(greatest(expires_at, now()) + make_interval(secs => $3),
+                                            now() + interval '7300 days') END
            WHERE id = $1
            RETURNING id, download_count, max_downloads, expires_at, revoked_at"#,
         grant_id,
@@ -346,4 +359,16 @@ async fn grant_state(conn: &mut sqlx::PgConnection, grant_id: Uuid) -> DomainRes
     .fetch_optional(conn)
     .await?
     .ok_or(DomainError::NotFound)
+}
+
+/// Whether grant `id` still serves downloads: not revoked, not expired. The `fs` file route asks
+/// at fetch time (its signed URL outlives a revocation by up to its time to live otherwise).
+pub async fn grant_is_live(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM download_grants WHERE id = $1 AND revoked_at IS NULL
+                          AND (expires_at IS NULL OR expires_at > now())) AS "live!""#,
+        id
+    )
+    .fetch_one(db)
+    .await
 }

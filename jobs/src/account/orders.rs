@@ -486,6 +486,7 @@ pub async fn confirm(
             raw: json!({ "confirmed_by": clerk_user_id, "provider": provider,
                          "external_id": b.external_id, "raw_payload": b.raw_payload }),
         },
+        false,
     )
     .await?;
     Ok(Confirmed {

@@ -243,11 +243,18 @@ pub async fn update_customer(
         "tax_id",
         "at most 64 characters",
     );
-    f.check(
-        b.metadata.as_ref().is_none_or(Value::is_object),
-        "metadata",
-        "must be an object",
+    f.text(
+        b.full_name.as_deref(),
+        "full_name",
+        crate::bounds::NAME_CHARS,
     );
+    f.text(
+        b.company_name.as_deref(),
+        "company_name",
+        crate::bounds::NAME_CHARS,
+    );
+    f.text(b.phone.as_deref(), "phone", crate::bounds::SHORT_CHARS);
+    f.metadata(b.metadata.as_ref(), "metadata");
     f.finish()?;
     customer(&mut *conn, profile_id).await?;
     sqlx::query!(

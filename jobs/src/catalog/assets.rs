@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
-    error::{DomainResult, Fields},
+    error::{DomainError, DomainResult, Fields},
     fulfillment::FinalizeAsset,
     model::AssetStatus,
     queue,
@@ -81,6 +81,13 @@ impl AssetInput {
             "file_path",
             "a relative object key such as files/bundle-v1.zip (no leading /, no .. or empty segments)",
         );
+        f.check(
+            self.file_path
+                .as_deref()
+                .is_none_or(|p| !p.starts_with("assets/")),
+            "file_path",
+            "names an upload, not a finalized object under assets/",
+        );
         f.finish()
     }
 }
@@ -112,6 +119,7 @@ pub async fn create(
 ) -> DomainResult<Uuid> {
     b.check(true)?;
     let file_path = b.file_path.unwrap_or_default();
+    claim(&mut *conn, product_id, &file_path).await?;
     let id = sqlx::query_scalar!(
         "INSERT INTO digital_assets (product_id, title, file_path, is_active) VALUES ($1, $2, $3, coalesce($4, true)) RETURNING id",
         product_id,
@@ -136,6 +144,13 @@ pub async fn create(
 /// enqueues its finalization.
 pub async fn update(conn: &mut PgConnection, id: Uuid, b: AssetInput) -> DomainResult<()> {
     b.check(false)?;
+    if let Some(path) = &b.file_path {
+        let product_id =
+            sqlx::query_scalar!("SELECT product_id FROM digital_assets WHERE id = $1", id)
+                .fetch_one(&mut *conn)
+                .await?;
+        claim(&mut *conn, product_id, path).await?;
+    }
     let replaced = sqlx::query_scalar!(
         r#"SELECT file_path <> $2 AS "r!" FROM digital_assets WHERE id = $1 FOR UPDATE"#,
         id,
@@ -180,5 +195,38 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     )
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// A seller's asset may name only an object no other seller's asset names (as its upload or as
+/// its finalized key, deleted assets included): the first seller to register an upload owns it,
+/// so one seller can never serve another's file. Serialized per path for the transaction.
+async fn claim(conn: &mut PgConnection, product_id: Uuid, file_path: &str) -> DomainResult<()> {
+    // The lock first, on its own: the check below must read with a snapshot taken after it.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        file_path
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let taken = sqlx::query_scalar!(
+        r#"
+        SELECT EXISTS (
+            SELECT 1 FROM digital_assets a JOIN products p ON p.id = a.product_id
+            WHERE (a.file_path = $2 OR a.storage_key = $2)
+              AND p.seller_profile_id <> (SELECT seller_profile_id FROM products WHERE id = $1)
+        ) AS "taken!"
+        "#,
+        product_id,
+        file_path
+    )
+    .fetch_one(conn)
+    .await?;
+    if taken {
+        return Err(DomainError::field(
+            "file_path",
+            "names an object another seller's asset already registered",
+        ));
+    }
     Ok(())
 }

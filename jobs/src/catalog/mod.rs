@@ -219,11 +219,6 @@ pub fn is_feature_key(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
-/// Three upper-case letters (ISO 4217 shape).
-pub fn is_currency(s: &str) -> bool {
-    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
-}
-
 /// Billing periods a price may have.
 pub const BILLING_PERIODS: [&str; 5] = ["one_time", "weekly", "monthly", "quarterly", "yearly"];
 

@@ -8,7 +8,10 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::ServiceOfferOut;
-use crate::error::{DomainError, DomainResult, Fields};
+use crate::{
+    bounds,
+    error::{DomainError, DomainResult, Fields},
+};
 
 /// Offer body. PUT gives defaults to absent fields; PATCH changes only those given.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -82,10 +85,22 @@ impl OfferInput {
             "0 to 8760",
         );
         f.check(
-            self.metadata.as_ref().is_none_or(Value::is_object),
-            "metadata",
-            "must be an object",
+            self.timezone.as_deref().is_none_or(bounds::is_timezone),
+            "timezone",
+            "an IANA time zone name, e.g. Europe/Berlin",
         );
+        f.text(self.location.as_deref(), "location", bounds::NAME_CHARS);
+        f.text(
+            self.instructions.as_deref(),
+            "instructions",
+            bounds::PROSE_CHARS,
+        );
+        f.text(
+            self.onboarding_instructions.as_deref(),
+            "onboarding_instructions",
+            bounds::PROSE_CHARS,
+        );
+        f.metadata(self.metadata.as_ref(), "metadata");
         f.finish()
     }
 }

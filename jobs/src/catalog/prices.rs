@@ -6,7 +6,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{BILLING_PERIODS, is_currency};
+use super::BILLING_PERIODS;
+use crate::bounds::{self, is_currency};
 use crate::error::{ConstraintExt, DomainError, DomainResult, Fields};
 
 /// Price create/update body, as the starter's frontend sends it.
@@ -54,13 +55,18 @@ impl PriceInput {
             self.amount_cents
                 .is_none_or(|a| (0..=100_000_000_000).contains(&a)),
             "amount_cents",
-            "must be 0 or more (minor units)",
+            "must be 0 to 100000000000 (minor units)",
         );
-        f.check(
-            self.currency.as_deref().is_none_or(is_currency),
-            "currency",
-            "Currency must be a 3-letter code.",
-        );
+        let code = self.currency.as_deref();
+        if code.is_some_and(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+            f.check(false, "currency", "Currency must be a 3-letter code.");
+        } else {
+            f.check(
+                code.is_none_or(is_currency),
+                "currency",
+                "Currency must be an active ISO 4217 code of money, e.g. USD (not XXX or XTS).",
+            );
+        }
         f.check(
             self.billing_period
                 .as_deref()
@@ -68,11 +74,18 @@ impl PriceInput {
             "billing_period",
             "one of one_time, weekly, monthly, quarterly, yearly",
         );
-        f.check(
-            self.metadata.as_ref().is_none_or(Value::is_object),
-            "metadata",
-            "must be an object",
+        f.text(self.name.as_deref(), "name", bounds::NAME_CHARS);
+        f.text(
+            self.clerk_plan_id.as_deref(),
+            "clerk_plan_id",
+            bounds::SHORT_CHARS,
         );
+        f.text(
+            self.clerk_price_id.as_deref(),
+            "clerk_price_id",
+            bounds::SHORT_CHARS,
+        );
+        f.metadata(self.metadata.as_ref(), "metadata");
         if let Some(url) = self.metadata.as_ref().and_then(|m| m.get("checkout_url")) {
             f.check(
                 url.as_str().is_some_and(|u| {

@@ -7,7 +7,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{is_feature_key, is_slug, normalize_feature_keys, slugify};
-use crate::error::{ConstraintExt, DomainError, DomainResult, Fields};
+use crate::{
+    bounds,
+    error::{ConstraintExt, DomainError, DomainResult, Fields},
+};
 
 /// Product create/update body: the starter's fields plus Granary's download policy.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -93,21 +96,24 @@ impl ProductInput {
         if let Some(grants) = self.credit_grants.as_mut() {
             crate::credits::check_grants(grants, &mut f);
         }
+        f.text(
+            self.description.as_deref(),
+            "description",
+            bounds::PROSE_CHARS,
+        );
         f.check(
-            self.download_expiry_days.is_none_or(|d| d > 0),
+            self.download_expiry_days
+                .is_none_or(|d| (1..=bounds::MAX_DAYS).contains(&i64::from(d))),
             "download_expiry_days",
-            "must be positive",
+            "1 to 3650 days",
         );
         f.check(
-            self.download_max.is_none_or(|d| d > 0),
+            self.download_max
+                .is_none_or(|d| (1..=bounds::MAX_DOWNLOADS).contains(&d)),
             "download_max",
-            "must be positive",
+            "1 to 1000000",
         );
-        f.check(
-            self.metadata.as_ref().is_none_or(Value::is_object),
-            "metadata",
-            "must be an object",
-        );
+        f.metadata(self.metadata.as_ref(), "metadata");
         f.finish()
     }
 }

@@ -66,6 +66,8 @@ pub(super) struct Http {
     pub cors_allowed_origins: Vec<String>,
     pub frontend_app_url: Url,
     pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub order_confirm_allow_manual: bool,
     pub order_confirm_allow_client_side_clerk_confirm: bool,
     pub dev_manual_checkout: bool,
@@ -130,6 +132,27 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
             "is below 1024 bytes",
             "use a number of bytes such as 1048576",
         );
+    }
+
+    // The slowloris bounds: a client that trickles its headers or its body holds a connection
+    // for seconds, never indefinitely.
+    let header_timeout = Duration::from_secs(r.number(
+        "HTTP_HEADER_TIMEOUT_SECONDS",
+        10u64,
+        "use a number of seconds such as 10",
+    ));
+    let body_timeout = Duration::from_secs(r.number(
+        "HTTP_BODY_TIMEOUT_SECONDS",
+        30u64,
+        "use a number of seconds such as 30",
+    ));
+    for (name, t) in [
+        ("HTTP_HEADER_TIMEOUT_SECONDS", header_timeout),
+        ("HTTP_BODY_TIMEOUT_SECONDS", body_timeout),
+    ] {
+        if t.is_zero() || t > Duration::from_secs(600) {
+            r.problem(name, "must be 1 to 600 seconds", "use e.g. 10 or 30");
+        }
     }
 
     let credits_service_token = r.secret("CREDITS_SERVICE_TOKEN");
@@ -219,6 +242,8 @@ pub(super) fn read(r: &mut Reader<'_>, dev: bool) -> Http {
         cors_allowed_origins,
         frontend_app_url,
         max_body_bytes,
+        header_timeout,
+        body_timeout,
         order_confirm_allow_manual: r.flag("ORDER_CONFIRM_ALLOW_MANUAL", false),
         order_confirm_allow_client_side_clerk_confirm: r
             .flag("ORDER_CONFIRM_ALLOW_CLIENT_SIDE_CLERK_CONFIRM", false),

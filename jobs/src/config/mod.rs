@@ -208,6 +208,12 @@ pub struct Config {
     pub throttles: Throttles,
     /// Largest request body accepted, on every route.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers (`HTTP_HEADER_TIMEOUT_SECONDS`,
+    /// 10): then the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (`HTTP_BODY_TIMEOUT_SECONDS`, 30):
+    /// then 408 `request_timeout`.
+    pub body_timeout: Duration,
     /// How long shutdown waits for running jobs.
     pub shutdown_timeout: Duration,
     /// Job runtime settings.
@@ -384,6 +390,8 @@ impl Config {
             metrics_token: http.metrics_token,
             metrics_bind: http.metrics_bind,
             max_body_bytes: http.max_body_bytes,
+            header_timeout: http.header_timeout,
+            body_timeout: http.body_timeout,
             throttles: http.throttles,
             shutdown_timeout,
             worker,

@@ -27,6 +27,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const QUEUE: &'static str;
     /// Attempts before the job is left failed for an operator.
     const MAX_ATTEMPTS: i32 = 20;
+    /// How long one attempt may run. Past it the attempt fails with "timed out after N s" and
+    /// the job retries: a handler stuck on a peer that never answers cannot hold a worker slot
+    /// (and its job) forever.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
     /// Jobs with the same key on the same queue are one logical job: enqueueing it again while
     /// one is waiting to run yields the waiting one.

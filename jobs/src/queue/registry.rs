@@ -67,7 +67,13 @@ impl Registry {
                     let handler = handler.clone();
                     Box::pin(async move {
                         job.refs().record_on(&tracing::Span::current());
-                        handler(ctx, job).await
+                        match tokio::time::timeout(J::TIMEOUT, handler(ctx, job)).await {
+                            Ok(done) => done,
+                            Err(_) => Err(JobError::Retry(anyhow::anyhow!(
+                                "timed out after {} s",
+                                J::TIMEOUT.as_secs()
+                            ))),
+                        }
                     })
                 }
                 Err(e) => Box::pin(async move {

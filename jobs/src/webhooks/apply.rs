@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::ingest::ProcessWebhookEvent;
+use super::{ingest::ProcessWebhookEvent, reported};
 use crate::{
     orders::{self, Payment},
     queue::{self, JobContext, JobError},
@@ -21,6 +21,15 @@ enum Outcome {
     Applied(Vec<(&'static str, Uuid, &'static str)>),
     /// Nothing to do, and why.
     Ignored(String),
+    /// The provider reported a payment for `order` that proves nothing (an amount or currency
+    /// missing, malformed or not the order's; a session that is not paid): never a fulfillment.
+    /// The event fails for good with `reason`, linked to the order so its timeline shows it.
+    Refused {
+        /// `orders.id`.
+        order: Uuid,
+        /// What was wrong, naming the field.
+        reason: String,
+    },
 }
 
 /// Runs `process_webhook_event`.
@@ -44,23 +53,29 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
         // Already applied (a duplicate job, or a replay that raced): nothing to do.
         return Ok(());
     }
-    let body: Value = serde_json::from_slice(&ev.body)
-        .map_err(|e| JobError::permanent(anyhow::anyhow!(e).context("stored body is not JSON")))?;
     let event_type = ev.event_type.unwrap_or_default();
     let event_at = ev.occurred_at.unwrap_or(ev.received_at);
 
-    let result = match ev.provider.as_str() {
-        "clerk" => {
-            let frontend = ctx.config.frontend_app_url.to_string();
-            apply_clerk(&mut tx, id, &event_type, &body, event_at, &frontend).await
-        }
-        "stripe" => apply_stripe(&mut tx, id, &event_type, &body).await,
-        other => Err(JobError::permanent(anyhow::anyhow!(
-            "unknown provider {other}"
-        ))),
+    // A body that cannot be read fails the event like any other permanent error (below), so it
+    // is `failed` on the event, not left `received`.
+    let result = match serde_json::from_slice::<Value>(&ev.body) {
+        Err(e) => Err(JobError::permanent(
+            anyhow::anyhow!(e).context("the stored body is not readable JSON"),
+        )),
+        Ok(body) => match ev.provider.as_str() {
+            "clerk" => {
+                let frontend = ctx.config.frontend_app_url.to_string();
+                apply_clerk(&mut tx, id, &event_type, &body, event_at, &frontend).await
+            }
+            "stripe" => apply_stripe(&mut tx, id, &event_type, &body).await,
+            other => Err(JobError::permanent(anyhow::anyhow!(
+                "unknown provider {other}"
+            ))),
+        },
     };
     match result {
         Ok(outcome) => {
+            let refused;
             let (status, note, effects) = match &outcome {
                 Outcome::Applied(effects) => {
                     if let Some((_, order, _)) = effects.iter().find(|(e, _, _)| *e == "order") {
@@ -69,6 +84,11 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
                     ("processed", None, effects.as_slice())
                 }
                 Outcome::Ignored(why) => ("ignored", Some(why.clone()), &[][..]),
+                Outcome::Refused { order, reason } => {
+                    span.record("order_id", tracing::field::display(order));
+                    refused = [("order", *order, "payment_refused")];
+                    ("failed", Some(reason.clone()), &refused[..])
+                }
             };
             let entities: Vec<&str> = effects.iter().map(|(e, _, _)| *e).collect();
             let ids: Vec<Uuid> = effects.iter().map(|(_, i, _)| *i).collect();
@@ -94,6 +114,13 @@ pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), Job
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            if let Outcome::Refused { reason, .. } = outcome {
+                tracing::warn!(event_id = %id, event_type, reason, "payment refused");
+                // Failed for good: the job's error says why, as the event does.
+                return Err(JobError::permanent(anyhow::anyhow!(
+                    "payment refused: {reason}"
+                )));
+            }
             tracing::info!(event_id = %id, event_type, status, "webhook event applied");
             Ok(())
         }
@@ -225,93 +252,153 @@ async fn apply_clerk(
         "paymentAttempt.created" => Ok(Outcome::Ignored(
             "a payment attempt is not a payment; waiting for paymentAttempt.updated".into(),
         )),
-        "paymentAttempt.updated" => {
-            let status = s(&data["status"]).unwrap_or_default();
-            if status != "paid" {
-                return Ok(Outcome::Ignored(format!(
-                    "payment attempt status `{status}`"
-                )));
-            }
-            let attempt_id = s(&data["id"])
-                .ok_or_else(|| JobError::permanent(anyhow::anyhow!("paymentAttempt without id")))?;
-            let payer = s(&data["payer"]["user_id"])
-                .or_else(|| s(&data["user_id"]))
-                .ok_or_else(|| {
-                    JobError::permanent(anyhow::anyhow!("paymentAttempt without payer.user_id"))
-                })?;
-            let mut plans: Vec<String> = data["subscription_items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| {
-                    s(&i["plan"]["id"])
-                        .or_else(|| s(&i["plan_id"]))
-                        .map(str::to_string)
-                })
-                .collect();
-            plans.extend(
-                s(&data["plan_id"])
-                    .or_else(|| s(&data["plan"]["id"]))
-                    .map(str::to_string),
-            );
-            // The pending order of this payer for one of these plans (or Clerk prices), newest first.
-            let order = sqlx::query!(
-                r#"
-                SELECT o.id, o.total_cents, o.currency FROM orders o
-                JOIN profiles p ON p.id = o.customer_profile_id
-                WHERE p.clerk_user_id = $1 AND o.status IN ('pending', 'paid', 'fulfilled')
-                  AND EXISTS (
-                      SELECT 1 FROM order_items oi JOIN prices pr ON pr.id = oi.price_id
-                      WHERE oi.order_id = o.id AND (pr.clerk_plan_id = ANY($2) OR pr.clerk_price_id = ANY($2))
-                  )
-                ORDER BY (o.status = 'pending') DESC, o.created_at DESC
-                LIMIT 1
-                "#,
-                payer,
-                &plans
-            )
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(order) = order else {
-                return Ok(Outcome::Ignored(format!(
-                    "no order of {payer} matches plans {plans:?}"
-                )));
-            };
-            let amount = data["amount"]["amount"]
-                .as_i64()
-                .or_else(|| data["totals"]["grand_total"]["amount"].as_i64())
-                .unwrap_or(order.total_cents);
-            let currency = s(&data["amount"]["currency"])
-                .map(str::to_ascii_uppercase)
-                .unwrap_or(order.currency.clone());
-            let paid = orders::record_payment(
-                conn,
-                order.id,
-                &Payment {
-                    provider: "clerk",
-                    provider_payment_id: attempt_id,
-                    kind: "payment",
-                    amount_cents: amount,
-                    currency: &currency,
-                    webhook_event_id: Some(event),
-                    raw: data.clone(),
-                },
-            )
-            .await?;
-            Ok(Outcome::Applied(vec![(
-                "order",
-                order.id,
-                if paid == orders::PaidOutcome::NewlyPaid {
-                    "paid"
-                } else {
-                    "payment_recorded"
-                },
-            )]))
-        }
+        "paymentAttempt.updated" => pay_clerk_attempt(conn, event, data).await,
         other => Ok(Outcome::Ignored(format!(
             "event type `{other}` is not handled"
         ))),
     }
+}
+
+/// Clerk's billing period of a plan (`plan_period`) as a price's `billing_period`.
+fn clerk_period(p: &str) -> Option<&'static str> {
+    match p {
+        "month" | "monthly" => Some("monthly"),
+        "annual" | "year" | "yearly" => Some("yearly"),
+        _ => None,
+    }
+}
+
+/// A paid Clerk payment attempt pays the payer's order for its plan only when the order's price
+/// is that plan at that period (a plan has a monthly and an annual fee under one id) and the
+/// attempt's amount and currency are the order's. Anything else is refused, never fulfilled.
+async fn pay_clerk_attempt(
+    conn: &mut PgConnection,
+    event: Uuid,
+    data: &Value,
+) -> Result<Outcome, JobError> {
+    let status = s(&data["status"]).unwrap_or_default();
+    if status != "paid" {
+        return Ok(Outcome::Ignored(format!(
+            "payment attempt status `{status}`"
+        )));
+    }
+    let attempt_id = s(&data["id"])
+        .or_else(|| s(&data["payment_id"]))
+        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("paymentAttempt without id")))?;
+    let payer = s(&data["payer"]["user_id"])
+        .or_else(|| s(&data["user_id"]))
+        .ok_or_else(|| {
+            JobError::permanent(anyhow::anyhow!("paymentAttempt without payer.user_id"))
+        })?;
+    // (plan id, its period as reported) for each item.
+    let mut items: Vec<(String, Option<String>)> = data["subscription_items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            let plan = s(&i["plan"]["id"]).or_else(|| s(&i["plan_id"]))?;
+            Some((plan.to_string(), s(&i["plan_period"]).map(str::to_string)))
+        })
+        .collect();
+    if let Some(plan) = s(&data["plan_id"]).or_else(|| s(&data["plan"]["id"])) {
+        items.push((
+            plan.to_string(),
+            s(&data["plan_period"]).map(str::to_string),
+        ));
+    }
+    let plans: Vec<String> = items.iter().map(|(p, _)| p.clone()).collect();
+    // The payer's order for one of these plans (or Clerk prices): a pending one first, newest
+    // first; with the plan and period of each of its prices.
+    let order = sqlx::query!(
+        r#"
+        SELECT o.id, o.status, o.total_cents, o.currency,
+               array_agg(coalesce(pr.clerk_plan_id, pr.clerk_price_id, '') ORDER BY oi.id) AS "plans!",
+               array_agg(pr.billing_period ORDER BY oi.id) AS "periods!"
+        FROM orders o
+        JOIN profiles p ON p.id = o.customer_profile_id
+        JOIN order_items oi ON oi.order_id = o.id
+        JOIN prices pr ON pr.id = oi.price_id
+        WHERE p.clerk_user_id = $1 AND o.status IN ('pending', 'paid', 'fulfilled')
+          AND EXISTS (
+              SELECT 1 FROM order_items oi2 JOIN prices pr2 ON pr2.id = oi2.price_id
+              WHERE oi2.order_id = o.id AND (pr2.clerk_plan_id = ANY($2) OR pr2.clerk_price_id = ANY($2))
+          )
+        GROUP BY o.id
+        ORDER BY (o.status = 'pending') DESC, o.created_at DESC
+        LIMIT 1
+        "#,
+        payer,
+        &plans
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(order) = order else {
+        return Ok(Outcome::Ignored(format!(
+            "no order of {payer} matches plans {plans:?}"
+        )));
+    };
+    let refuse = |reason: String| {
+        Ok(Outcome::Refused {
+            order: order.id,
+            reason: format!("Clerk payment attempt {attempt_id}: {reason}"),
+        })
+    };
+    // Every price of the order is matched by an item of the attempt at the same period.
+    for (plan, period) in order.plans.iter().zip(&order.periods) {
+        let Some((_, reported)) = items.iter().find(|(p, _)| p == plan) else {
+            return refuse(format!(
+                "pays plans {plans:?}, but the order also holds plan {plan:?}"
+            ));
+        };
+        let Some(reported) = reported else {
+            return refuse(format!(
+                "`plan_period` of plan {plan:?} is missing; the order's price is {period}"
+            ));
+        };
+        if clerk_period(reported) != Some(period.as_str()) {
+            return refuse(format!(
+                "plan {plan:?} paid for period {reported:?}, but the order's price is {period}"
+            ));
+        }
+    }
+    // The total charged: `totals.grand_total` (Clerk's shape), or an `amount` object.
+    let (amount_at, currency_at) = if data.pointer("/totals/grand_total").is_some() {
+        ("/totals/grand_total/amount", "/totals/grand_total/currency")
+    } else {
+        ("/amount/amount", "/amount/currency")
+    };
+    let paid = match reported::money(data, amount_at, currency_at) {
+        Ok(m) => m,
+        Err(e) => return refuse(e),
+    };
+    if paid.amount_cents != order.total_cents || paid.currency != order.currency {
+        return refuse(format!(
+            "paid {paid} for an order of {} {}",
+            order.total_cents, order.currency
+        ));
+    }
+    // A recurring charge on an order already paid is the plan's renewal, not a second payment.
+    let renewal = s(&data["charge_type"]) == Some("recurring") && order.status != "pending";
+    let outcome = orders::record_payment(
+        conn,
+        order.id,
+        &Payment {
+            provider: "clerk",
+            provider_payment_id: attempt_id,
+            kind: "payment",
+            amount_cents: paid.amount_cents,
+            currency: &paid.currency,
+            webhook_event_id: Some(event),
+            raw: data.clone(),
+        },
+        renewal,
+    )
+    .await?;
+    Ok(Outcome::Applied(vec![(
+        "order",
+        order.id,
+        outcome.action(),
+    )]))
 }
 
 /// The order a Stripe object points at: `client_reference_id` or `metadata.order_id` (an order's
@@ -358,48 +445,50 @@ async fn stripe_order(
 }
 
 /// Records a Stripe payment for `order` after the checks every Stripe payment passes: the
-/// amount and currency must be the order's (a mismatch is left failed for a human, never
-/// fulfilled). One payment per provider id: a repeat records nothing and pays nothing.
+/// amount (`amount_at`) and the currency must be reported, well formed and the order's, or the
+/// payment is refused (failed for a human, never fulfilled). One payment per provider id: a
+/// repeat records nothing and pays nothing.
 async fn pay_stripe(
     conn: &mut PgConnection,
     event: Uuid,
     (order_id, total, currency): (Uuid, i64, String),
     obj: &Value,
     payment_id: &str,
-    amount: Option<i64>,
+    amount_at: &str,
     what: &str,
 ) -> Result<Outcome, JobError> {
-    let amount = amount.unwrap_or(total);
-    let paid_currency = s(&obj["currency"])
-        .map(str::to_ascii_uppercase)
-        .unwrap_or(currency.clone());
-    if amount != total || paid_currency != currency {
-        return Err(JobError::permanent(anyhow::anyhow!(
-            "{what} paid {amount} {paid_currency} for an order of {total} {currency}; not fulfilling, check it by hand"
-        )));
+    let refuse = |reason: String| {
+        Ok(Outcome::Refused {
+            order: order_id,
+            reason: format!("{what}: {reason}; not fulfilling, check it by hand"),
+        })
+    };
+    let paid = match reported::money(obj, amount_at, "/currency") {
+        Ok(m) => m,
+        Err(e) => return refuse(e),
+    };
+    if paid.amount_cents != total || paid.currency != currency {
+        return refuse(format!("paid {paid} for an order of {total} {currency}"));
     }
-    let paid = orders::record_payment(
+    let outcome = orders::record_payment(
         conn,
         order_id,
         &Payment {
             provider: "stripe",
             provider_payment_id: payment_id,
             kind: "payment",
-            amount_cents: amount,
-            currency: &paid_currency,
+            amount_cents: paid.amount_cents,
+            currency: &paid.currency,
             webhook_event_id: Some(event),
             raw: obj.clone(),
         },
+        false,
     )
     .await?;
     Ok(Outcome::Applied(vec![(
         "order",
         order_id,
-        if paid == orders::PaidOutcome::NewlyPaid {
-            "paid"
-        } else {
-            "payment_recorded"
-        },
+        outcome.action(),
     )]))
 }
 
@@ -412,13 +501,13 @@ async fn apply_stripe(
     let obj = &body["data"]["object"];
     match ty {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            let payment_status = s(&obj["payment_status"]).unwrap_or("paid");
-            if ty == "checkout.session.completed" && payment_status == "unpaid" {
-                return Ok(Outcome::Ignored("checkout completed but unpaid (delayed payment method); waiting for async_payment_succeeded".into()));
-            }
             let session_id = s(&obj["id"]).ok_or_else(|| {
                 JobError::permanent(anyhow::anyhow!("checkout session without id"))
             })?;
+            let payment_status = obj["payment_status"].as_str();
+            if ty == "checkout.session.completed" && payment_status == Some("unpaid") {
+                return Ok(Outcome::Ignored("checkout completed but unpaid (delayed payment method); waiting for async_payment_succeeded".into()));
+            }
             let Some(order) = stripe_order(conn, obj).await? else {
                 // Permanent: retrying cannot find an order that the session does not name. The
                 // event stays `failed` for the operator.
@@ -426,17 +515,29 @@ async fn apply_stripe(
                     "checkout session {session_id} names no known order (client_reference_id / metadata.order_id)"
                 )));
             };
+            // Only a session that took money pays: `payment_status: "paid"` in a mode that
+            // charges. A setup session, or one with nothing to pay, proves no payment.
+            let mode = obj["mode"].as_str();
+            if payment_status != Some("paid") || !matches!(mode, Some("payment" | "subscription")) {
+                return Ok(Outcome::Refused {
+                    order: order.0,
+                    reason: format!(
+                        "checkout session {session_id} is not a payment (payment_status {}, mode {}); not fulfilling",
+                        payment_status.map_or("missing".into(), |p| format!("{p:?}")),
+                        mode.map_or("missing".into(), |m| format!("{m:?}")),
+                    ),
+                });
+            }
             // The payment is the session's payment intent when it has one, so the session and
             // its `payment_intent.succeeded` record one payment between them.
             let payment_id = s(&obj["payment_intent"]).unwrap_or(session_id);
-            let amount = obj["amount_total"].as_i64();
             pay_stripe(
                 conn,
                 event,
                 order,
                 obj,
                 payment_id,
-                amount,
+                "/amount_total",
                 &format!("checkout session {session_id}"),
             )
             .await
@@ -454,14 +555,13 @@ async fn apply_stripe(
                     "payment intent {intent_id} names an unknown order (metadata.order_id)"
                 )));
             };
-            let amount = obj["amount_received"].as_i64().or(obj["amount"].as_i64());
             pay_stripe(
                 conn,
                 event,
                 order,
                 obj,
                 intent_id,
-                amount,
+                "/amount_received",
                 &format!("payment intent {intent_id}"),
             )
             .await
@@ -495,60 +595,109 @@ async fn apply_stripe(
                 "payment_failed",
             )]))
         }
-        "charge.refunded" | "charge.dispute.created" => {
-            let kind = if ty == "charge.refunded" {
-                "refund"
-            } else {
-                "dispute"
-            };
-            let object_id = s(&obj["id"])
-                .ok_or_else(|| JobError::permanent(anyhow::anyhow!("{ty} without id")))?;
-            let Some((order_id, total, currency)) = stripe_order(conn, obj).await? else {
+        "charge.refunded" => refund_charge(conn, event, obj).await,
+        "charge.dispute.created" => {
+            let dispute_id = s(&obj["id"]).ok_or_else(|| {
+                JobError::permanent(anyhow::anyhow!("charge.dispute.created without id"))
+            })?;
+            let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
                 return Err(JobError::Retry(anyhow::anyhow!(
-                    "{ty} {object_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
+                    "dispute {dispute_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
                 )));
             };
-            let amount = if kind == "refund" {
-                obj["amount_refunded"].as_i64()
-            } else {
-                obj["amount"].as_i64()
-            }
-            .unwrap_or(total);
-            let full = kind == "dispute" || obj["refunded"].as_bool().unwrap_or(amount >= total);
-            let cur = s(&obj["currency"])
-                .map(str::to_ascii_uppercase)
-                .unwrap_or(currency);
+            let disputed = match reported::money(obj, "/amount", "/currency") {
+                Ok(m) => m,
+                Err(e) => {
+                    return Ok(Outcome::Refused {
+                        order: order_id,
+                        reason: format!("dispute {dispute_id}: {e}"),
+                    });
+                }
+            };
             orders::record_reversal(
                 conn,
                 order_id,
                 &Payment {
                     provider: "stripe",
-                    provider_payment_id: object_id,
-                    kind,
-                    amount_cents: amount,
-                    currency: &cur,
+                    provider_payment_id: dispute_id,
+                    kind: "dispute",
+                    amount_cents: disputed.amount_cents,
+                    currency: &disputed.currency,
                     webhook_event_id: Some(event),
                     raw: obj.clone(),
                 },
-                full,
+                true,
             )
             .await?;
-            Ok(Outcome::Applied(vec![(
-                "order",
-                order_id,
-                if full {
-                    if kind == "refund" {
-                        "refunded"
-                    } else {
-                        "disputed"
-                    }
-                } else {
-                    "partially_refunded"
-                },
-            )]))
+            Ok(Outcome::Applied(vec![("order", order_id, "disputed")]))
         }
         other => Ok(Outcome::Ignored(format!(
             "event type `{other}` is not handled"
         ))),
     }
+}
+
+/// `charge.refunded`: Stripe reports the charge's cumulative `amount_refunded` each time part of
+/// it is refunded. Each report records the part not yet recorded as its own refund row (keyed by
+/// the charge and the cumulative amount, so a repeat of the same report records nothing), so the
+/// rows add up to what Stripe says, whatever order the reports arrive in. The order's row is
+/// locked first: two reports applied at once cannot both count the same part.
+async fn refund_charge(
+    conn: &mut PgConnection,
+    event: Uuid,
+    obj: &Value,
+) -> Result<Outcome, JobError> {
+    let charge_id = s(&obj["id"])
+        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("charge.refunded without id")))?;
+    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+        return Err(JobError::Retry(anyhow::anyhow!(
+            "charge.refunded {charge_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
+        )));
+    };
+    let refused = |e: String| {
+        Ok(Outcome::Refused {
+            order: order_id,
+            reason: format!("refund of charge {charge_id}: {e}"),
+        })
+    };
+    let cumulative = match reported::money(obj, "/amount_refunded", "/currency") {
+        Ok(m) => m,
+        Err(e) => return refused(e),
+    };
+    let Some(full) = obj["refunded"].as_bool() else {
+        return refused("`refunded` is missing or not a boolean".into());
+    };
+    let recorded = orders::refunded_so_far(conn, order_id, charge_id).await?;
+    let delta = cumulative.amount_cents - recorded;
+    if delta <= 0 {
+        return Ok(Outcome::Ignored(format!(
+            "charge {charge_id}: {} refunded in all, {recorded} already recorded",
+            cumulative.amount_cents
+        )));
+    }
+    let key = format!("{charge_id}:{}", cumulative.amount_cents);
+    orders::record_reversal(
+        conn,
+        order_id,
+        &Payment {
+            provider: "stripe",
+            provider_payment_id: &key,
+            kind: "refund",
+            amount_cents: delta,
+            currency: &cumulative.currency,
+            webhook_event_id: Some(event),
+            raw: obj.clone(),
+        },
+        full,
+    )
+    .await?;
+    Ok(Outcome::Applied(vec![(
+        "order",
+        order_id,
+        if full {
+            "refunded"
+        } else {
+            "partially_refunded"
+        },
+    )]))
 }

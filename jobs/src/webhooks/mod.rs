@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod ingest;
+pub mod reported;
 pub mod verify;
 
 /// Who sent a webhook.

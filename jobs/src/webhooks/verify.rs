@@ -78,7 +78,49 @@ struct Head {
     created: Value,
 }
 
+/// The deepest nesting of objects and arrays an event may have. Real events are a few levels
+/// deep; a deeper body is refused at ingest, so the worker never meets one it cannot parse
+/// (serde_json stops at 128 levels).
+pub const MAX_DEPTH: usize = 64;
+
+/// The deepest nesting of `{`/`[` in `body`, outside strings, scanned without recursion; stops
+/// counting once past `limit`.
+pub fn nesting_depth(body: &[u8], limit: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > limit {
+                    return deepest;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn parse_head(body: &[u8]) -> Result<Head, Rejection> {
+    if nesting_depth(body, MAX_DEPTH) > MAX_DEPTH {
+        return Err(Rejection::new(
+            "invalid_json",
+            format!("the body is nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
     // A struct would also read from a JSON array, by position: only an object is an event.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(
