@@ -42,8 +42,14 @@ fn authorized(s: &Scrape, headers: &HeaderMap) -> bool {
 
 async fn scrape(s: &Scrape, headers: &HeaderMap) -> Response {
     if !authorized(s, headers) {
-        let mut r = ApiError::Unauthenticated("Send Authorization: Bearer <METRICS_TOKEN>.".into())
-            .into_response();
+        // The metrics credential, not a Clerk session, is what is missing.
+        let why = if s.token.is_some() {
+            "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>."
+        } else {
+            "Metrics are closed: set METRICS_TOKEN (then send Authorization: Bearer <METRICS_TOKEN>) or METRICS_BIND."
+        };
+        let mut r =
+            crate::error::error_body(axum::http::StatusCode::UNAUTHORIZED, "unauthenticated", why);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             "Bearer".parse().expect("static header"),

@@ -284,12 +284,25 @@ pub async fn finalize_asset(ctx: JobContext, job: FinalizeAsset) -> Result<(), J
     }
     let storage =
         Storage::from_config(&ctx.config).map_err(|e| JobError::Retry(anyhow::anyhow!(e)))?;
-    let finalized = storage.finalize(&job.file_path).await.map_err(|e| {
-        JobError::Retry(anyhow::anyhow!(e).context(format!(
-            "reading {} from {} storage",
-            job.file_path, storage.backend
-        )))
-    })?;
+    let finalized = match storage.finalize(&job.file_path).await {
+        Ok(f) => f,
+        Err(e) => {
+            // A link or a FIFO in place of the upload: the seller sees why on the asset.
+            if e.kind() == opendal::ErrorKind::PermissionDenied {
+                sqlx::query!(
+                    "UPDATE digital_assets SET last_error = $2 WHERE id = $1",
+                    job.asset_id,
+                    e.to_string()
+                )
+                .execute(&ctx.pool)
+                .await?;
+            }
+            return Err(JobError::Retry(anyhow::anyhow!(e).context(format!(
+                "reading {} from {} storage",
+                job.file_path, storage.backend
+            ))));
+        }
+    };
     let Some(f) = finalized else {
         let why = format!(
             "no object at `{}` in {} storage: upload it there, then the next retry (or a requeue) finalizes it",

@@ -324,6 +324,14 @@ async fn an_admins_clerk_session_enters_the_console_and_a_buyers_does_not() {
     )
     .await;
     assert_eq!(location(&res), "/console/");
+    // Nor one that would split the redirect's header (it was a 500, after opening a session).
+    let res = get_with(
+        &app,
+        &format!("__session={admin}"),
+        "/console/login/clerk?next=%2Fconsole%2F%0d%0aSet-Cookie:%20x=1",
+    )
+    .await;
+    assert_eq!((res.status, location(&res)), (303, "/console/"));
 }
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef0123456789";
@@ -359,6 +367,12 @@ async fn metrics_refuse_a_missing_or_wrong_token_and_export_every_series() {
         .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.error_code(), Some("unauthenticated"));
+    // It names the metrics token, not a Clerk session.
+    let said = wrong.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("METRICS_TOKEN") && !said.contains("Clerk"),
+        "{said}"
+    );
 
     // The completer writes the outcome after the metric is recorded: wait for the scrape to
     // show it rather than assume an order.

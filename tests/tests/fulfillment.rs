@@ -710,3 +710,142 @@ async fn a_refund_revokes_only_what_its_order_granted() {
     assert_eq!(statuses, ["refunded", "refunded"]);
     let _ = STRIPE_SECRET;
 }
+
+#[tokio::test]
+async fn the_fs_store_serves_only_regular_files_and_a_seller_only_their_own_uploads() {
+    let app = shop().await;
+    let seller = app.token("seller", "seller").await;
+    let other = app.token("other_seller", "seller").await;
+    let (pid, _) = product(&app, &seller, "links", "f", json!({})).await;
+    let (other_pid, _) = product(&app, &other, "theirs", "g", json!({})).await;
+
+    // A link to a host file, a link to a host folder, and a FIFO, each named as an upload.
+    std::fs::create_dir_all(app.storage_root.join("uploads")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", app.storage_root.join("uploads/passwd.zip")).unwrap();
+    std::os::unix::fs::symlink("/etc", app.storage_root.join("uploads/etc")).unwrap();
+    let fifo = app.storage_root.join("uploads/pipe.zip");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for key in [
+        "uploads/passwd.zip",
+        "uploads/etc/passwd",
+        "uploads/pipe.zip",
+    ] {
+        add_asset(&app, &seller, &pid, key).await;
+    }
+    // Each is refused with the reason on the asset, promptly (the FIFO does not block a
+    // worker), and nothing of the host reaches the permanent store.
+    app.wait_for_count(
+        "SELECT count(*) FROM digital_assets WHERE last_error LIKE '%only regular files are served%'",
+        3,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM digital_assets WHERE status = 'ready'"
+        )
+        .await,
+        0
+    );
+    assert!(!app.storage_root.join("assets").exists());
+
+    // A regular upload is the first registrant's: another seller cannot name it, nor any
+    // finalized object.
+    upload(&app, "uploads/mine.zip", b"seller one's bytes");
+    add_asset(&app, &seller, &pid, "uploads/mine.zip").await;
+    app.wait_for_count(
+        "SELECT count(*) FROM digital_assets WHERE status = 'ready'",
+        1,
+        WAIT,
+    )
+    .await;
+    let key: String =
+        sqlx::query_scalar("SELECT storage_key FROM digital_assets WHERE status = 'ready'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    for path in ["uploads/mine.zip", key.as_str()] {
+        let res = app
+            .post_as(
+                &other,
+                &format!("/api/seller/products/{other_pid}/assets/"),
+                &json!({"title": "Mine now", "file_path": path}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{path}: {}", res.text);
+        assert!(
+            res.json["error"]["fields"]["file_path"].is_array(),
+            "{path}"
+        );
+    }
+    // The same seller may name their own upload again (a second product, a fix).
+    let again = app
+        .post_as(
+            &seller,
+            &format!("/api/seller/products/{pid}/assets/"),
+            &json!({"title": "Again", "file_path": "uploads/mine.zip"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+}
+
+#[tokio::test]
+async fn a_signed_fs_url_stops_working_when_its_grant_is_revoked() {
+    let app = shop().await;
+    let seller = app.token("seller", "seller").await;
+    let buyer = app.token("buyer", "buyer").await;
+    let (pid, price) = product(&app, &seller, "rv", "f", json!({})).await;
+    upload(&app, "uploads/rv.zip", b"the bytes");
+    add_asset(&app, &seller, &pid, "uploads/rv.zip").await;
+    app.wait_for_count(
+        "SELECT count(*) FROM digital_assets WHERE status = 'ready'",
+        1,
+        WAIT,
+    )
+    .await;
+    buy(&app, &buyer, &price).await;
+    app.wait_for_count("SELECT count(*) FROM download_grants", 1, WAIT)
+        .await;
+    let token = tokens(&app, &buyer).await[0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .post_as(
+            &buyer,
+            &format!("/api/account/downloads/{token}/access/"),
+            &json!({}),
+        )
+        .await;
+    let url = res.json["url"].as_str().unwrap().to_string();
+    assert_eq!(app.send(app.client.get(&url)).await.status, 200);
+    // The operator revokes the grant; the URL signed before is refused at once.
+    let admin = app.token("admin", "admin").await;
+    let grant: Uuid = sqlx::query_scalar("SELECT id FROM download_grants")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let revoked = app
+        .post_as(
+            &admin,
+            &format!("/api/admin/grants/{grant}/revoke/"),
+            &json!({"reason": "chargeback"}),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let res = app.send(app.client.get(&url)).await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (403, Some("download_not_allowed"))
+    );
+    // And the grant cannot be swapped for another in a signed URL.
+    let other = url.replace(&grant.to_string(), &Uuid::new_v4().to_string());
+    assert_eq!(app.send(app.client.get(&other)).await.status, 403);
+}

@@ -795,3 +795,36 @@ async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
         ["abandoned", "succeeded"]
     );
 }
+
+#[tokio::test]
+async fn an_attempt_past_its_time_limit_fails_with_the_limit_and_the_job_retries() {
+    let app = TestApp::builder()
+        .with_worker()
+        .env("JOB_TIMEOUT_SECONDS", "probe=1")
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .spawn()
+        .await;
+    // A handler whose peer never answers: its first attempt would hold a worker slot forever.
+    let id = granary_tests::enqueue(
+        &app.db_pool,
+        &Probe {
+            hang_times: 1,
+            ..probe("hangs")
+        },
+    )
+    .await;
+    wait_for_count(
+        &app.db_pool,
+        "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'hangs'",
+        1,
+        WAIT,
+    )
+    .await;
+    let tried = attempts(&app.db_pool, &id).await;
+    assert_eq!(
+        tried.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(),
+        ["retry", "succeeded"]
+    );
+    assert_eq!(tried[0].error.as_deref(), Some("timed out after 1 s"));
+    assert_eq!(job_state(&app.db_pool, &id).await, "completed");
+}

@@ -712,6 +712,28 @@ async fn an_idempotency_key_retry_returns_the_same_order() {
             .all(|r| r.json["order"]["public_id"] == many[0].json["order"]["public_id"])
     );
     assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 2);
+    // The same key with a different body is not a retry: refused, nothing created.
+    for body in [
+        json!({"price_id": price_id, "quantity": 3}),
+        json!({"price_id": price_id, "notes": "another order"}),
+    ] {
+        let reused = app
+            .send(
+                app.client
+                    .post(app.url("/api/account/orders/create/"))
+                    .bearer_auth(&buyer)
+                    .header("idempotency-key", "abc-123")
+                    .json(&body),
+            )
+            .await;
+        assert_eq!(
+            (reused.status, reused.error_code()),
+            (409, Some("idempotency_key_reused")),
+            "{}",
+            reused.text
+        );
+    }
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM orders").await, 2);
 }
 
 #[tokio::test]

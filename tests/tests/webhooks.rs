@@ -1628,4 +1628,14 @@ async fn slow_headers_and_slow_bodies_are_cut_off_on_every_route() {
     }
     // A whole request on a fresh connection still works.
     assert_eq!(app.get("/api/health/").await.status, 200);
+    // A URL too long is 414 in the contract's shape (it had no body).
+    let res = app
+        .get(&format!("/api/products/?search={}", "a".repeat(20_000)))
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (414, Some("uri_too_long")),
+        "{}",
+        res.text
+    );
 }

@@ -98,10 +98,18 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Only paths inside the console are followed after a login.
+/// Only paths inside the console are followed after a login, and only those made of visible
+/// ASCII: a CR or LF (`%0d%0a`) would split the redirect's header.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/console")
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/console/",
     }
 }
@@ -171,8 +179,9 @@ pub async fn login_clerk(
     else {
         return Redirect::to("/console/login-help").into_response();
     };
+    let next = safe_next(q.next.as_deref());
     match console::open_for_admin(&state.pool, &user.clerk_user_id).await {
-        Ok((cookie, session)) => enter(&state, &cookie, &session, safe_next(q.next.as_deref())),
+        Ok((cookie, session)) => enter(&state, &cookie, &session, next),
         Err(e) => Refused::unavailable(e).into_response(),
     }
 }

@@ -286,6 +286,25 @@ pub async fn create(
         .fetch_optional(&mut *conn)
         .await?
         {
+            // The same key for a different order is a client bug, not a retry: answering the
+            // first order would make the buyer pay for what they did not ask for.
+            let mut asked: Vec<(Uuid, i32)> = lines.clone();
+            asked.sort();
+            let first = sqlx::query!(
+                r#"SELECT array_agg(price_id ORDER BY price_id, quantity) AS "prices!", array_agg(quantity ORDER BY price_id, quantity) AS "quantities!",
+                          (SELECT coalesce(notes, '') FROM orders WHERE id = $1) AS "notes!"
+                   FROM order_items WHERE order_id = $1"#,
+                id
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let had: Vec<(Uuid, i32)> = first.prices.into_iter().zip(first.quantities).collect();
+            if had != asked || first.notes != b.notes.clone().unwrap_or_default() {
+                return Err(DomainError::Conflict {
+                    code: "idempotency_key_reused",
+                    message: "This Idempotency-Key was already used for a different order; send a new key for a new order.".into(),
+                });
+            }
             let order = one(conn, profile_id, id).await?;
             let url = order.checkout_url.clone().unwrap_or_default();
             let checkout = Checkout {

@@ -229,6 +229,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `WORKER_CONCURRENCY=send_email=4,fulfill_order=8`.
     pub per_queue_concurrency: HashMap<String, usize>,
+    /// An attempt's time limit per queue, over the kind's own (`Job::TIMEOUT`):
+    /// `JOB_TIMEOUT_SECONDS=finalize_asset=1800,send_email=30`.
+    pub per_queue_timeout: HashMap<String, Duration>,
     /// How often a worker proves it is alive.
     pub heartbeat_interval: Duration,
     /// Missed heartbeats after which a worker is dead and its jobs are rescued.

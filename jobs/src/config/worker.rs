@@ -37,6 +37,25 @@ pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
             }
             map
         },
+        per_queue_timeout: {
+            let mut map = HashMap::new();
+            for pair in r.list("JOB_TIMEOUT_SECONDS") {
+                match pair
+                    .split_once('=')
+                    .map(|(q, n)| (q.trim().to_string(), n.trim().parse::<u64>()))
+                {
+                    Some((q, Ok(n))) if (1..=86_400).contains(&n) => {
+                        map.insert(q, Duration::from_secs(n));
+                    }
+                    _ => r.problem(
+                        "JOB_TIMEOUT_SECONDS",
+                        format!("`{pair}` is not queue=seconds (1 to 86400)"),
+                        "use e.g. finalize_asset=1800,send_email=30",
+                    ),
+                }
+            }
+            map
+        },
         heartbeat_interval: Duration::from_millis(r.number(
             "WORKER_HEARTBEAT_MS",
             5000u64,

@@ -28,6 +28,9 @@ pub struct Probe {
     /// Sleep this long before applying the effect.
     #[serde(default)]
     pub sleep_ms: u64,
+    /// Hang (a peer that never answers) on the first N attempts.
+    #[serde(default)]
+    pub hang_times: i32,
     /// Dedupe key, if the probe should be deduplicated.
     #[serde(default)]
     pub dedupe: Option<String>,
@@ -84,6 +87,9 @@ pub async fn handle(ctx: JobContext, probe: Probe) -> Result<(), JobError> {
             Some(ms) => JobError::RetryAfter(Duration::from_millis(ms), err),
             None => JobError::Retry(err),
         });
+    }
+    if ctx.attempt <= probe.hang_times {
+        std::future::pending::<()>().await;
     }
     if probe.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;

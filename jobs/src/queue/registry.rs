@@ -67,11 +67,18 @@ impl Registry {
                     let handler = handler.clone();
                     Box::pin(async move {
                         job.refs().record_on(&tracing::Span::current());
-                        match tokio::time::timeout(J::TIMEOUT, handler(ctx, job)).await {
+                        let limit = ctx
+                            .config
+                            .worker
+                            .per_queue_timeout
+                            .get(J::QUEUE)
+                            .copied()
+                            .unwrap_or(J::TIMEOUT);
+                        match tokio::time::timeout(limit, handler(ctx, job)).await {
                             Ok(done) => done,
                             Err(_) => Err(JobError::Retry(anyhow::anyhow!(
                                 "timed out after {} s",
-                                J::TIMEOUT.as_secs()
+                                limit.as_secs()
                             ))),
                         }
                     })
