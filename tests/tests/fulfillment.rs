@@ -68,6 +68,19 @@ async fn add_asset(app: &TestApp, seller: &str, pid: &str, key: &str) -> String 
     a.json["id"].as_str().unwrap().to_string()
 }
 
+/// Uploads `bytes` at `key`, adds it as an asset of `pid`, and waits until `ready` assets are
+/// ready in all (this one included).
+async fn ready_asset(app: &TestApp, seller: &str, pid: &str, key: &str, bytes: &[u8], ready: i64) {
+    upload(app, key, bytes);
+    add_asset(app, seller, pid, key).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM digital_assets WHERE status = 'ready'",
+        ready,
+        WAIT,
+    )
+    .await;
+}
+
 /// Creates and manually confirms an order; returns its public id.
 async fn buy(app: &TestApp, buyer: &str, price_id: &str) -> String {
     let order = app
@@ -758,12 +771,13 @@ async fn the_fs_store_serves_only_regular_files_and_a_seller_only_their_own_uplo
 
     // A regular upload is the first registrant's: another seller cannot name it, nor any
     // finalized object.
-    upload(&app, "uploads/mine.zip", b"seller one's bytes");
-    add_asset(&app, &seller, &pid, "uploads/mine.zip").await;
-    app.wait_for_count(
-        "SELECT count(*) FROM digital_assets WHERE status = 'ready'",
+    ready_asset(
+        &app,
+        &seller,
+        &pid,
+        "uploads/mine.zip",
+        b"seller one's bytes",
         1,
-        WAIT,
     )
     .await;
     let key: String =
@@ -802,14 +816,7 @@ async fn a_signed_fs_url_stops_working_when_its_grant_is_revoked() {
     let seller = app.token("seller", "seller").await;
     let buyer = app.token("buyer", "buyer").await;
     let (pid, price) = product(&app, &seller, "rv", "f", json!({})).await;
-    upload(&app, "uploads/rv.zip", b"the bytes");
-    add_asset(&app, &seller, &pid, "uploads/rv.zip").await;
-    app.wait_for_count(
-        "SELECT count(*) FROM digital_assets WHERE status = 'ready'",
-        1,
-        WAIT,
-    )
-    .await;
+    ready_asset(&app, &seller, &pid, "uploads/rv.zip", b"the bytes", 1).await;
     buy(&app, &buyer, &price).await;
     app.wait_for_count("SELECT count(*) FROM download_grants", 1, WAIT)
         .await;

@@ -1133,12 +1133,12 @@ async fn a_stripe_session_that_proves_no_payment_is_refused_visibly_and_never_fu
                 o["mode"] = json!("setup");
                 o["payment_status"] = json!("no_payment_required");
             }),
-            "is not a payment",
+            "not a payment (payment_status",
         ),
         (
             "nothing to pay",
             Box::new(|o| o["payment_status"] = json!("no_payment_required")),
-            "is not a payment",
+            "not a payment (payment_status",
         ),
         (
             "no payment status",
@@ -1382,6 +1382,20 @@ async fn a_clerk_attempt_pays_only_the_amount_currency_and_period_of_its_order()
     );
 }
 
+/// A pending order of `total` for `buyer`, paid through `pi_1` and fulfilled.
+async fn fulfilled_order(app: &TestApp, buyer: &str, total: i64) -> Uuid {
+    let (order, public_id, _) = seed_order(&app.db_pool, buyer, None, total).await;
+    let paid = checkout("evt_pay", "checkout.session.completed", &public_id, total);
+    app.deliver_stripe(&paid).await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
+        1,
+        WAIT,
+    )
+    .await;
+    order
+}
+
 fn refunded(evt: &str, cumulative: i64, whole: bool) -> Value {
     json!({"id": evt, "type": "charge.refunded", "created": 1_700_000_100, "data": {"object": {
         "id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount": 5000,
@@ -1392,20 +1406,7 @@ fn refunded(evt: &str, cumulative: i64, whole: bool) -> Value {
 #[tokio::test]
 async fn partial_refunds_of_one_charge_are_recorded_each_and_add_up_to_what_stripe_says() {
     let app = TestApp::webhooks().with_worker().spawn().await;
-    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_pr", None, 5000).await;
-    app.deliver_stripe(&checkout(
-        "evt_pay",
-        "checkout.session.completed",
-        &public_id,
-        5000,
-    ))
-    .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
-        1,
-        WAIT,
-    )
-    .await;
+    let order = fulfilled_order(&app, "buyer_pr", 5000).await;
     // 1000 refunded, then 3000 in all; the second report delivered twice.
     app.deliver_stripe(&refunded("evt_rf1", 1000, false)).await;
     app.wait_for_count(
@@ -1462,20 +1463,7 @@ async fn partial_refunds_of_one_charge_are_recorded_each_and_add_up_to_what_stri
 async fn refund_reports_applied_at_once_count_each_part_once() {
     // Three reports of one charge (1000, 2500, 4000 in all) applied concurrently, out of order.
     let app = TestApp::webhooks().with_worker().spawn().await;
-    let (order, public_id, _) = seed_order(&app.db_pool, "buyer_cc", None, 5000).await;
-    app.deliver_stripe(&checkout(
-        "evt_pay",
-        "checkout.session.completed",
-        &public_id,
-        5000,
-    ))
-    .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM orders WHERE id = '{order}' AND status = 'fulfilled'"),
-        1,
-        WAIT,
-    )
-    .await;
+    fulfilled_order(&app, "buyer_cc", 5000).await;
     let (a, b, c) = (
         refunded("evt_c3", 4000, false),
         refunded("evt_c1", 1000, false),

@@ -32,6 +32,16 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// `what` (the provider's object) proves no payment for `order`, because `why`.
+    fn refused(order: Uuid, what: impl std::fmt::Display, why: impl std::fmt::Display) -> Self {
+        Self::Refused {
+            order,
+            reason: format!("{what}: {why}"),
+        }
+    }
+}
+
 /// Runs `process_webhook_event`.
 pub async fn handle(ctx: JobContext, job: ProcessWebhookEvent) -> Result<(), JobError> {
     let id = job.webhook_event_id;
@@ -337,12 +347,8 @@ async fn pay_clerk_attempt(
             "no order of {payer} matches plans {plans:?}"
         )));
     };
-    let refuse = |reason: String| {
-        Ok(Outcome::Refused {
-            order: order.id,
-            reason: format!("Clerk payment attempt {attempt_id}: {reason}"),
-        })
-    };
+    let what = format!("Clerk payment attempt {attempt_id}");
+    let refuse = |why: String| Ok(Outcome::refused(order.id, &what, why));
     // Every price of the order is matched by an item of the attempt at the same period.
     for (plan, period) in order.plans.iter().zip(&order.periods) {
         let Some((_, reported)) = items.iter().find(|(p, _)| p == plan) else {
@@ -457,11 +463,12 @@ async fn pay_stripe(
     amount_at: &str,
     what: &str,
 ) -> Result<Outcome, JobError> {
-    let refuse = |reason: String| {
-        Ok(Outcome::Refused {
-            order: order_id,
-            reason: format!("{what}: {reason}; not fulfilling, check it by hand"),
-        })
+    let refuse = |why: String| {
+        Ok(Outcome::refused(
+            order_id,
+            what,
+            format!("{why}; not fulfilling, check it by hand"),
+        ))
     };
     let paid = match reported::money(obj, amount_at, "/currency") {
         Ok(m) => m,
@@ -519,14 +526,15 @@ async fn apply_stripe(
             // charges. A setup session, or one with nothing to pay, proves no payment.
             let mode = obj["mode"].as_str();
             if payment_status != Some("paid") || !matches!(mode, Some("payment" | "subscription")) {
-                return Ok(Outcome::Refused {
-                    order: order.0,
-                    reason: format!(
-                        "checkout session {session_id} is not a payment (payment_status {}, mode {}); not fulfilling",
+                return Ok(Outcome::refused(
+                    order.0,
+                    format!("checkout session {session_id}"),
+                    format!(
+                        "not a payment (payment_status {}, mode {}); not fulfilling",
                         payment_status.map_or("missing".into(), |p| format!("{p:?}")),
                         mode.map_or("missing".into(), |m| format!("{m:?}")),
                     ),
-                });
+                ));
             }
             // The payment is the session's payment intent when it has one, so the session and
             // its `payment_intent.succeeded` record one payment between them.
@@ -608,10 +616,11 @@ async fn apply_stripe(
             let disputed = match reported::money(obj, "/amount", "/currency") {
                 Ok(m) => m,
                 Err(e) => {
-                    return Ok(Outcome::Refused {
-                        order: order_id,
-                        reason: format!("dispute {dispute_id}: {e}"),
-                    });
+                    return Ok(Outcome::refused(
+                        order_id,
+                        format!("dispute {dispute_id}"),
+                        e,
+                    ));
                 }
             };
             orders::record_reversal(
@@ -654,12 +663,8 @@ async fn refund_charge(
             "charge.refunded {charge_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
         )));
     };
-    let refused = |e: String| {
-        Ok(Outcome::Refused {
-            order: order_id,
-            reason: format!("refund of charge {charge_id}: {e}"),
-        })
-    };
+    let what = format!("refund of charge {charge_id}");
+    let refused = |why: String| Ok(Outcome::refused(order_id, &what, why));
     let cumulative = match reported::money(obj, "/amount_refunded", "/currency") {
         Ok(m) => m,
         Err(e) => return refused(e),

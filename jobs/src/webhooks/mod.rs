@@ -2,6 +2,8 @@
 //! before answering, and apply accepted events with the `process_webhook_event` job.
 
 pub mod apply;
+#[cfg(test)]
+mod fuzz;
 pub mod ingest;
 pub mod reported;
 pub mod verify;
