@@ -428,6 +428,21 @@ mod tests {
     }
 
     #[test]
+    fn spans_past_ten_years_are_refused_at_startup_not_in_postgresql() {
+        for (var, value) in [
+            ("DOWNLOAD_DEFAULT_EXPIRY_DAYS", "2147483647"),
+            ("DOWNLOAD_DEFAULT_MAX", "2147483647"),
+            ("JOB_RETENTION_HOURS", "18446744073709551615"),
+            ("JOB_BACKOFF_CAP_SECONDS", "18446744073709551615"),
+            ("JOB_TIMEOUT_SECONDS", "probe=999999999"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "0"),
+        ] {
+            let err = Config::from_map(&env(&[(var, value)])).unwrap_err();
+            assert!(err.about(var).is_some(), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn a_malformed_svix_secret_names_the_variable_and_the_fix() {
         let err = Config::from_map(&env(&[("CLERK_WEBHOOK_SIGNING_SECRET", "not-a-secret")]))
             .unwrap_err();

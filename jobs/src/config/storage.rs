@@ -158,11 +158,11 @@ pub(super) fn read(
         "use a number of days such as 30; 0 means no expiry",
     ) {
         0 => None,
-        d if d > 0 => Some(d),
+        d if d > 0 && i64::from(d) <= crate::bounds::MAX_DAYS => Some(d),
         _ => {
             r.problem(
                 "DOWNLOAD_DEFAULT_EXPIRY_DAYS",
-                "must not be negative",
+                "must be 0 to 3650 days",
                 "use a number of days such as 30; 0 means no expiry",
             );
             None
@@ -174,11 +174,11 @@ pub(super) fn read(
         "use a number such as 10; 0 means unlimited",
     ) {
         0 => None,
-        d if d > 0 => Some(d),
+        d if d > 0 && d <= crate::bounds::MAX_DOWNLOADS => Some(d),
         _ => {
             r.problem(
                 "DOWNLOAD_DEFAULT_MAX",
-                "must not be negative",
+                "must be 0 to 1000000",
                 "use a number such as 10; 0 means unlimited",
             );
             None

@@ -78,10 +78,29 @@ pub(super) fn read(r: &mut Reader<'_>) -> (WorkerConfig, Duration) {
             3600u64,
             "use seconds such as 3600",
         )),
-        retention: Duration::from_secs(
-            3600 * r.number("JOB_RETENTION_HOURS", 168u64, "use hours such as 168"),
-        ),
+        retention: Duration::from_secs(3600u64.saturating_mul(r.number(
+            "JOB_RETENTION_HOURS",
+            168u64,
+            "use hours such as 168",
+        ))),
     };
+    // Spans that reach PostgreSQL as intervals stay inside its range.
+    if worker.retention.as_secs() > crate::bounds::MAX_SECONDS {
+        r.problem(
+            "JOB_RETENTION_HOURS",
+            "is longer than 3650 days",
+            "use hours such as 168",
+        );
+    }
+    if worker.backoff_cap.as_secs() > crate::bounds::MAX_SECONDS
+        || worker.backoff_base.as_secs() > crate::bounds::MAX_SECONDS
+    {
+        r.problem(
+            "JOB_BACKOFF_CAP_SECONDS",
+            "the backoff is longer than 3650 days",
+            "use seconds such as 3600",
+        );
+    }
     if worker.concurrency == 0 || worker.batch_size == 0 || worker.missed_heartbeats == 0 {
         r.problem(
             "WORKER_CONCURRENCY_DEFAULT",
