@@ -57,8 +57,10 @@ fn reason(status: u16) -> &'static str {
         401 => "unauthenticated: no valid Clerk session token",
         403 => "forbidden: the role does not allow it, or a cross-site cookie request",
         404 => "not_found: no such row, or not the caller's",
+        408 => "request_timeout: the body did not arrive within HTTP_BODY_TIMEOUT_SECONDS",
         409 => "conflict: the row's state does not allow it",
         413 => "payload_too_large: the body is over MAX_BODY_BYTES",
+        414 => "uri_too_long: the URL is over 8 KiB",
         415 => "unsupported_media_type: send JSON with Content-Type: application/json",
         422 => "validation_failed: fields and their reasons",
         429 => "throttled: with Retry-After (seconds)",
@@ -137,7 +139,7 @@ pub fn document(mut doc: OpenApi) -> OpenApi {
                 ps.iter()
                     .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
             });
-            let mut statuses = vec![503];
+            let mut statuses = vec![414, 503];
             if !crate::throttle::never_throttled(path) {
                 statuses.push(429);
             }
@@ -155,7 +157,7 @@ pub fn document(mut doc: OpenApi) -> OpenApi {
                 statuses.push(400);
             }
             if writes {
-                statuses.extend([400, 409, 413, 415, 422]);
+                statuses.extend([400, 408, 409, 413, 415, 422]);
             }
             if path.starts_with("/api/webhooks/") {
                 statuses.retain(|s| ![409, 415, 422].contains(s));
