@@ -17,8 +17,14 @@ fuzz_target!(|body: &[u8]| {
     };
     let mut headers = http::HeaderMap::new();
     headers.insert("svix-id", http::HeaderValue::from_static("msg_fuzz"));
-    headers.insert("svix-timestamp", http::HeaderValue::from_str(&t.to_string()).unwrap());
-    headers.insert("svix-signature", http::HeaderValue::from_str(&signature).unwrap());
+    headers.insert(
+        "svix-timestamp",
+        http::HeaderValue::from_str(&t.to_string()).unwrap(),
+    );
+    headers.insert(
+        "svix-signature",
+        http::HeaderValue::from_str(&signature).unwrap(),
+    );
     let Ok(v) = verifier.verify(body, &headers) else {
         return;
     };
@@ -27,5 +33,9 @@ fuzz_target!(|body: &[u8]| {
     };
     let data = &event["data"];
     let _ = granary_jobs::subscriptions::updates_from_event(&v.event_type, data);
-    let _ = reported::money(data, "/totals/grand_total/amount", "/totals/grand_total/currency");
+    let _ = reported::money(
+        data,
+        "/totals/grand_total/amount",
+        "/totals/grand_total/currency",
+    );
 });

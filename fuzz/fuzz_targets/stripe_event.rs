@@ -12,7 +12,10 @@ fuzz_target!(|body: &[u8]| {
     let t = chrono::Utc::now().timestamp();
     let mut headers = http::HeaderMap::new();
     let header = verify::stripe_signature_header(SECRET, t, body);
-    headers.insert("stripe-signature", http::HeaderValue::from_str(&header).unwrap());
+    headers.insert(
+        "stripe-signature",
+        http::HeaderValue::from_str(&header).unwrap(),
+    );
     if verify::stripe(Some(&secret), body, &headers, t).is_ok()
         && let Ok(event) = serde_json::from_slice::<serde_json::Value>(body)
     {
