@@ -21,10 +21,7 @@ use granary_jobs::Config;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    limit::RequestBodyLimitLayer,
-};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::{ApiError, ApiResult};
 
@@ -114,19 +111,18 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", axum::routing::get(metrics::public))
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn(metrics::track))
-        // Innermost first: tracing sees the matched path; the body limit applies to every route
-        // (the Content-Length check answers before any handler runs, DefaultBodyLimit covers
-        // chunked bodies read by extractors).
+        // Innermost first: tracing sees the matched path.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             throttle::throttle,
         ))
         .layer(axum::middleware::from_fn(middleware::refuse_nul_in_url))
         .layer(middleware::trace_layer())
+        // Extractors may read up to the limit (axum's own default is lower than some settings).
         .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestBodyLimitLayer::new(limit))
-        // Outside the limit layers: it answers an oversized or too slow body itself (and records
-        // an oversized webhook delivery as rejected), so they only ever see a buffered body.
+        // The body limit and the body timeout, for every route: it reads each body whole before
+        // routing, answers an oversized or too slow one itself, and records an oversized webhook
+        // delivery as rejected.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::read_body,

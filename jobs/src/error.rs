@@ -143,10 +143,7 @@ impl Fields {
     /// Records `reason` against `field` when `ok` is false.
     pub fn check(&mut self, ok: bool, field: &str, reason: &str) -> &mut Self {
         if !ok {
-            self.0
-                .entry(field.to_string())
-                .or_default()
-                .push(reason.to_string());
+            self.push(field, reason.to_string());
         }
         self
     }

@@ -109,22 +109,22 @@ impl Storage {
         let Some(root) = &self.fs_root else {
             return Ok(());
         };
-        let path = root.join(key);
         let refuse = |why: &str| {
             Err(opendal::Error::new(
                 ErrorKind::PermissionDenied,
                 format!("{key} {why}; only regular files are served"),
             ))
         };
-        // Every component from the root down: none may be a link.
+        // Every component from the root down: none may be a link; the last is the file itself.
         let mut at = root.clone();
+        let mut last = None;
         for part in std::path::Path::new(key).components() {
             at.push(part);
             match tokio::fs::symlink_metadata(&at).await {
                 Ok(m) if m.file_type().is_symlink() => {
                     return refuse("is (or is under) a symbolic link");
                 }
-                Ok(_) => {}
+                Ok(m) => last = Some(m),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(opendal::Error::new(
                         ErrorKind::NotFound,
@@ -134,10 +134,9 @@ impl Storage {
                 Err(e) => return Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
             }
         }
-        match tokio::fs::symlink_metadata(&path).await {
-            Ok(m) if m.file_type().is_file() => Ok(()),
-            Ok(_) => refuse("is not a regular file"),
-            Err(e) => Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+        match last {
+            Some(m) if m.file_type().is_file() => Ok(()),
+            _ => refuse("is not a regular file"),
         }
     }
 

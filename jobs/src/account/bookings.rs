@@ -182,7 +182,7 @@ pub async fn create(
         }
         slot = Some((starts_at, ends_at));
     }
-    let (starts_at, ends_at) = (slot.map(|s| s.0), slot.map(|s| s.1));
+    let (starts_at, ends_at) = slot.unzip();
     // The request fulfillment opened for this item is the one scheduled; otherwise a new row.
     let scheduled = match item {
         Some(item) => {

@@ -144,21 +144,17 @@ pub async fn create(
 /// enqueues its finalization.
 pub async fn update(conn: &mut PgConnection, id: Uuid, b: AssetInput) -> DomainResult<()> {
     b.check(false)?;
-    if let Some(path) = &b.file_path {
-        let product_id =
-            sqlx::query_scalar!("SELECT product_id FROM digital_assets WHERE id = $1", id)
-                .fetch_one(&mut *conn)
-                .await?;
-        claim(&mut *conn, product_id, path).await?;
-    }
-    let replaced = sqlx::query_scalar!(
-        r#"SELECT file_path <> $2 AS "r!" FROM digital_assets WHERE id = $1 FOR UPDATE"#,
+    let current = sqlx::query!(
+        r#"SELECT product_id, file_path <> $2 AS "replaced!" FROM digital_assets WHERE id = $1 FOR UPDATE"#,
         id,
         b.file_path.as_deref().unwrap_or_default()
     )
     .fetch_one(&mut *conn)
-    .await?
-        && b.file_path.is_some();
+    .await?;
+    if let Some(path) = &b.file_path {
+        claim(&mut *conn, current.product_id, path).await?;
+    }
+    let replaced = current.replaced && b.file_path.is_some();
     sqlx::query!(
         r#"UPDATE digital_assets SET title = coalesce($2, title), is_active = coalesce($4, is_active),
                file_path = coalesce($3, file_path),
