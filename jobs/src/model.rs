@@ -1,6 +1,6 @@
 //! Statuses as Rust enums. Each is stored as text in PostgreSQL (the `sqlx` name) and has one
 //! wire spelling (the `serde` name): where the starter's frontend spells a state differently
-//! from the database (design/STOREFRONT.md §6), the mapping is here and nowhere else.
+//! from the database (docs/storefront.md §6), the mapping is here and nowhere else.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! A real browser for the console's tests: Debian's `chromium`, headless, driven over WebDriver
-//! by fantoccini through `chromedriver` (both installed by `.ci/run`).
+//! by fantoccini through `chromedriver` (both installed by `scripts/test`).
 
 use std::{
     path::PathBuf,

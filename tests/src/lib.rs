@@ -384,6 +384,23 @@ impl TestApp {
         .await
     }
 
+    /// The seller (`seller` is their token) lists `product` with one `price` through the API;
+    /// both must be created. Returns (product id, price id).
+    pub async fn listed_product(
+        &self,
+        seller: &str,
+        product: &Value,
+        price: &Value,
+    ) -> (String, String) {
+        let p = self.post_as(seller, "/api/seller/products/", product).await;
+        assert_eq!(p.status, 201, "{}", p.text);
+        let pid = p.json["id"].as_str().expect("product id").to_string();
+        let path = format!("/api/seller/products/{pid}/prices/");
+        let pr = self.post_as(seller, &path, price).await;
+        assert_eq!(pr.status, 201, "{}", pr.text);
+        (pid, pr.json["id"].as_str().expect("price id").to_string())
+    }
+
     /// Enqueues `job` in its own committed transaction; returns its id.
     pub async fn enqueue<J: granary_jobs::queue::Job>(&self, job: &J) -> String {
         enqueue(&self.db_pool, job).await
@@ -489,6 +506,16 @@ impl TestApp {
         Self::builder()
             .env("CLERK_WEBHOOK_SIGNING_SECRET", sign::CLERK_SECRET)
             .env("STRIPE_WEBHOOK_SECRET", sign::STRIPE_SECRET)
+    }
+
+    /// A whole shop: both webhook secrets, the Clerk and Resend stand-ins, the worker
+    /// in-process, and manual order confirmation (a buyer pays without a provider).
+    pub fn shop() -> TestAppBuilder {
+        Self::webhooks()
+            .with_clerk()
+            .with_resend()
+            .with_worker()
+            .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
     }
 
     /// Delivers a Clerk event signed now, with Svix message id `msg_id`.

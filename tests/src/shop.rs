@@ -3,7 +3,7 @@
 //! asked for, each for a buyer of its own with an email address.
 
 use granary_jobs::orders::FulfillOrder;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -93,16 +93,6 @@ impl Shop {
         ids.sort();
         ids.into_iter().map(|(_, p)| p).collect()
     }
-}
-
-/// Stripe's `checkout.session.completed` for an order of the seeded shop, paid in full.
-pub fn checkout_completed(event_id: &str, public_id: &str) -> Value {
-    json!({"id": event_id, "object": "event", "type": "checkout.session.completed", "created": 1_700_000_000,
-    "data": {"object": {
-        "id": format!("cs_{public_id}"), "object": "checkout.session", "client_reference_id": public_id,
-        "payment_status": "paid", "mode": "payment", "amount_total": 500, "currency": "usd",
-        "payment_intent": format!("pi_{public_id}")
-    }}})
 }
 
 /// A seller lists a product with a price through the API and `buyer` orders it; returns the

@@ -18,8 +18,27 @@ pub fn binary() -> PathBuf {
 }
 
 /// Builds every binary of the workspace (`--release` when asked) and returns their folder.
+/// With `GRANARY_PREBUILT_BINARIES=1` (set by `scripts/test`, which builds them once before the
+/// suite) it only checks that they are there: under nextest every test is a process of its own,
+/// and each would otherwise queue on cargo's build lock.
 pub fn build_binaries(release: bool) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"))
+        .join(if release { "release" } else { "debug" });
+    if std::env::var_os("GRANARY_PREBUILT_BINARIES").is_some_and(|v| v == "1") {
+        for bin in ["granary-api", "granary-worker"] {
+            assert!(
+                target.join(bin).is_file(),
+                "GRANARY_PREBUILT_BINARIES=1 but {} is missing: run `cargo build --workspace \
+                 --bins{}` first (scripts/test does)",
+                target.join(bin).display(),
+                if release { " --release" } else { "" }
+            );
+        }
+        return target;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
     if release {
@@ -31,10 +50,7 @@ pub fn build_binaries(release: bool) -> PathBuf {
         .status()
         .expect("run cargo build for the binaries");
     assert!(status.success(), "building the binaries failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join(if release { "release" } else { "debug" })
+    target
 }
 
 /// A sibling binary of [`binary`] (`granary-api`).

@@ -1,4 +1,4 @@
-//! The buyer's account (design/STOREFRONT.md §1.1): customer details, orders (create,
+//! The buyer's account (docs/storefront.md §1.1): customer details, orders (create,
 //! confirm), subscriptions and their sync status, entitlements, downloads, work orders,
 //! bookings, the preflight email test. Another user's rows are 404, never 403.
 
@@ -80,7 +80,7 @@ pub async fn create_order(
 
 /// `POST /api/account/orders/<public_id>/confirm/`: `{provider: manual|clerk (default),
 /// external_id?, clerk_checkout_id?, raw_payload?}` (an empty body is a Clerk confirm). Paid
-/// orders come from verified webhooks; this is guarded as API.md says.
+/// orders come from verified webhooks; this is guarded as docs/payments.md says.
 #[utoipa::path(post, path = "/api/account/orders/{public_id}/confirm/", tag = "account", params(("public_id" = String, Path)), request_body = ConfirmInput, responses((status = 200, body = Confirmed), (status = 403, description = "manual_confirm_disabled"), (status = 404, description = "not_found"), (status = 409, description = "pending_verification / conflict")))]
 pub async fn confirm_order(
     State(state): State<AppState>,

@@ -1,5 +1,5 @@
 //! Features, entitlements, subscriptions and their sync status, in the starter's shapes
-//! (design/STOREFRONT.md §4.7, §4.11–4.13).
+//! (docs/storefront.md §4.7, §4.11–4.13).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! Download grants as their owner sees them, and download access: check and count in one
 //! statement (`granary_can_download`, the one eligibility rule), then a short-lived signed URL.
-//! Shapes: design/STOREFRONT.md §4.14–4.15.
+//! Shapes: docs/storefront.md §4.14–4.15.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The buyer's side of the storefront contract (design/STOREFRONT.md §1.1): profile, features,
+//! The buyer's side of the storefront contract (docs/storefront.md §1.1): profile, features,
 //! entitlements, subscriptions and their sync status, orders, downloads, work orders,
 //! bookings, and the dashboard's preflight checks. Each function takes a connection and typed
 //! inputs; the api's handlers only extract, authorize, call and answer.

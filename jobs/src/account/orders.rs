@@ -1,5 +1,5 @@
 //! A buyer's orders: read, create (`{order, checkout}`), confirm (`{order, already_confirmed}`),
-//! in the starter's shapes (design/STOREFRONT.md §4.8–4.10). Totals come from the stored
+//! in the starter's shapes (docs/storefront.md §4.8–4.10). Totals come from the stored
 //! prices, never from the client.
 
 use chrono::{DateTime, Utc};

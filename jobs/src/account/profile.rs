@@ -1,4 +1,4 @@
-//! `/api/me/` as the starter nests it (design/STOREFRONT.md §4.4), the customer account, and the
+//! `/api/me/` as the starter nests it (docs/storefront.md §4.4), the customer account, and the
 //! dashboard's preflight email test.
 
 use chrono::{DateTime, Utc};

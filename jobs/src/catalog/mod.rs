@@ -1,5 +1,5 @@
 //! The catalog: products, prices, assets and service offers as storefronts and sellers read
-//! them (design/STOREFRONT.md §4.2, §4.3, §4.18), and the seller's changes to them.
+//! them (docs/storefront.md §4.2, §4.3, §4.18), and the seller's changes to them.
 //! "Published and purchasable" is the SQL function `granary_purchasable` (one rule for the
 //! catalog, order creation and the doctor).
 

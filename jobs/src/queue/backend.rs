@@ -1,4 +1,4 @@
-//! Granary's own apalis backend over Granary's own `jobs` table (design/QUEUE.md, last section).
+//! Granary's own apalis backend over Granary's own `jobs` table (docs/queue.md).
 //!
 //! apalis-core drives each queue's worker (`WorkerBuilder`, `Monitor`, concurrency, shutdown);
 //! this module feeds it and records what happened:

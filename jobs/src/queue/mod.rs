@@ -1,5 +1,5 @@
 //! The durable job runtime: apalis's workers over Granary's own backend and tables (see
-//! design/QUEUE.md): enqueue in the caller's transaction with dedupe that never aborts it,
+//! docs/queue.md): enqueue in the caller's transaction with dedupe that never aborts it,
 //! persisted backoff, permanent failures, per-attempt history, crash rescue with unique worker
 //! ids, LISTEN/NOTIFY pickup plus a poll, operator requeue/cancel, and retention.
 

@@ -41,7 +41,8 @@ use granary_tests::{
     db::server_options,
     free_port,
     resend::ResendStandIn,
-    shop::{Shop, checkout_completed},
+    shop::Shop,
+    stripe::checkout_completed,
     sign, wait_healthy,
     worker::WorkerProcess,
 };
@@ -467,7 +468,7 @@ async fn send_payments(
         let email = format!("{prefix}_{}@example.com", i + 1);
         async move {
             let raw =
-                serde_json::to_vec(&checkout_completed(&format!("evt_{public_id}"), &public_id))
+                serde_json::to_vec(&checkout_completed(&format!("evt_{public_id}"), &public_id, 500))
                     .expect("json");
             let header = sign::stripe_header(sign::STRIPE_SECRET, sign::now(), &raw);
             sent.lock().expect("lock").insert(email, Instant::now());
@@ -674,7 +675,7 @@ async fn handlers_only(orders: usize) -> (f64, String) {
                 };
                 let event_id = format!("evt_{public_id}");
                 let body =
-                    serde_json::to_vec(&checkout_completed(&event_id, public_id)).expect("json");
+                    serde_json::to_vec(&checkout_completed(&event_id, public_id, 500)).expect("json");
                 let verified = Verified {
                     event_id,
                     event_type: "checkout.session.completed".into(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use granary_tests::{TestApp, count, wait_for_count, worker::WorkerProcess};
+use granary_tests::{TestApp, count, stripe, wait_for_count, worker::WorkerProcess};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,40 +31,19 @@ async fn product(
     plan: Option<&str>,
 ) -> (String, String) {
     let seller = app.token("user_seller", "seller").await;
-    let p = app
-        .post_as(
-            &seller,
-            "/api/seller/products/",
-            &json!({"name": format!("Tokens {product_type}"), "product_type": product_type,
-                    "visibility": "published", "credit_grants": grants}),
-        )
-        .await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let pid = p.json["id"].as_str().unwrap().to_string();
-    let price = app
-        .post_as(
-            &seller,
-            &format!("/api/seller/products/{pid}/prices/"),
-            &json!({"name": "Pack", "amount_cents": 1500, "currency": "USD", "is_default": true,
-                    "clerk_plan_id": plan.unwrap_or(""),
-                    "metadata": {"checkout_url": "https://checkout.stripe.com/c/pay/x"}}),
-        )
-        .await;
-    assert_eq!(price.status, 201, "{}", price.text);
-    (pid, price.json["id"].as_str().unwrap().to_string())
+    app.listed_product(
+        &seller,
+        &json!({"name": format!("Tokens {product_type}"), "product_type": product_type,
+                "visibility": "published", "credit_grants": grants}),
+        &json!({"name": "Pack", "amount_cents": PACK, "currency": "USD", "is_default": true,
+                "clerk_plan_id": plan.unwrap_or(""),
+                "metadata": {"checkout_url": "https://checkout.stripe.com/c/pay/x"}}),
+    )
+    .await
 }
 
-fn checkout_paid(event: &str, public_id: &str) -> Value {
-    json!({"id": event, "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": format!("cs_{public_id}"), "client_reference_id": public_id, "payment_status": "paid", "mode": "payment",
-                            "amount_total": 1500, "currency": "usd", "payment_intent": format!("pi_{public_id}")}}})
-}
-
-fn refunded(event: &str, public_id: &str) -> Value {
-    json!({"id": event, "type": "charge.refunded", "created": 1_700_000_100,
-        "data": {"object": {"id": format!("ch_{public_id}"), "payment_intent": format!("pi_{public_id}"),
-                            "amount": 1500, "amount_refunded": 1500, "refunded": true, "currency": "usd"}}})
-}
+/// The pack's price, in USD cents.
+const PACK: i64 = 1500;
 
 async fn order(app: &TestApp, buyer: &str, price: &str) -> String {
     let res = app
@@ -233,7 +212,7 @@ async fn a_pack_bought_with_a_duplicate_webhook_and_a_killed_worker_is_added_onc
         "shown in the catalog, unit normalised"
     );
     let public_id = order(&app, &buyer, &price).await;
-    let paid = checkout_paid("evt_pack_1", &public_id);
+    let paid = stripe::checkout_completed("evt_pack_1", &public_id, PACK);
     assert_eq!(app.deliver_stripe(&paid).await.status, 200);
     assert_eq!(app.deliver_stripe(&paid).await.status, 200);
     let env: Vec<(String, String)> = app.env.clone().into_iter().collect();
@@ -281,7 +260,7 @@ async fn a_refund_takes_back_the_unspent_part_and_records_the_rest() {
     )
     .await;
     let public_id = order(&app, &buyer, &price).await;
-    app.deliver_stripe(&checkout_paid("evt_pay", &public_id))
+    app.deliver_stripe(&stripe::checkout_completed("evt_pay", &public_id, PACK))
         .await;
     app.wait_for_count(
         "SELECT count(*) FROM orders WHERE status = 'fulfilled'",
@@ -291,7 +270,7 @@ async fn a_refund_takes_back_the_unspent_part_and_records_the_rest() {
     .await;
     assert_eq!(consume(&app, &buyer, 30, "spent").await.status, 200);
     assert_eq!(
-        app.deliver_stripe(&refunded("evt_refund", &public_id))
+        app.deliver_stripe(&stripe::charge_refunded("evt_refund", &public_id, PACK))
             .await
             .status,
         200

@@ -1,4 +1,4 @@
-//! The starter's storefront contract (design/STOREFRONT.md §1.1, §1.2, §6), black-box, on the
+//! The starter's storefront contract (docs/storefront.md §1.1, §1.2, §6), black-box, on the
 //! release `granary-api` binary (with its in-process worker): each test calls a route as the
 //! starter's frontend calls it (same method, path, body) and reads exactly the fields the
 //! frontend reads. Products are created the way the frontend's "Create
@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use granary_tests::{TestApp, count};
+use granary_tests::{TestApp, count, stripe};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -182,13 +182,6 @@ impl Starter {
         assert_eq!(res.status, 200, "{path}: {}", res.text);
         res.json
     }
-}
-
-/// Stripe's `checkout.session.completed` for an order (session `cs_<n>`, intent `pi_<n>`).
-fn stripe_checkout_paid(event: &str, n: &str, public_id: &str, amount: i64) -> Value {
-    json!({"id": event, "type": "checkout.session.completed", "created": 1_700_000_000,
-        "data": {"object": {"id": format!("cs_{n}"), "client_reference_id": public_id, "payment_status": "paid", "mode": "payment",
-                            "amount_total": amount, "currency": "usd", "payment_intent": format!("pi_{n}")}}})
 }
 
 fn list(v: &Value) -> &Vec<Value> {
@@ -764,7 +757,7 @@ async fn the_head_buy_flow_completes_with_a_receipt_after_the_payment_webhook() 
     let res = s.order(&s.buyer, &offer.price_id).await;
     assert_eq!(res.json["checkout"]["provider"], "stripe");
     let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
-    let paid = stripe_checkout_paid("evt_paid_1", "1", &public_id, 2900);
+    let paid = stripe::checkout_completed("evt_paid_1", &public_id, 2900);
     assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
     s.wait_fulfilled_with_receipt(&public_id).await;
     assert_eq!(
@@ -1002,12 +995,10 @@ async fn a_refund_cancels_the_open_work_order() {
         .await;
     let res = s.order(&s.buyer, &offer.price_id).await;
     let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
-    let paid = stripe_checkout_paid("evt_p", "w", &public_id, 1500);
+    let paid = stripe::checkout_completed("evt_p", &public_id, 1500);
     assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
     s.wait_fulfilled_with_receipt(&public_id).await;
-    let refund = json!({"id": "evt_r", "type": "charge.refunded", "created": 1_700_000_100,
-        "data": {"object": {"id": "ch_w", "payment_intent": "pi_w", "amount": 1500, "amount_refunded": 1500,
-                            "refunded": true, "currency": "usd"}}});
+    let refund = stripe::charge_refunded("evt_r", &public_id, 1500);
     assert_eq!(s.app.deliver_stripe(&refund).await.status, 200);
     s.app
         .wait_for_count(

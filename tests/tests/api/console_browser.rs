@@ -146,7 +146,7 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
     let shop = granary_tests::shop::Shop::seed(&app.db_pool).await;
     let public_id = shop.orders(&app.db_pool, "wh", 1, false).await.remove(0);
     // Paid 100 for an order of 500: applying it fails, visibly.
-    let mut event = granary_tests::shop::checkout_completed("evt_short", &public_id);
+    let mut event = granary_tests::stripe::checkout_completed("evt_short", &public_id, 500);
     event["data"]["object"]["amount_total"] = json!(100);
     assert_eq!(app.deliver_stripe(&event).await.status, 200);
     app.wait_for_count(
@@ -305,7 +305,7 @@ async fn every_other_page_and_action_works_in_the_browser() {
     )
     .await;
     let short_order = shop.orders(&app.db_pool, "short", 1, false).await.remove(0);
-    let mut event = granary_tests::shop::checkout_completed("evt_short_2", &short_order);
+    let mut event = granary_tests::stripe::checkout_completed("evt_short_2", &short_order, 500);
     event["data"]["object"]["amount_total"] = json!(100);
     assert_eq!(app.deliver_stripe(&event).await.status, 200);
     app.wait_for_count(

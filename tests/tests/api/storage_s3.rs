@@ -1,5 +1,5 @@
 //! The `s3` storage backend against a real S3-compatible server on loopback (moto, from PyPI;
-//! `.ci/run` installs it): finalization copies to the permanent key, and the OpenDAL presigned
+//! `scripts/test` installs it): finalization copies to the permanent key, and the OpenDAL presigned
 //! URL serves the exact bytes.
 
 use std::{
@@ -39,7 +39,7 @@ async fn start_moto() -> Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("moto_server is needed for the s3 test ({e}): pip install 'moto[server]' (.ci/run installs it)")),
+            .unwrap_or_else(|e| panic!("moto_server is needed for the s3 test ({e}): pip install 'moto[server]' (scripts/test installs it)")),
         url: format!("http://127.0.0.1:{port}"),
     };
     for _ in 0..200 {

@@ -18,11 +18,7 @@ fn json_of(out: &str) -> Value {
 }
 
 async fn shop() -> TestApp {
-    TestApp::webhooks()
-        .with_clerk()
-        .with_resend()
-        .with_worker()
-        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+    TestApp::shop()
         .env("JOB_BACKOFF_BASE_MS", "20")
         .env("JOB_BACKOFF_CAP_SECONDS", "1")
         .spawn()

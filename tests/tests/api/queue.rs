@@ -1,4 +1,4 @@
-//! The job runtime's guarantees (QUEUE.md's "Granary must" column), each shown against real
+//! The job runtime's guarantees (docs/queue.md's guarantees), each shown against real
 //! PostgreSQL with the `probe` job kind steered to fail, panic, sleep or record its runs.
 
 use std::time::Duration;

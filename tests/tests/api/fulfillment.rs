@@ -11,7 +11,7 @@ use granary_jobs::{
     orders::FulfillOrder,
     queue::{JobContext, ops::Actor},
 };
-use granary_tests::{TestApp, count, resend::Answer, sign::STRIPE_SECRET};
+use granary_tests::{TestApp, count, resend::Answer, sign::STRIPE_SECRET, stripe};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -19,11 +19,7 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(25);
 
 async fn shop() -> TestApp {
-    TestApp::webhooks()
-        .with_clerk()
-        .with_resend()
-        .with_worker()
-        .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
+    TestApp::shop()
         .env("JOB_BACKOFF_BASE_MS", "200")
         .spawn()
         .await
@@ -49,11 +45,9 @@ async fn product(
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().cloned().unwrap_or_default());
-    let p = app.post_as(seller, "/api/seller/products/", &body).await;
-    assert_eq!(p.status, 201, "{}", p.text);
-    let pid = p.json["id"].as_str().unwrap().to_string();
-    let price = app.post_as(seller, &format!("/api/seller/products/{pid}/prices/"), &json!({"amount_cents": 1500, "currency": "USD", "metadata": {"checkout_url": "https://pay.example/x"}})).await;
-    (pid, price.json["id"].as_str().unwrap().to_string())
+    let price =
+        json!({"amount_cents": 1500, "currency": "USD", "metadata": {"checkout_url": "https://pay.example/x"}});
+    app.listed_product(seller, &body, &price).await
 }
 
 async fn add_asset(app: &TestApp, seller: &str, pid: &str, key: &str) -> String {
@@ -589,18 +583,6 @@ async fn a_missing_storage_configuration_is_503_storage_unavailable() {
     );
 }
 
-fn checkout(evt: &str, session: &str, public_id: &str) -> Value {
-    json!({"id": evt, "type": "checkout.session.completed", "created": 1_700_000_000, "data": {"object": {
-        "id": session, "client_reference_id": public_id, "payment_status": "paid", "mode": "payment", "amount_total": 1500, "currency": "usd", "payment_intent": format!("pi_{session}")
-    }}})
-}
-
-fn refund(evt: &str, session: &str) -> Value {
-    json!({"id": evt, "type": "charge.refunded", "created": 1_700_000_100, "data": {"object": {
-        "id": format!("ch_{session}"), "payment_intent": format!("pi_{session}"), "amount": 1500, "amount_refunded": 1500, "refunded": true, "currency": "usd"
-    }}})
-}
-
 #[tokio::test]
 async fn a_refund_revokes_only_what_its_order_granted() {
     let app = shop().await;
@@ -631,10 +613,10 @@ async fn a_refund_revokes_only_what_its_order_granted() {
             .unwrap()
             .to_string();
         assert_eq!(
-            app.deliver_stripe(&checkout(
+            app.deliver_stripe(&stripe::checkout_completed(
                 &format!("evt_pay_{i}"),
-                &format!("cs_{i}"),
-                &public_id
+                &public_id,
+                1500
             ))
             .await
             .status,
@@ -671,7 +653,8 @@ async fn a_refund_revokes_only_what_its_order_granted() {
     );
 
     // Refund order B (no download): the feature stays, granted by order A.
-    app.deliver_stripe(&refund("evt_ref_1", "cs_1")).await;
+    app.deliver_stripe(&stripe::charge_refunded("evt_ref_1", &publics[1], 1500))
+        .await;
     app.wait_for_count(
         "SELECT count(*) FROM entitlements WHERE revoked_at IS NOT NULL",
         1,
@@ -691,7 +674,8 @@ async fn a_refund_revokes_only_what_its_order_granted() {
     );
 
     // Refund order A: the feature goes, and its download stops working.
-    app.deliver_stripe(&refund("evt_ref_0", "cs_0")).await;
+    app.deliver_stripe(&stripe::charge_refunded("evt_ref_0", &publics[0], 1500))
+        .await;
     app.wait_for_count(
         "SELECT count(*) FROM entitlements WHERE revoked_at IS NOT NULL",
         2,

@@ -1,7 +1,8 @@
 //! One grep follows an order: every job's span carries the ids it concerns (`order_id`,
 //! `event_id` for the stored webhook row, `provider_event_id` for the provider's id,
 //! `email_id`), so the lines of the payment webhook's job, the fulfillment and the receipt all
-//! name the order. Its own test binary: it installs the process's log subscriber.
+//! name the order. The log subscriber is this test's own (scoped to its thread, which runs the
+//! in-process worker: the test runtime is single-threaded), so other tests' lines never mix in.
 
 use std::{
     io::Write,
@@ -39,11 +40,12 @@ impl<'a> MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn one_grep_for_the_order_follows_it_from_webhook_to_receipt() {
     let log = Captured::default();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
         .with_env_filter("granary_jobs=info")
         .with_ansi(false)
-        .init();
+        .finish();
+    let _scoped = ::tracing::subscriber::set_default(subscriber);
     let app = TestApp::webhooks().with_worker().spawn().await;
     let shop = Shop::seed(&app.db_pool).await;
     let public_id = shop
@@ -55,7 +57,7 @@ async fn one_grep_for_the_order_follows_it_from_webhook_to_receipt() {
         .fetch_one(&app.db_pool)
         .await
         .unwrap();
-    let paid = granary_tests::shop::checkout_completed("evt_traced_1", &public_id);
+    let paid = granary_tests::stripe::checkout_completed("evt_traced_1", &public_id, 500);
     assert_eq!(app.deliver_stripe(&paid).await.status, 200);
     // The receipt's job is done (no Resend key here: it goes to the outbox).
     wait_for_count(

@@ -12,7 +12,8 @@ use granary_jobs::queue::probe::Probe;
 use granary_tests::{
     TestApp, base_env, count, enqueue, free_port,
     pgcluster::PrivateCluster,
-    shop::{Shop, checkout_completed},
+    shop::Shop,
+    stripe::checkout_completed,
     sign, wait_for_count, wait_healthy,
     worker::WorkerProcess,
 };
@@ -330,7 +331,7 @@ async fn postgres_restarted_during_a_webhook_burst_loses_no_acknowledged_deliver
     for (i, public_id) in ids.iter().enumerate() {
         tokio::time::sleep_until(started + interval * i as u32).await;
         let (client, url_hook) = (client.clone(), url_hook.clone());
-        let body = checkout_completed(&format!("evt_pgr_{i}"), public_id);
+        let body = checkout_completed(&format!("evt_pgr_{i}"), public_id, 500);
         sends.push(tokio::spawn(async move {
             (deliver_stripe(&client, &url_hook, &body).await, body)
         }));
