@@ -1,4 +1,4 @@
-//! The api's one error type, mapped once to the JSON error body of API.md:
+//! The api's one error type, mapped once to the JSON error body of docs/storefront.md:
 //! `{"error": {"code": "...", "message": "...", "fields"?: {...}, "request_id"?: "..."}}`.
 
 use std::collections::BTreeMap;

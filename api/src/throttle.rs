@@ -5,7 +5,7 @@
 //! never throttled: a provider's retry storm must not turn into lost events.
 //!
 //! The limits live in this process's memory: with N api replicas behind a balancer, a client
-//! gets up to N times the rate (see README).
+//! gets up to N times the rate (see docs/storefront.md).
 
 use std::{
     net::{IpAddr, SocketAddr},

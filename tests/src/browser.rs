@@ -148,7 +148,7 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// Saves a PNG of the viewport under `docs/screenshots/` (shown in the README).
+    /// Saves a PNG of the viewport under `docs/screenshots/` (shown in docs/operations.md).
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");

@@ -222,7 +222,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Job runtime settings (see README, "Job runtime").
+/// Job runtime settings (see docs/queue.md and docs/configuration.md).
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Handlers running at once per queue, unless overridden in `per_queue_concurrency`.

@@ -1,6 +1,6 @@
 //! Retry delays, persisted as the job's next `run_at` so that they survive a worker restart.
 //!
-//! The formula (also in README): after failed attempt `n` (1-based),
+//! The formula (also in docs/queue.md): after failed attempt `n` (1-based),
 //!
 //! ```text
 //! delay(n) = min(base * 2^(n-1), cap) * (1 + j),   j uniform in [0, 0.25)

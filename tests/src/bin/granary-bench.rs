@@ -1,6 +1,6 @@
 //! `cargo build --release --workspace --bins && target/release/granary-bench`: measures, in one run on this
 //! machine's PostgreSQL, the ceiling (pgbench) and Granary (its release binaries), and writes a
-//! markdown table to stdout and to `target/bench/latest.md` (README keeps the latest). Not a
+//! markdown table to stdout and to `target/bench/latest.md` (docs/performance.md keeps the latest). Not a
 //! test: nothing here asserts a timing.
 //!
 //! 1. ceiling: pgbench, one single-row insert of a webhook-sized body per transaction, at 1, 8
@@ -37,14 +37,8 @@ use granary_jobs::{
     queue::{Job, JobContext, JobError, NewJob, Registry, Wake, enqueue, enqueue::insert, runtime},
 };
 use granary_tests::{
-    TestDb, base_env,
-    db::server_options,
-    free_port,
-    resend::ResendStandIn,
-    shop::Shop,
-    stripe::checkout_completed,
-    sign, wait_healthy,
-    worker::WorkerProcess,
+    TestDb, base_env, db::server_options, free_port, resend::ResendStandIn, shop::Shop, sign,
+    stripe::checkout_completed, wait_healthy, worker::WorkerProcess,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -467,9 +461,12 @@ async fn send_payments(
         let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
         let email = format!("{prefix}_{}@example.com", i + 1);
         async move {
-            let raw =
-                serde_json::to_vec(&checkout_completed(&format!("evt_{public_id}"), &public_id, 500))
-                    .expect("json");
+            let raw = serde_json::to_vec(&checkout_completed(
+                &format!("evt_{public_id}"),
+                &public_id,
+                500,
+            ))
+            .expect("json");
             let header = sign::stripe_header(sign::STRIPE_SECRET, sign::now(), &raw);
             sent.lock().expect("lock").insert(email, Instant::now());
             let res = client
@@ -674,8 +671,8 @@ async fn handlers_only(orders: usize) -> (f64, String) {
                     return;
                 };
                 let event_id = format!("evt_{public_id}");
-                let body =
-                    serde_json::to_vec(&checkout_completed(&event_id, public_id, 500)).expect("json");
+                let body = serde_json::to_vec(&checkout_completed(&event_id, public_id, 500))
+                    .expect("json");
                 let verified = Verified {
                     event_id,
                     event_type: "checkout.session.completed".into(),

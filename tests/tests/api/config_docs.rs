@@ -76,8 +76,7 @@ fn read_by_code() -> BTreeSet<String> {
 /// Every variable `docs/configuration.md` documents: the rows whose first cell is `` `NAME` ``.
 fn documented() -> BTreeSet<String> {
     let path = root().join("docs/configuration.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter_map(|line| line.strip_prefix("| `"))
         .filter_map(|rest| rest.split_once('`').map(|(name, _)| name.to_string()))
@@ -90,8 +89,16 @@ fn every_variable_the_code_reads_is_documented_and_every_documented_one_is_read(
     let code = read_by_code();
     let docs = documented();
     // The scan itself must see the configuration: a few names it cannot miss.
-    for sure in ["DATABASE_URL", "STRIPE_WEBHOOK_SECRET", "APP_ENV", "RUST_LOG"] {
-        assert!(code.contains(sure), "the source scan missed {sure}: {code:?}");
+    for sure in [
+        "DATABASE_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "APP_ENV",
+        "RUST_LOG",
+    ] {
+        assert!(
+            code.contains(sure),
+            "the source scan missed {sure}: {code:?}"
+        );
     }
     let undocumented: Vec<_> = code.difference(&docs).collect();
     let stale: Vec<_> = docs.difference(&code).collect();

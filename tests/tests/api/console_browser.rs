@@ -1,5 +1,5 @@
 //! The operator console in a real browser: headless Chromium (Debian's package) through
-//! chromedriver, against the release binaries. The screenshots in README come from here.
+//! chromedriver, against the release binaries. The screenshots in docs/operations.md come from here.
 
 use std::time::Duration;
 

@@ -10,12 +10,8 @@ use std::{
 
 use granary_jobs::queue::probe::Probe;
 use granary_tests::{
-    TestApp, base_env, count, enqueue, free_port,
-    pgcluster::PrivateCluster,
-    shop::Shop,
-    stripe::checkout_completed,
-    sign, wait_for_count, wait_healthy,
-    worker::WorkerProcess,
+    TestApp, base_env, count, enqueue, free_port, pgcluster::PrivateCluster, shop::Shop, sign,
+    stripe::checkout_completed, wait_for_count, wait_healthy, worker::WorkerProcess,
 };
 use sqlx::{Connection as _, PgConnection, postgres::PgPoolOptions};
 use uuid::Uuid;

@@ -45,8 +45,7 @@ async fn product(
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().cloned().unwrap_or_default());
-    let price =
-        json!({"amount_cents": 1500, "currency": "USD", "metadata": {"checkout_url": "https://pay.example/x"}});
+    let price = json!({"amount_cents": 1500, "currency": "USD", "metadata": {"checkout_url": "https://pay.example/x"}});
     app.listed_product(seller, &body, &price).await
 }
 
