@@ -110,6 +110,11 @@ pub fn app(state: AppState) -> Router {
         .merge(console::router())
         .route("/metrics", axum::routing::get(metrics::public))
         .fallback(middleware::not_found)
+        // A handler that panics answers the contract's 500 (and is counted and logged as one)
+        // instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         // Innermost first: tracing sees the matched path.
         .layer(axum::middleware::from_fn_with_state(

@@ -34,6 +34,17 @@ fn make_span(req: &Request) -> tracing::Span {
     tracing::info_span!("http", method = %req.method(), route, request_id)
 }
 
+/// A handler's panic, answered as the contract's 500 `internal_error` (tower-http's
+/// `CatchPanicLayer`): the client gets a body and the request id, the log gets the panic.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+}
+
 /// Unknown routes answer the contract's 404 body.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound

@@ -598,7 +598,8 @@ pub async fn adjust(
         "lower-case letters, digits and _ . : - (at most 64)",
     );
     f.check(
-        amount != 0 && amount.abs() <= MAX_AMOUNT,
+        // A range, not `abs()`: `i64::MIN.abs()` overflows.
+        amount != 0 && (-MAX_AMOUNT..=MAX_AMOUNT).contains(&amount),
         "amount",
         "a non-zero number up to 10^12 either way",
     );

@@ -47,7 +47,7 @@ pub fn base_env(database_url: &str) -> HashMap<String, String> {
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
     with_worker: bool,
-    release_binaries: bool,
+    as_process: bool,
     with_clerk: bool,
     with_resend: bool,
     with_stripe: bool,
@@ -67,11 +67,13 @@ impl TestAppBuilder {
         self
     }
 
-    /// Runs the real release `granary-api` binary as a child process (`serve`, plus
-    /// `--with-worker` with [`Self::with_worker`]) instead of the in-process router: the
-    /// contract is then proved on what ships. The binaries are built once per test binary.
-    pub fn release_binaries(mut self) -> Self {
-        self.release_binaries = true;
+    /// Runs the real `granary-api` binary as a child process (`serve`, plus `--with-worker`
+    /// with [`Self::with_worker`]) instead of the in-process router: the contract is then proved
+    /// on the binary that ships, with its own `main`, configuration reading and signal handling.
+    /// It is the workspace's debug build (built once; `scripts/test` builds it before the
+    /// suite): the same code as the release build, with overflow checks on.
+    pub fn as_process(mut self) -> Self {
+        self.as_process = true;
         self
     }
 
@@ -146,7 +148,7 @@ impl TestAppBuilder {
         );
         env.extend(self.env);
         let port = free_port();
-        if self.release_binaries {
+        if self.as_process {
             env.insert("PORT".into(), port.to_string());
             env.insert("BIND_HOST".into(), "127.0.0.1".into());
         }
@@ -160,8 +162,8 @@ impl TestAppBuilder {
         )
         .expect("pool");
         let shutdown = CancellationToken::new();
-        let (addr, server, worker, process) = if self.release_binaries {
-            let exe = release_dir().join("granary-api");
+        let (addr, server, worker, process) = if self.as_process {
+            let exe = worker::binary_named("granary-api");
             let args: &[&str] = if self.with_worker {
                 &["serve", "--with-worker"]
             } else {
@@ -230,7 +232,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<anyhow::Result<()>>>,
-    /// The release `granary-api` child process, with [`TestAppBuilder::release_binaries`].
+    /// The `granary-api` child process, with [`TestAppBuilder::as_process`].
     process: Option<worker::WorkerProcess>,
     /// The Clerk stand-in, when started.
     pub clerk: Option<clerk::ClerkStandIn>,
@@ -417,13 +419,6 @@ impl Drop for TestApp {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.storage_root);
     }
-}
-
-/// The folder of the release binaries, built once per test binary (`cargo build --release
-/// --workspace --bins`).
-pub fn release_dir() -> std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| worker::build_binaries(true)).clone()
 }
 
 /// Waits until the scalar query `sql` returns `want`; panics with the last value after `timeout`.

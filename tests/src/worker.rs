@@ -13,40 +13,35 @@ use std::{
 /// from inside the tests recompiled for 90 s every time).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_binaries(false).join("granary-worker"))
+    BIN.get_or_init(|| build_binaries().join("granary-worker"))
         .clone()
 }
 
-/// Builds every binary of the workspace (`--release` when asked) and returns their folder.
-/// With `GRANARY_PREBUILT_BINARIES=1` (set by `scripts/test`, which builds them once before the
+/// Builds every binary of the workspace (debug) and returns their folder. With
+/// `GRANARY_PREBUILT_BINARIES=1` (set by `scripts/test`, which builds them once before the
 /// suite) it only checks that they are there: under nextest every test is a process of its own,
 /// and each would otherwise queue on cargo's build lock.
-pub fn build_binaries(release: bool) -> PathBuf {
+pub fn build_binaries() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"))
-        .join(if release { "release" } else { "debug" });
+        .join("debug");
     if std::env::var_os("GRANARY_PREBUILT_BINARIES").is_some_and(|v| v == "1") {
         for bin in ["granary-api", "granary-worker"] {
             assert!(
                 target.join(bin).is_file(),
                 "GRANARY_PREBUILT_BINARIES=1 but {} is missing: run `cargo build --workspace \
-                 --bins{}` first (scripts/test does)",
+                 --bins` first (scripts/test does)",
                 target.join(bin).display(),
-                if release { " --release" } else { "" }
             );
         }
         return target;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
-    if release {
-        args.push("--release");
-    }
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(&args)
+        .args(["build", "--quiet", "--workspace", "--bins"])
         .status()
         .expect("run cargo build for the binaries");
     assert!(status.success(), "building the binaries failed");

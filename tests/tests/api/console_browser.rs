@@ -1,5 +1,5 @@
 //! The operator console in a real browser: headless Chromium (Debian's package) through
-//! chromedriver, against the release binaries. The screenshots in docs/operations.md come from here.
+//! chromedriver, against the `granary-api` binary. The screenshots in docs/operations.md come from here.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
         .with_clerk()
         .with_resend()
         .with_worker()
-        .release_binaries()
+        .as_process()
         .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
         .spawn()
         .await;
@@ -138,11 +138,7 @@ async fn an_operator_finds_a_failed_receipt_by_its_error_and_requeues_it_in_the_
 
 #[tokio::test]
 async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() {
-    let app = TestApp::webhooks()
-        .with_worker()
-        .release_binaries()
-        .spawn()
-        .await;
+    let app = TestApp::webhooks().with_worker().as_process().spawn().await;
     let shop = granary_tests::shop::Shop::seed(&app.db_pool).await;
     let public_id = shop.orders(&app.db_pool, "wh", 1, false).await.remove(0);
     // Paid 100 for an order of 500: applying it fails, visibly.
@@ -234,7 +230,7 @@ async fn a_webhooks_payload_is_shown_and_a_failed_one_replayed_in_the_browser() 
 
 #[tokio::test]
 async fn the_console_refuses_a_visitor_who_has_not_logged_in() {
-    let app = TestApp::builder().release_binaries().spawn().await;
+    let app = TestApp::builder().as_process().spawn().await;
     let browser = Browser::start().await;
     for page in [
         "/console/",
@@ -274,7 +270,7 @@ async fn every_other_page_and_action_works_in_the_browser() {
         .with_clerk()
         .with_resend()
         .with_worker()
-        .release_binaries()
+        .as_process()
         .env("ORDER_CONFIRM_ALLOW_MANUAL", "true")
         .spawn()
         .await;

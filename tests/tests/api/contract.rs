@@ -1,5 +1,5 @@
 //! The starter's storefront contract (docs/storefront.md §1.1, §1.2, §6), black-box, on the
-//! release `granary-api` binary (with its in-process worker): each test calls a route as the
+//! `granary-api` binary as a process (with its in-process worker): each test calls a route as the
 //! starter's frontend calls it (same method, path, body) and reads exactly the fields the
 //! frontend reads. Products are created the way the frontend's "Create
 //! Offer Fast" creates them, by an ordinary signed-in user (`SELLER_ACCESS=any`), and paid for
@@ -36,7 +36,7 @@ impl Starter {
 
     async fn with(builder: granary_tests::TestAppBuilder) -> Self {
         let app = builder
-            .release_binaries()
+            .as_process()
             .with_clerk()
             .with_resend()
             .with_worker()
@@ -606,11 +606,7 @@ async fn create_offer_fast_works_for_any_signed_in_user_with_seller_access_any()
 
     // With the default SELLER_ACCESS=role, the same user is refused until the operator grants
     // the role.
-    let strict = TestApp::builder()
-        .release_binaries()
-        .with_clerk()
-        .spawn()
-        .await;
+    let strict = TestApp::builder().as_process().with_clerk().spawn().await;
     let maker = strict.token("user_maker", "buyer").await;
     let res = strict
         .post_as(

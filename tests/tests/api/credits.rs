@@ -95,6 +95,36 @@ async fn grant(app: &TestApp, user: &str, amount: i64) {
 }
 
 #[tokio::test]
+async fn amounts_at_the_ends_of_i64_are_refused_by_name_not_by_a_dropped_connection() {
+    // Found by schemathesis on the debug build: `i64::MIN.abs()` overflowed in the adjust
+    // route's bound check, and the panic dropped the connection.
+    let app = shop(false).await;
+    let admin = app.token("user_admin", "admin").await;
+    let buyer = app.token("user_buyer", "buyer").await;
+    for amount in [i64::MIN, i64::MAX, i64::MIN + 1] {
+        let res = app
+            .post_as(
+                &admin,
+                "/api/admin/credits/adjust/",
+                &json!({"clerk_user_id": "user_buyer", "unit": "tokens", "amount": amount, "reason": "edge"}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{amount}: {}", res.text);
+        assert!(
+            res.json["error"]["fields"]["amount"].is_array(),
+            "{}",
+            res.text
+        );
+        let res = consume(&app, &buyer, amount, &format!("edge-{amount}")).await;
+        assert_eq!(res.status, 422, "{amount}: {}", res.text);
+    }
+    assert_eq!(
+        count(&app.db_pool, "SELECT count(*) FROM credit_entries").await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn a_hundred_concurrent_debits_of_one_against_fifty_succeed_exactly_fifty_times() {
     let app = shop(false).await;
     let buyer = app.token("user_buyer", "buyer").await;

@@ -1,5 +1,5 @@
 //! Granary's integration suite: one test binary, a module per area. Every test starts the real
-//! api (in-process, or the release binary where the shipped artefact is the point) on a fresh
+//! api (in-process, or the binary as a process where the shipped artefact is the point) on a fresh
 //! PostgreSQL database of its own; the worker runs in-process or as the real `granary-worker`
 //! process. Providers (Clerk, Stripe, Resend, S3) are local stand-ins speaking their wire
 //! protocol, and the real client crates are pointed at them. `docs/testing.md` says how to run
