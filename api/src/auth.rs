@@ -259,7 +259,13 @@ impl AuthUser {
         } else {
             Err(ApiError::Forbidden {
                 code: "forbidden",
-                message: "This needs the seller role.".into(),
+                message: format!(
+                    "This needs the seller role. An operator grants it with `granary-worker \
+                     users set-role {} seller --reason \"...\"` (or POST \
+                     /api/admin/users/{}/role/); SELLER_ACCESS=any lets every signed-in user \
+                     sell.",
+                    self.clerk_user_id, self.clerk_user_id
+                ),
             })
         }
     }

@@ -51,10 +51,12 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let dev = matches!(cli.command, Some(Command::Dev));
-    // The one-command setup trusts local development tokens (`granary-api token`) unless told
-    // otherwise; config validation refuses the switch in production.
+    // The one-command setup trusts local development tokens (`granary-api token`) and lets
+    // every signed-in user sell (the starter's rule, so the storefront's "Create Offer Fast"
+    // works on the first click), unless told otherwise; config validation refuses dev tokens in
+    // production, and `serve` keeps `SELLER_ACCESS=role`.
     let defaults: &[(&str, &str)] = if dev {
-        &[("GRANARY_DEV_AUTH", "true")]
+        &[("GRANARY_DEV_AUTH", "true"), ("SELLER_ACCESS", "any")]
     } else {
         &[]
     };
@@ -157,6 +159,18 @@ async fn main() -> anyhow::Result<()> {
             match &config.storage {
                 granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
                 _ => "the configured backend".into(),
+            }
+        );
+        println!(
+            "  sellers:   SELLER_ACCESS={} ({})",
+            config.seller_access.as_str(),
+            match config.seller_access {
+                granary_jobs::config::SellerAccess::Any => {
+                    "every signed-in user may sell; production's default is `role`"
+                }
+                granary_jobs::config::SellerAccess::Role => {
+                    "only sellers: granary-worker users set-role <user> seller"
+                }
             }
         );
         println!("  stop:      ctrl-c\n");

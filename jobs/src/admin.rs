@@ -453,7 +453,7 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
                 FROM entitlements e JOIN order_items oi ON e.source_type = 'order_item' AND e.source_id = oi.id::text WHERE oi.order_id = $1
             UNION ALL SELECT e.revoked_at, 'entitlement.revoked', jsonb_build_object('feature', e.feature_key, 'reason', e.revoke_reason)
                 FROM entitlements e JOIN order_items oi ON e.source_type = 'order_item' AND e.source_id = oi.id::text WHERE oi.order_id = $1 AND e.revoked_at IS NOT NULL
-            UNION ALL SELECT g.created_at, 'grant.issued', jsonb_build_object('grant_id', g.id, 'asset_id', g.asset_id, 'max_downloads', g.max_downloads, 'expires_at', g.expires_at)
+            UNION ALL SELECT g.created_at, CASE WHEN g.asset_id IS NULL THEN 'grant.placeholder' ELSE 'grant.issued' END, jsonb_build_object('grant_id', g.id, 'asset_id', g.asset_id, 'max_downloads', g.max_downloads, 'expires_at', g.expires_at)
                 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1
             UNION ALL SELECT g.revoked_at, 'grant.revoked', jsonb_build_object('grant_id', g.id, 'reason', g.revoke_reason)
                 FROM download_grants g JOIN order_items oi ON oi.id = g.order_item_id WHERE oi.order_id = $1 AND g.revoked_at IS NOT NULL

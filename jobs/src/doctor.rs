@@ -220,6 +220,23 @@ pub async fn run(config: &Config, pool: &PgPool, opts: Options) -> Report {
         ),
     }
 
+    // Who may sell.
+    match config.seller_access {
+        crate::config::SellerAccess::Role => r.push(
+            "seller access",
+            Level::Ok,
+            "SELLER_ACCESS=role: only sellers and admins use the seller API",
+            "grant the role with: granary-worker users set-role <clerk user id> seller --reason ...",
+        ),
+        crate::config::SellerAccess::Any => r.push(
+            "seller access",
+            Level::Ok,
+            "SELLER_ACCESS=any: every signed-in user may create products and sell them (the \
+             starter's rule; `granary-api dev` starts this way)",
+            "set SELLER_ACCESS=role to limit selling to users granted the seller role",
+        ),
+    }
+
     // Clerk.
     match &config.clerk.jwks_url {
         None if config.clerk.dev_auth => r.push(

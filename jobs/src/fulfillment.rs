@@ -86,6 +86,8 @@ struct Granted {
     grants: i64,
     /// Whether it had download grants before (an earlier attempt, or another asset).
     had_grants: bool,
+    /// Whether an item waits for its file (a placeholder grant).
+    files_coming: bool,
 }
 
 /// The digital half of fulfilling `order_id`, in one statement (one round trip): the order is
@@ -94,7 +96,9 @@ struct Granted {
 /// entitlements, and a paid order becomes `fulfilled`. An order in any other state (refunded or
 /// disputed before this ran) gets nothing. `None`: no such order.
 ///
-/// Grants: one per order item and ready, active asset of its product. Tokens are 160 bits from
+/// Grants: one per order item and ready, active asset of its product. An item of a digital
+/// product with no ready file yet gets a placeholder grant (no asset, never downloadable), which
+/// becomes the real grant when an asset is finalized (`issue_grants`). Tokens are 160 bits from
 /// PostgreSQL's CSPRNG (`gen_random_bytes`). The order's items are read first (a materialized
 /// CTE, so by `order_items_order_idx`), then their products and assets. Left to itself, the
 /// planner started from the product's assets and walked every order item of that product,
@@ -127,6 +131,20 @@ async fn write_grants(
             WHERE $5
             ON CONFLICT (source_type, source_id, feature_key) DO NOTHING
             RETURNING 1
+        ), fill AS (
+            -- A placeholder becomes the real grant (same id and token) for the item's first
+            -- ready asset; the clock starts now.
+            UPDATE download_grants g SET asset_id = x.asset_id, created_at = now(),
+                   expires_at = CASE WHEN x.days IS NULL THEN NULL ELSE now() + make_interval(days => x.days) END,
+                   max_downloads = x.max_downloads
+            FROM (SELECT DISTINCT ON (i.id) i.id AS item_id, a.id AS asset_id,
+                         coalesce(p.download_expiry_days, $3) AS days, coalesce(p.download_max, $4) AS max_downloads
+                  FROM items i JOIN products p ON p.id = i.product_id JOIN digital_assets a ON a.product_id = p.id
+                  WHERE a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
+                    AND ($2::uuid IS NULL OR a.id = $2)
+                  ORDER BY i.id, a.created_at, a.id) x
+            WHERE g.order_item_id = x.item_id AND g.asset_id IS NULL AND g.revoked_at IS NULL
+            RETURNING g.order_item_id, g.asset_id
         ), gr AS (
             INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, expires_at, max_downloads)
             SELECT encode(gen_random_bytes(20), 'hex'), i.customer_profile_id, i.id, a.id,
@@ -138,7 +156,25 @@ async fn write_grants(
             JOIN digital_assets a ON a.product_id = p.id
             WHERE a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL
               AND ($2::uuid IS NULL OR a.id = $2)
+              AND NOT EXISTS (SELECT 1 FROM fill f WHERE f.order_item_id = i.id AND f.asset_id = a.id)
+              -- An operator revoked the item's placeholder: no grant replaces it.
+              AND NOT EXISTS (SELECT 1 FROM download_grants x WHERE x.order_item_id = i.id
+                              AND x.asset_id IS NULL AND x.revoked_at IS NOT NULL)
             ON CONFLICT (order_item_id, asset_id) DO NOTHING
+            RETURNING 1
+        ), placeholder AS (
+            -- A digital product with no ready file yet, as the starter does it; a credit pack
+            -- without any asset row is not waiting for a file. The buyer sees "file coming".
+            INSERT INTO download_grants (token, profile_id, order_item_id, asset_id, max_downloads)
+            SELECT encode(gen_random_bytes(20), 'hex'), i.customer_profile_id, i.id, NULL, coalesce(p.download_max, $4)
+            FROM items i JOIN products p ON p.id = i.product_id
+            WHERE $5 AND p.product_type = 'digital'
+              AND NOT EXISTS (SELECT 1 FROM digital_assets a WHERE a.product_id = p.id
+                              AND a.status = 'ready' AND a.is_active AND a.deleted_at IS NULL)
+              AND (EXISTS (SELECT 1 FROM digital_assets a WHERE a.product_id = p.id AND a.deleted_at IS NULL)
+                   OR jsonb_array_length(p.credit_grants) = 0)
+              AND NOT EXISTS (SELECT 1 FROM download_grants g WHERE g.order_item_id = i.id)
+            ON CONFLICT (order_item_id) WHERE asset_id IS NULL DO NOTHING
             RETURNING 1
         ), done AS (
             UPDATE orders SET status = 'fulfilled', fulfilled_at = coalesce(fulfilled_at, now())
@@ -152,8 +188,12 @@ async fn write_grants(
                EXISTS (SELECT 1 FROM items i JOIN products p ON p.id = i.product_id
                        WHERE jsonb_array_length(p.credit_grants) > 0) AS "packs!",
                (SELECT count(*) FROM ent) AS "entitlements!",
-               (SELECT count(*) FROM gr) AS "grants!",
-               EXISTS (SELECT 1 FROM download_grants g JOIN items i ON i.id = g.order_item_id) AS "had_grants!"
+               (SELECT count(*) FROM gr) + (SELECT count(*) FROM fill) AS "grants!",
+               EXISTS (SELECT 1 FROM download_grants g JOIN items i ON i.id = g.order_item_id
+                       WHERE g.asset_id IS NOT NULL) AS "had_grants!",
+               EXISTS (SELECT 1 FROM placeholder)
+                   OR EXISTS (SELECT 1 FROM download_grants g JOIN items i ON i.id = g.order_item_id
+                              WHERE g.asset_id IS NULL AND g.revoked_at IS NULL) AS "files_coming!"
         FROM o
         "#,
         order_id,
@@ -231,7 +271,15 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
     if has_downloads {
         lines.push("Your downloads are ready in your account (sign in to download).".into());
     }
-    let link = has_downloads.then_some(("Your downloads", downloads.as_str()));
+    if order.files_coming {
+        lines.push(
+            "A file you bought is not uploaded yet: it appears in your downloads when the seller \
+             adds it, and we will email you then."
+                .into(),
+        );
+    }
+    let link =
+        (has_downloads || order.files_coming).then_some(("Your downloads", downloads.as_str()));
     let subject = format!("Your receipt for order {}", order.public_id);
     emails::queue_email(
         &mut tx,

@@ -136,7 +136,7 @@ pub async fn subscription_status(
         billing::refresh(&state.pool, &state.config, &user.clerk_user_id).await?;
     }
     Ok(Json(
-        billing::sync_status(&state.pool, &user.clerk_user_id).await?,
+        billing::sync_status(&state.pool, &state.config, &user.clerk_user_id).await?,
     ))
 }
 
@@ -216,15 +216,16 @@ pub async fn create_booking(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// `POST /api/account/preflight/email-test/`: queues a real test email through the email job.
-#[utoipa::path(post, path = "/api/account/preflight/email-test/", tag = "account", responses((status = 200, body = EmailTestOut), (status = 400, description = "no address: {sent: false, detail}")))]
+/// `POST /api/account/preflight/email-test/`: queues a real test email through the email job;
+/// 400 `{sent: false, detail}` when Resend is not configured or the caller has no address.
+#[utoipa::path(post, path = "/api/account/preflight/email-test/", tag = "account", responses((status = 200, body = EmailTestOut), (status = 400, description = "Resend not configured, or no address: {sent: false, detail, error}")))]
 pub async fn email_test(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     let mut tx = state.pool.begin().await?;
-    match profile::send_test_email(&mut tx, user.profile_id).await {
+    match profile::send_test_email(&mut tx, &state.config.resend, user.profile_id).await {
         Ok(out) => {
             tx.commit().await?;
             Ok(Json(out).into_response())

@@ -44,7 +44,7 @@ fn api_base(headers: &HeaderMap) -> String {
 }
 
 /// `POST /api/account/downloads/<token>/access/`: `{download_url, url, expires_at, grant}`.
-#[utoipa::path(post, path = "/api/account/downloads/{token}/access/", tag = "account", params(("token" = String, Path)), responses((status = 200, body = AccessOut), (status = 403, description = "download_not_allowed"), (status = 404, description = "not_found"), (status = 503, description = "storage_unavailable")))]
+#[utoipa::path(post, path = "/api/account/downloads/{token}/access/", tag = "account", params(("token" = String, Path)), responses((status = 200, body = AccessOut), (status = 403, description = "download_not_allowed, or download_not_ready: a placeholder whose file the seller has not uploaded yet"), (status = 404, description = "not_found"), (status = 503, description = "storage_unavailable")))]
 pub async fn access(
     State(state): State<AppState>,
     user: AuthUser,

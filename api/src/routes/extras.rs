@@ -1,25 +1,75 @@
-//! The starter's dashboard probes that Granary answers honestly: the Supabase profile bridge
-//! (Granary keeps profiles in its own database) and the AI placeholders (none configured; no
-//! invented usage).
+//! The starter's dashboard probes that Granary answers honestly: the profile probe (Granary
+//! keeps profiles in its own database, and reads the caller's from there) and the AI
+//! placeholders (none configured; no invented usage).
 
 use axum::{Json, extract::State};
 use granary_jobs::{
     account::{billing, profile},
     credits,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{ApiResult, AppState, auth::AuthUser};
+use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
 
-/// `GET /api/supabase/profile/`: 200 `{ok: false, detail}` — there is no Supabase profile
-/// table to bridge to.
-#[utoipa::path(get, path = "/api/supabase/profile/", tag = "account", responses((status = 200, description = "{ok: false, detail, profile: null}")))]
-pub async fn supabase_profile(_user: AuthUser) -> Json<Value> {
-    Json(json!({
-        "ok": false,
-        "detail": "Granary keeps profiles in its own PostgreSQL database (GET /api/me/); there is no Supabase profile table to bridge to.",
-        "profile": null,
+/// `GET /api/supabase/profile/`, the dashboard's "can the backend read my profile from its
+/// database" probe. Granary's profiles live in its own PostgreSQL (there is no Supabase), so
+/// the probe reads the caller's profile from there: 200 `{ok: true, detail, profile,
+/// source_table: "profiles"}`. When the database cannot be read, 200 `{ok: false, detail,
+/// profile: null}` with the reason, as the starter answers a failed probe.
+#[utoipa::path(get, path = "/api/supabase/profile/", tag = "account", responses((status = 200, body = ProfileProbe, description = "ok: true with the caller's profile, or ok: false with the reason the database could not be read")))]
+pub async fn supabase_profile(
+    State(state): State<AppState>,
+    user: Result<AuthUser, ApiError>,
+) -> ApiResult<Json<ProfileProbe>> {
+    let unreadable = |why: String| ProfileProbe {
+        ok: false,
+        detail: format!("Granary could not read your profile from its PostgreSQL database: {why}"),
+        profile: None,
+        source_table: "profiles",
+    };
+    // Signing in writes the profile row, so an unreachable database shows here first.
+    let user = match user {
+        Ok(user) => user,
+        Err(e @ ApiError::Unavailable { .. }) => return Ok(Json(unreadable(e.to_string()))),
+        Err(e) => return Err(e),
+    };
+    let read = async {
+        let features = billing::enabled_features(
+            &state.pool,
+            user.profile_id,
+            user.claims.extra.get(&state.config.clerk.billing_claim),
+        )
+        .await?;
+        profile::profile(&state.pool, user.profile_id, &features).await
+    };
+    Ok(Json(match read.await {
+        Ok(p) => ProfileProbe {
+            ok: true,
+            detail: "Read your profile from Granary's own PostgreSQL database (table profiles); \
+                     Granary keeps profiles there, not in Supabase."
+                .into(),
+            profile: Some(p),
+            source_table: "profiles",
+        },
+        Err(e) => match ApiError::from(e) {
+            e @ ApiError::Unavailable { .. } => unreadable(e.to_string()),
+            e => return Err(e),
+        },
     }))
+}
+
+/// `GET /api/supabase/profile/`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProfileProbe {
+    /// The caller's profile was read from the database.
+    pub ok: bool,
+    /// What was read, and from where, or why it could not be.
+    pub detail: String,
+    /// The caller's profile, as `GET /api/me/` shows it.
+    pub profile: Option<profile::ProfileOut>,
+    /// The table it was read from.
+    pub source_table: &'static str,
 }
 
 /// `GET /api/ai/providers/`: `[]` — no AI provider is configured.

@@ -277,21 +277,23 @@ pub const HARD_TTL_SECONDS: i64 = 10_800;
 /// `GET /api/account/subscriptions/status/`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncStatus {
-    /// `fresh`, `soft_stale` or `hard_stale`.
+    /// `fresh`, `soft_stale` or `hard_stale` (an account that never synced is `hard_stale`).
     pub state: &'static str,
-    /// True only when the data is hard-stale and the last pull from Clerk failed: Granary
-    /// cannot vouch for the subscription state.
+    /// True only when the shop uses Clerk Billing, the data is hard-stale (or was never
+    /// synced), and the last pull from Clerk failed after the last success: Granary cannot
+    /// vouch for the subscription state.
     pub blocking: bool,
-    /// `synced`, `no_subscription_payload`, `no_active_subscription`,
-    /// `synced_with_partial_errors`, `stale` or `sync_failed`.
+    /// `synced`, `no_subscription_payload` (nothing reported yet, including never synced),
+    /// `no_active_subscription`, `synced_with_partial_errors`, `stale` or `sync_failed`.
     pub reason_code: &'static str,
-    /// The last pull's error code, if it failed.
+    /// The last pull's error code, while that failure is the newest news.
     pub error_code: Option<String>,
     /// A sentence for people.
     pub detail: String,
     /// The last pull from Clerk.
     pub last_attempt_at: Option<DateTime<Utc>>,
-    /// The later of the newest Clerk billing event applied and the last successful pull.
+    /// The later of the newest Clerk billing event applied and the last successful pull; null
+    /// when the account never synced.
     pub last_success_at: Option<DateTime<Utc>>,
     /// Seconds since `last_success_at`.
     pub age_seconds: Option<i64>,
@@ -301,10 +303,21 @@ pub struct SyncStatus {
     pub hard_ttl_seconds: i64,
 }
 
-/// Computed from when Clerk billing events for the user last arrived and from the last pull.
-/// Webhooks are the source of truth: a quiet subscription is not a broken one, so staleness
-/// alone never blocks; a failed pull on top of hard-stale data does.
-pub async fn sync_status(pool: &PgPool, clerk_user_id: &str) -> sqlx::Result<SyncStatus> {
+/// Computed from when Clerk billing events for the user last arrived and from the pulls.
+///
+/// - Freshness is the age of the newest success (an event applied, or a pull that answered).
+///   An account that never synced is `hard_stale`: Granary has no news of it at all.
+/// - A failed pull counts only while it is newer than that success: a later event or pull
+///   clears it.
+/// - Webhooks are the source of truth, so a quiet subscription is not a broken one: staleness
+///   alone never blocks. A failed pull on top of hard-stale data blocks, but only where the
+///   shop uses Clerk Billing (`CLERK_SECRET_KEY` set, or the account has subscriptions): a shop
+///   without it is never blocked by it.
+pub async fn sync_status(
+    pool: &PgPool,
+    config: &Config,
+    clerk_user_id: &str,
+) -> sqlx::Result<SyncStatus> {
     let r = sqlx::query!(
         r#"SELECT (SELECT max(last_event_at) FROM subscriptions WHERE clerk_user_id = $1) AS last_event_at,
                   (SELECT count(*) FROM subscriptions WHERE clerk_user_id = $1 AND kind = 'item') AS "items!",
@@ -317,16 +330,21 @@ pub async fn sync_status(pool: &PgPool, clerk_user_id: &str) -> sqlx::Result<Syn
     )
     .fetch_one(pool)
     .await?;
+    let billing_in_use = config.clerk.secret_key.is_some() || r.items > 0;
     let last_success_at = r.last_event_at.max(r.last_success_at);
     let age = last_success_at.map(|t| (Utc::now() - t).num_seconds().max(0));
-    let failed = r.last_error_code.is_some();
+    // A failure is news only until something newer succeeds.
+    let failed = r.last_error_code.is_some()
+        && match (r.last_attempt_at, last_success_at) {
+            (Some(attempt), Some(success)) => attempt > success,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
     let state = match age {
         Some(a) if a <= SOFT_WINDOW_SECONDS => "fresh",
         Some(a) if a <= HARD_TTL_SECONDS => "soft_stale",
-        Some(_) => "hard_stale",
-        // No event and no successful pull: with no subscription there is nothing to be stale.
-        None if r.items == 0 && !failed => "fresh",
-        None => "hard_stale",
+        // Stale, or never synced.
+        _ => "hard_stale",
     };
     let (reason_code, detail) = if failed {
         (
@@ -335,6 +353,18 @@ pub async fn sync_status(pool: &PgPool, clerk_user_id: &str) -> sqlx::Result<Syn
                 "The last pull from Clerk failed: {}",
                 r.last_error.clone().unwrap_or_default()
             ),
+        )
+    } else if last_success_at.is_none() {
+        (
+            "no_subscription_payload",
+            if billing_in_use {
+                "Never synced: no Clerk billing event has arrived for this account and no pull \
+                 from Clerk has succeeded yet. Refresh to pull from Clerk."
+            } else {
+                "Never synced: this shop does not use Clerk Billing (CLERK_SECRET_KEY is unset) \
+                 and no Clerk billing event has arrived for this account."
+            }
+            .to_string(),
         )
     } else if r.items == 0 {
         (
@@ -361,9 +391,9 @@ pub async fn sync_status(pool: &PgPool, clerk_user_id: &str) -> sqlx::Result<Syn
     };
     Ok(SyncStatus {
         state,
-        blocking: state == "hard_stale" && failed,
+        blocking: billing_in_use && state == "hard_stale" && failed,
         reason_code,
-        error_code: r.last_error_code,
+        error_code: r.last_error_code.filter(|_| failed),
         detail,
         last_attempt_at: r.last_attempt_at,
         last_success_at,

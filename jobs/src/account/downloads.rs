@@ -21,9 +21,9 @@ pub struct GrantOut {
     pub id: Uuid,
     /// The secret the access route takes (listed only to its owner).
     pub token: String,
-    /// Asset.
-    pub asset: Uuid,
-    /// Asset title.
+    /// Asset; null while the grant is a placeholder (the file is not uploaded yet).
+    pub asset: Option<Uuid>,
+    /// Asset title (the product's name while a placeholder).
     pub asset_title: String,
     /// Product name.
     pub product_name: String,
@@ -31,7 +31,7 @@ pub struct GrantOut {
     pub order_item: Uuid,
     /// The order's public id.
     pub order_public_id: String,
-    /// Expiry, if any.
+    /// Expiry, if any (a placeholder's clock starts when its file is there).
     pub expires_at: Option<DateTime<Utc>>,
     /// Allowed downloads; 0 = unlimited.
     pub max_downloads: i32,
@@ -39,33 +39,38 @@ pub struct GrantOut {
     pub download_count: i32,
     /// Last download.
     pub last_downloaded_at: Option<DateTime<Utc>>,
-    /// Not revoked.
+    /// Not revoked, and not a placeholder (the starter's inactive placeholder grant).
     pub is_active: bool,
     /// Revoked (refund, dispute, operator).
     pub revoked: bool,
+    /// A placeholder: the product is paid for, its file is not uploaded yet.
+    pub is_placeholder: bool,
     /// Downloadable now: active, not expired, under the limit, asset ready.
     pub can_download: bool,
-    /// Created.
+    /// Why it cannot be downloaded now, for people; null when it can.
+    pub reason: Option<String>,
+    /// Created (for a placeholder that became a grant: when its file arrived).
     pub created_at: DateTime<Utc>,
     /// Updated (last download, else creation).
     pub updated_at: DateTime<Utc>,
 }
 
-/// The caller's grants (or one of them), newest first.
+/// The caller's grants (or one of them), newest first, placeholders included.
 pub async fn list(
     db: impl PgExecutor<'_>,
     profile_id: Uuid,
     only: Option<Uuid>,
 ) -> sqlx::Result<Vec<GrantOut>> {
     let rows = sqlx::query!(
-        r#"SELECT g.id, g.token, g.asset_id, a.title, p.name AS product_name, g.order_item_id, o.public_id, g.expires_at,
-                  g.max_downloads, g.download_count, g.revoked_at, g.created_at,
-                  granary_can_download(g, a) AS "can_download!",
+        r#"SELECT g.id, g.token, g.asset_id AS "asset_id?", coalesce(a.title, p.name) AS "title!", p.name AS product_name,
+                  g.order_item_id, o.public_id, g.expires_at, g.max_downloads, g.download_count, g.revoked_at, g.created_at,
+                  coalesce(granary_can_download(g, a), false) AS "can_download!",
+                  a.status AS "asset_status?", coalesce(a.is_active AND a.deleted_at IS NULL, false) AS "asset_live!",
                   (SELECT max(e.created_at) FROM download_events e WHERE e.grant_id = g.id) AS last_downloaded_at
            FROM download_grants g
-           JOIN digital_assets a ON a.id = g.asset_id
-           JOIN products p ON p.id = a.product_id
+           LEFT JOIN digital_assets a ON a.id = g.asset_id
            JOIN order_items oi ON oi.id = g.order_item_id JOIN orders o ON o.id = oi.order_id
+           JOIN products p ON p.id = oi.product_id
            WHERE g.profile_id = $1 AND ($2::uuid IS NULL OR g.id = $2) ORDER BY g.created_at DESC"#,
         profile_id,
         only
@@ -74,23 +79,47 @@ pub async fn list(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|g| GrantOut {
-            id: g.id,
-            token: g.token,
-            asset: g.asset_id,
-            asset_title: g.title,
-            product_name: g.product_name,
-            order_item: g.order_item_id,
-            order_public_id: g.public_id,
-            expires_at: g.expires_at,
-            max_downloads: g.max_downloads.unwrap_or(0),
-            download_count: g.download_count,
-            last_downloaded_at: g.last_downloaded_at,
-            is_active: g.revoked_at.is_none(),
-            revoked: g.revoked_at.is_some(),
-            can_download: g.can_download,
-            created_at: g.created_at,
-            updated_at: g.last_downloaded_at.unwrap_or(g.created_at),
+        .map(|g| {
+            let placeholder = g.asset_id.is_none();
+            let reason = if g.can_download {
+                None
+            } else if g.revoked_at.is_some() {
+                Some("This download was revoked (a refund, a dispute or the shop).".to_string())
+            } else if placeholder {
+                Some(
+                    "The seller has not uploaded this file yet. It becomes downloadable here \
+                     when they do, and you get an email."
+                        .to_string(),
+                )
+            } else if g.expires_at.is_some_and(|e| e <= Utc::now()) {
+                Some("This download has expired.".to_string())
+            } else if g.max_downloads.is_some_and(|m| g.download_count >= m) {
+                Some("Every download of this file has been used.".to_string())
+            } else if !g.asset_live || g.asset_status.as_deref() != Some("ready") {
+                Some("The file is not available right now; the shop is preparing it.".to_string())
+            } else {
+                Some("This download is not available.".to_string())
+            };
+            GrantOut {
+                id: g.id,
+                token: g.token,
+                asset: g.asset_id,
+                asset_title: g.title,
+                product_name: g.product_name,
+                order_item: g.order_item_id,
+                order_public_id: g.public_id,
+                expires_at: g.expires_at,
+                max_downloads: g.max_downloads.unwrap_or(0),
+                download_count: g.download_count,
+                last_downloaded_at: g.last_downloaded_at,
+                is_active: g.revoked_at.is_none() && !placeholder,
+                revoked: g.revoked_at.is_some(),
+                is_placeholder: placeholder,
+                can_download: g.can_download,
+                reason,
+                created_at: g.created_at,
+                updated_at: g.last_downloaded_at.unwrap_or(g.created_at),
+            }
         })
         .collect())
 }
@@ -169,20 +198,27 @@ pub async fn access(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(g) = granted else {
-        let exists = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM download_grants WHERE token = $1 AND profile_id = $2) AS "e!""#,
+        // Why not: no such grant of the caller's (404), a placeholder whose file is not
+        // uploaded yet, or not downloadable now.
+        let placeholder = sqlx::query_scalar!(
+            r#"SELECT asset_id IS NULL AND revoked_at IS NULL AS "p!" FROM download_grants WHERE token = $1 AND profile_id = $2"#,
             token,
             profile_id
         )
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        return Err(if exists {
-            DomainError::Forbidden {
+        return Err(match placeholder {
+            None => DomainError::NotFound,
+            Some(true) => DomainError::Forbidden {
+                code: "download_not_ready",
+                message: "The seller has not uploaded this file yet; it becomes downloadable \
+                          when they do."
+                    .into(),
+            },
+            Some(false) => DomainError::Forbidden {
                 code: "download_not_allowed",
                 message: "Download grant is inactive, expired, or out of attempts.".into(),
-            }
-        } else {
-            DomainError::NotFound
+            },
         });
     };
     sqlx::query!(

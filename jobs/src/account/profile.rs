@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::{
+    config::ResendConfig,
     emails::{self, Draft},
     error::{DomainError, DomainResult, Fields},
 };
@@ -293,11 +294,20 @@ pub struct EmailTestOut {
 
 /// Queues a real test email to the caller through the email job, and records it on the
 /// customer account (`metadata.preflight_email_last_sent_at` / `_last_recipient`), as the
-/// starter's dashboard reads it. No address: 400 with `sent: false`.
+/// starter's dashboard reads it. Without Resend (`RESEND_API_KEY` unset: emails stay in the
+/// local outbox) or without an address: 400 with `sent: false`, and nothing is queued.
 pub async fn send_test_email(
     conn: &mut PgConnection,
+    resend: &ResendConfig,
     profile_id: Uuid,
 ) -> DomainResult<EmailTestOut> {
+    if resend.api_key.is_none() {
+        return Err(DomainError::BadRequest(
+            "Resend is not configured: set RESEND_API_KEY and RESEND_FROM_EMAIL to send email. \
+             Until then emails are kept in the local outbox (the emails table), not delivered."
+                .into(),
+        ));
+    }
     let account = customer(&mut *conn, profile_id).await?;
     let to = [
         &account.billing_email,

@@ -140,6 +140,16 @@ pub enum SellerAccess {
     Any,
 }
 
+impl SellerAccess {
+    /// The `SELLER_ACCESS` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Role => "role",
+            Self::Any => "any",
+        }
+    }
+}
+
 /// Resend (email) settings. Without an API key emails go to the local outbox.
 #[derive(Debug, Clone)]
 pub struct ResendConfig {

@@ -315,6 +315,92 @@ async fn downloads_carry_product_name_and_a_numeric_limit() {
 }
 
 #[tokio::test]
+async fn a_paid_digital_product_without_its_file_shows_a_placeholder_that_becomes_the_download() {
+    let s = Starter::start().await;
+    let offer = s
+        .create_offer("Field Guide", "digital", 1900, "USD", None)
+        .await;
+    let public_id = s.buy_manually(&offer.price_id).await;
+    // The buyer sees the purchase in their downloads, not downloadable yet, and why.
+    let grants = s.get("/api/account/downloads/").await;
+    assert_eq!(list(&grants).len(), 1, "{grants}");
+    let g = &list(&grants)[0];
+    let token = g["token"].as_str().expect("a token").to_string();
+    assert_eq!(g["product_name"], "Field Guide");
+    assert_eq!(g["order_public_id"], public_id.as_str());
+    assert_eq!(
+        (&g["can_download"], &g["is_active"], &g["is_placeholder"]),
+        (&json!(false), &json!(false), &json!(true)),
+        "{g}"
+    );
+    assert!(g["asset"].is_null() && g["expires_at"].is_null(), "{g}");
+    assert!(
+        g["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not uploaded this file yet")),
+        "{g}"
+    );
+    let res = s
+        .app
+        .post_as(
+            &s.buyer,
+            &format!("/api/account/downloads/{token}/access/"),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (403, Some("download_not_ready")),
+        "{}",
+        res.text
+    );
+    let receipt: String = sqlx::query_scalar("SELECT text_body FROM emails WHERE kind = 'receipt'")
+        .fetch_one(&s.app.db_pool)
+        .await
+        .unwrap();
+    assert!(receipt.contains("not uploaded yet"), "{receipt}");
+
+    // The seller uploads the file: the placeholder becomes the download (same token), and the
+    // buyer is told.
+    s.add_ready_asset(&offer, "uploads/guide.pdf").await;
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM emails WHERE kind = 'grant_issued' AND status = 'sent'",
+            1,
+            WAIT,
+        )
+        .await;
+    let grants = s.get("/api/account/downloads/").await;
+    assert_eq!(
+        list(&grants).len(),
+        1,
+        "one grant, not a placeholder and a grant: {grants}"
+    );
+    let g = &list(&grants)[0];
+    assert_eq!(g["token"], token.as_str());
+    assert_eq!(
+        (&g["can_download"], &g["is_active"], &g["is_placeholder"]),
+        (&json!(true), &json!(true), &json!(false)),
+        "{g}"
+    );
+    assert_eq!(g["asset_title"], "Bundle ZIP");
+    assert!(g["reason"].is_null() && g["expires_at"].is_string(), "{g}");
+    let res = s
+        .app
+        .post_as(
+            &s.buyer,
+            &format!("/api/account/downloads/{token}/access/"),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let url = res.json["download_url"].as_str().expect("download_url");
+    let file = s.app.client.get(url).send().await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.bytes().await.unwrap().as_ref(), b"the bundle");
+}
+
+#[tokio::test]
 async fn entitlements_carry_id_and_is_current_and_take_current_false() {
     let s = Starter::start().await;
     let offer = s.create_offer("Kit", "digital", 900, "USD", None).await;
@@ -441,15 +527,51 @@ async fn the_dashboard_probes_answer_honestly() {
     );
     assert_eq!(usage["plan_tier"], "free");
     assert!(usage["period_end"].is_null());
+    // The profile probe reads the caller's profile from Granary's own database.
     let probe = s.get("/api/supabase/profile/").await;
-    assert_eq!(probe["ok"], false);
-    assert!(probe["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    assert!(probe["profile"].is_null());
+    assert_eq!(probe["ok"], true, "{probe}");
+    assert_eq!(probe["profile"]["clerk_user_id"], "user_buyer", "{probe}");
+    assert_eq!(probe["profile"]["email"], "user_buyer@example.com");
+    assert_eq!(probe["source_table"], "profiles");
+    assert!(
+        probe["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("PostgreSQL")),
+        "{probe}"
+    );
+}
+
+#[tokio::test]
+async fn the_profile_probe_fails_with_the_reason_when_the_database_is_unreachable() {
+    // Nothing listens on port 1: the app's pool cannot connect.
+    let app = TestApp::builder()
+        .with_clerk()
+        .database_url("postgres://postgres@127.0.0.1:1/none")
+        .spawn()
+        .await;
+    let token = granary_tests::clerk::sign(&granary_tests::clerk::claims("user_buyer"));
+    let res = app.get_as(&token, "/api/supabase/profile/").await;
+    assert_eq!(
+        res.status, 200,
+        "the starter's probe answers 200: {}",
+        res.text
+    );
+    assert_eq!(res.json["ok"], false, "{}", res.text);
+    assert!(res.json["profile"].is_null());
+    assert!(
+        res.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("could not read your profile") && d.contains("unavailable")),
+        "{}",
+        res.text
+    );
 }
 
 #[tokio::test]
 async fn subscription_status_is_computed_and_refresh_pulls_from_clerk() {
     let s = Starter::start().await;
+    // Never synced: stale (Granary has no news of this account), said so, not blocking, and in
+    // the reason the frontend auto-syncs on.
     let status = s.get("/api/account/subscriptions/status/").await;
     assert_eq!(
         (
@@ -458,14 +580,20 @@ async fn subscription_status_is_computed_and_refresh_pulls_from_clerk() {
             &status["reason_code"]
         ),
         (
-            &json!("fresh"),
+            &json!("hard_stale"),
             &json!(false),
             &json!("no_subscription_payload")
         ),
         "{status}"
     );
     assert!(status["error_code"].is_null() && status["last_success_at"].is_null());
-    assert!(status["detail"].is_string());
+    assert!(status["age_seconds"].is_null());
+    assert!(
+        status["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Never synced")),
+        "{status}"
+    );
 
     // Clerk has a subscription the webhooks never delivered: ?refresh=1 pulls it.
     let now = chrono::Utc::now().timestamp_millis();
@@ -508,6 +636,132 @@ async fn subscription_status_is_computed_and_refresh_pulls_from_clerk() {
     assert_eq!(
         status["blocking"], false,
         "fresh data is not blocked by one failed pull"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_pull_on_a_never_synced_account_blocks_until_a_later_event_arrives() {
+    let s = Starter::start().await;
+    let clerk = s.app.clerk.as_ref().unwrap();
+    clerk.fail_backend_api(Some(500));
+    let status = s.get("/api/account/subscriptions/status/?refresh=1").await;
+    assert_eq!(
+        (
+            &status["state"],
+            &status["blocking"],
+            &status["reason_code"],
+            &status["error_code"]
+        ),
+        (
+            &json!("hard_stale"),
+            &json!(true),
+            &json!("sync_failed"),
+            &json!("clerk_error")
+        ),
+        "Clerk Billing is in use and Granary cannot vouch for the account: {status}"
+    );
+    // A Clerk billing event for the account, newer than the failed pull, clears it.
+    let now = chrono::Utc::now().timestamp_millis();
+    let event = json!({"type": "subscriptionItem.active", "object": "event", "timestamp": now,
+        "data": {"id": "csubi_e", "status": "active", "payer": {"user_id": "user_buyer"},
+                 "plan": {"id": "cplan_pro", "slug": "pro", "features": [{"slug": "pro"}]},
+                 "period_start": now, "period_end": now + 86_400_000}});
+    let res = s.app.deliver_clerk("msg_sync_e", &event).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM subscriptions WHERE provider_subscription_id = 'csubi_e'",
+            1,
+            WAIT,
+        )
+        .await;
+    let status = s.get("/api/account/subscriptions/status/").await;
+    assert_eq!(
+        (
+            &status["state"],
+            &status["blocking"],
+            &status["reason_code"]
+        ),
+        (&json!("fresh"), &json!(false), &json!("synced")),
+        "{status}"
+    );
+    assert!(status["error_code"].is_null(), "{status}");
+}
+
+#[tokio::test]
+async fn a_shop_without_clerk_billing_is_never_blocked_by_it() {
+    // Sign-in through Clerk, but no Backend API key: the shop does not use Clerk Billing.
+    let app = TestApp::builder()
+        .with_clerk()
+        .env("CLERK_SECRET_KEY", "")
+        .spawn()
+        .await;
+    let buyer = app.token("user_buyer", "buyer").await;
+    let status = app
+        .get_as(&buyer, "/api/account/subscriptions/status/")
+        .await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(
+        (&status.json["state"], &status.json["blocking"]),
+        (&json!("hard_stale"), &json!(false)),
+        "{}",
+        status.text
+    );
+    assert!(
+        status.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("does not use Clerk Billing")),
+        "{}",
+        status.text
+    );
+    // The dashboard's sync button: the pull cannot run, and says why, without blocking.
+    let status = app
+        .get_as(&buyer, "/api/account/subscriptions/status/?refresh=1")
+        .await;
+    assert_eq!(
+        (
+            &status.json["blocking"],
+            &status.json["reason_code"],
+            &status.json["error_code"]
+        ),
+        (
+            &json!(false),
+            &json!("sync_failed"),
+            &json!("not_configured")
+        ),
+        "{}",
+        status.text
+    );
+}
+
+#[tokio::test]
+async fn the_preflight_email_test_without_resend_says_it_cannot_send_and_queues_nothing() {
+    let app = TestApp::builder().with_clerk().spawn().await;
+    let buyer = app.token("user_buyer", "buyer").await;
+    let res = app
+        .send(
+            app.client
+                .post(app.url("/api/account/preflight/email-test/"))
+                .bearer_auth(&buyer),
+        )
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert_eq!(res.json["sent"], false);
+    assert!(
+        res.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Resend is not configured")),
+        "{}",
+        res.text
+    );
+    assert_eq!(count(&app.db_pool, "SELECT count(*) FROM emails").await, 0);
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM jobs WHERE queue = 'send_email'"
+        )
+        .await,
+        0
     );
 }
 
@@ -616,7 +870,33 @@ async fn create_offer_fast_works_for_any_signed_in_user_with_seller_access_any()
         )
         .await;
     assert_eq!((res.status, res.error_code()), (403, Some("forbidden")));
-    assert!(res.json["detail"].is_string());
+    // The refusal says how to grant the role, and that command works.
+    let detail = res.json["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("granary-worker users set-role user_maker seller"),
+        "{detail}"
+    );
+    let (code, out) = granary_tests::worker::cli(
+        &strict.env_vars(),
+        &[
+            "users",
+            "set-role",
+            "user_maker",
+            "seller",
+            "--reason",
+            "first seller",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let res = strict
+        .post_as(
+            &maker,
+            "/api/seller/products/",
+            &json!({"name": "X", "product_type": "digital", "visibility": "published"}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
 }
 
 #[tokio::test]

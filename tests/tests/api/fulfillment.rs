@@ -361,7 +361,15 @@ async fn an_asset_uploaded_after_payment_is_granted_when_finalized() {
         WAIT,
     )
     .await;
-    assert!(tokens(&app, &buyer).await.is_empty());
+    // Paid, no file yet: a placeholder, not downloadable, with the reason.
+    let listed = tokens(&app, &buyer).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0]["is_placeholder"], &listed[0]["can_download"]),
+        (&json!(true), &json!(false))
+    );
+    assert!(listed[0]["reason"].is_string());
+    let placeholder_token = listed[0]["token"].clone();
 
     // The seller registers the asset before uploading: a visible failure, retried.
     let aid = add_asset(&app, &seller, &pid, "uploads/late.zip").await;
@@ -390,15 +398,26 @@ async fn an_asset_uploaded_after_payment_is_granted_when_finalized() {
         WAIT,
     )
     .await;
-    app.wait_for_count("SELECT count(*) FROM download_grants", 1, WAIT)
-        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM download_grants WHERE asset_id IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
     app.wait_for_count(
         "SELECT count(*) FROM emails WHERE kind = 'grant_issued' AND status = 'sent'",
         1,
         WAIT,
     )
     .await;
-    assert_eq!(tokens(&app, &buyer).await[0]["can_download"], true);
+    let listed = tokens(&app, &buyer).await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "the placeholder became the grant: {listed:?}"
+    );
+    assert_eq!(listed[0]["can_download"], true);
+    assert_eq!(listed[0]["token"], placeholder_token);
     // A vanished staging object after finalization is fine.
     std::fs::remove_file(app.storage_root.join("uploads/late.zip")).unwrap();
     fulfillment::finalize_asset(
@@ -636,7 +655,18 @@ async fn a_refund_revokes_only_what_its_order_granted() {
             .clone()
     };
     assert_eq!(features().await, true);
-    let token = tokens(&app, &buyer).await[0]["token"]
+    // Order A's download; order B's product has no file, so B holds a placeholder.
+    let listed = tokens(&app, &buyer).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let placeholder = listed
+        .iter()
+        .find(|g| g["is_placeholder"] == true)
+        .expect("B's placeholder");
+    assert_eq!(placeholder["order_public_id"], publics[1].as_str());
+    let token = listed
+        .iter()
+        .find(|g| g["can_download"] == true)
+        .expect("A's grant")["token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -651,11 +681,18 @@ async fn a_refund_revokes_only_what_its_order_granted() {
         200
     );
 
-    // Refund order B (no download): the feature stays, granted by order A.
+    // Refund order B (no download, only its placeholder): the feature stays, granted by
+    // order A.
     app.deliver_stripe(&stripe::charge_refunded("evt_ref_1", &publics[1], 1500))
         .await;
     app.wait_for_count(
         "SELECT count(*) FROM entitlements WHERE revoked_at IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM download_grants WHERE revoked_at IS NOT NULL AND asset_id IS NULL",
         1,
         WAIT,
     )
@@ -683,7 +720,7 @@ async fn a_refund_revokes_only_what_its_order_granted() {
     .await;
     app.wait_for_count(
         "SELECT count(*) FROM download_grants WHERE revoked_at IS NOT NULL",
-        1,
+        2,
         WAIT,
     )
     .await;

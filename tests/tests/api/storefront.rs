@@ -1175,6 +1175,56 @@ async fn development_tokens_work_only_where_development_auth_is_on() {
     );
 }
 
+/// `granary-api dev`, the newcomer's first command, lets every signed-in user sell (the
+/// starter's rule), so the storefront's "Create Offer Fast" works on the first click; `serve`
+/// keeps the seller role (the contract tests cover that refusal and its message).
+#[tokio::test]
+async fn dev_lets_every_signed_in_user_create_an_offer() {
+    let db = granary_tests::TestDb::new().await;
+    let port = granary_tests::free_port();
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("PORT", port.to_string()),
+        ("BIND_HOST", "127.0.0.1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let bin = granary_tests::worker::binary_named("granary-api");
+    let _api = granary_tests::worker::WorkerProcess::spawn(&bin, &["dev"], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    granary_tests::wait_healthy(&base, std::time::Duration::from_secs(60)).await;
+    // A plain buyer's development token, minted as README says (same working directory as the
+    // api, whose local key signs it).
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["token", "--user", "user_maker", "--role", "buyer"])
+            .current_dir(std::env::temp_dir())
+            .env_clear()
+            .env("DATABASE_URL", &env[0].1)
+            .output()
+            .expect("run granary-api token")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/seller/products/"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "First Offer", "product_type": "digital", "visibility": "published"}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, 201, "{text}");
+}
+
 /// What PostgreSQL cannot keep (the NUL character in text, a number that `jsonb` prints back in
 /// a form serde_json cannot read) is refused with 400 before anything is written; found by
 /// schemathesis, where the huge number was stored and every later read of the row was a 500.
