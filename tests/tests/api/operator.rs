@@ -353,6 +353,16 @@ async fn doctor_explains_a_broken_setup_and_passes_a_healthy_one() {
             .unwrap_or_else(|| panic!("no {name} in {report}"))
             .clone()
     };
+    // Who may sell is stated, with how to change it.
+    let sellers = find("seller access");
+    assert!(
+        sellers["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("SELLER_ACCESS=role")
+            && sellers["fix"].as_str().unwrap().contains("users set-role"),
+        "{sellers}"
+    );
     let storage = find("storage");
     assert_eq!(storage["level"], "fail");
     assert!(
