@@ -71,6 +71,19 @@ pub enum ApiError {
         /// Human sentence.
         message: String,
     },
+    /// 502 or 503 from a provider called for this request, with `Retry-After` where a retry
+    /// may succeed.
+    #[error("{message}")]
+    Upstream {
+        /// 502 or 503.
+        status: StatusCode,
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+        /// Seconds.
+        retry_after: Option<u64>,
+    },
     /// 429 `throttled`, with `Retry-After` and the starter's `detail`.
     #[error("Request was throttled. Expected available in {retry_after} seconds.")]
     Throttled {
@@ -115,6 +128,7 @@ impl ApiError {
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            Self::Upstream { status, code, .. } => (*status, code),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -167,6 +181,20 @@ impl IntoResponse for ApiError {
                 }
                 (status, Json(body)).into_response()
             }
+            Self::Upstream {
+                message,
+                retry_after,
+                ..
+            } => {
+                let mut res = error_body(status, code, &message);
+                if let Some(s) = retry_after {
+                    res.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from(s),
+                    );
+                }
+                res
+            }
             Self::Throttled { retry_after } => {
                 let message =
                     format!("Request was throttled. Expected available in {retry_after} seconds.");
@@ -210,6 +238,17 @@ impl From<granary_jobs::error::DomainError> for ApiError {
             D::Forbidden { code, message } => Self::Forbidden { code, message },
             D::Conflict { code, message } => Self::Conflict { code, message },
             D::Unavailable { code, message } => Self::Unavailable { code, message },
+            D::Upstream {
+                status,
+                code,
+                message,
+                retry_after,
+            } => Self::Upstream {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                code,
+                message,
+                retry_after,
+            },
             D::Db(e) => e.into(),
             D::Other(e) => Self::Internal(e),
         }

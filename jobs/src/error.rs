@@ -44,6 +44,19 @@ pub enum DomainError {
         /// Human sentence.
         message: String,
     },
+    /// A provider Granary called for this request failed or refused (502), or did not answer
+    /// or is rate-limiting (503): `payment_provider_unavailable`, `payment_provider_error`, ...
+    #[error("{message}")]
+    Upstream {
+        /// 502 or 503.
+        status: u16,
+        /// Contract code.
+        code: &'static str,
+        /// Human sentence (never a secret).
+        message: String,
+        /// Seconds after which a retry may succeed (the `Retry-After` header), where one applies.
+        retry_after: Option<u64>,
+    },
     /// The database.
     #[error(transparent)]
     Db(#[from] sqlx::Error),

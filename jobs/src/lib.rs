@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod shutdown;
 pub mod storage;
 pub mod stripe_api;
+pub mod stripe_checkout;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod webhooks;

@@ -1,5 +1,7 @@
-//! Stripe's API, the one call Granary makes: list events (`GET /v1/events`, bearer
-//! `STRIPE_SECRET_KEY`), for the reconciliation sweep. The base URL is `STRIPE_API_BASE`, so
+//! Stripe's API, the two calls Granary makes, each a hand-written request through the shared
+//! HTTP client (bearer `STRIPE_SECRET_KEY`, a pinned `Stripe-Version`): list events
+//! (`GET /v1/events`) for the reconciliation sweep, and create a Checkout Session
+//! (`POST /v1/checkout/sessions`, form-encoded) for an order. The base URL is `STRIPE_API_BASE`, so
 //! tests point the real client at a local stand-in speaking Stripe's wire format.
 
 use std::time::Duration;
@@ -95,43 +97,39 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
-/// Lists one page of events of `types` created at or after `created_gte` (unix seconds),
-/// older than `starting_after` when given.
-pub async fn list_events(
-    client: &reqwest::Client,
+/// `base/v1/<segments>`.
+fn endpoint(config: &Config, segments: &[&str]) -> Result<url::Url, StripeApiError> {
+    let mut url = config.stripe.api_base.clone();
+    url.path_segments_mut()
+        .map_err(|_| StripeApiError::Unreachable("STRIPE_API_BASE cannot be a base".into()))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(segments);
+    Ok(url)
+}
+
+/// The API version Granary's calls are written against (Stripe's `Stripe-Version` header).
+/// Webhook payloads follow the endpoint's own version, set in the Dashboard.
+pub const STRIPE_VERSION: &str = "2024-06-20";
+
+/// Sends `req` with the secret key and the pinned version; Stripe's error body becomes
+/// [`StripeApiError::Api`], anything that is not an answer [`StripeApiError::Unreachable`].
+async fn send<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
     config: &Config,
-    types: &[&str],
-    created_gte: i64,
-    starting_after: Option<&str>,
-) -> Result<EventPage, StripeApiError> {
+    what: &str,
+) -> Result<T, StripeApiError> {
     let key = config
         .stripe
         .secret_key
         .as_ref()
         .ok_or(StripeApiError::NotConfigured)?;
-    let mut url = config.stripe.api_base.clone();
-    url.path_segments_mut()
-        .map_err(|_| StripeApiError::Unreachable("STRIPE_API_BASE cannot be a base".into()))?
-        .pop_if_empty()
-        .extend(["v1", "events"]);
-    {
-        let mut q = url.query_pairs_mut();
-        for t in types {
-            q.append_pair("types[]", t);
-        }
-        q.append_pair("created[gte]", &created_gte.to_string());
-        q.append_pair("limit", &PAGE_LIMIT.to_string());
-        if let Some(after) = starting_after {
-            q.append_pair("starting_after", after);
-        }
-    }
-    let res = client
-        .get(url)
+    let res = req
         .bearer_auth(key.expose_secret())
-        .timeout(Duration::from_secs(30))
+        .header("Stripe-Version", STRIPE_VERSION)
         .send()
         .await
-        .map_err(|e| StripeApiError::Unreachable(e.to_string()))?;
+        .map_err(|e| StripeApiError::Unreachable(e.without_url().to_string()))?;
     let status = res.status();
     let retry_after = res
         .headers()
@@ -142,7 +140,7 @@ pub async fn list_events(
     let bytes = res
         .bytes()
         .await
-        .map_err(|e| StripeApiError::Unreachable(e.to_string()))?;
+        .map_err(|e| StripeApiError::Unreachable(e.without_url().to_string()))?;
     if !status.is_success() {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let e = &body["error"];
@@ -156,7 +154,79 @@ pub async fn list_events(
             retry_after,
         });
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        StripeApiError::Unreachable(format!("the answer is not a Stripe list of events: {e}"))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StripeApiError::Unreachable(format!("the answer is not a Stripe {what}: {e}")))
+}
+
+/// Lists one page of events of `types` created at or after `created_gte` (unix seconds),
+/// older than `starting_after` when given.
+pub async fn list_events(
+    client: &reqwest::Client,
+    config: &Config,
+    types: &[&str],
+    created_gte: i64,
+    starting_after: Option<&str>,
+) -> Result<EventPage, StripeApiError> {
+    let mut url = endpoint(config, &["events"])?;
+    {
+        let mut q = url.query_pairs_mut();
+        for t in types {
+            q.append_pair("types[]", t);
+        }
+        q.append_pair("created[gte]", &created_gte.to_string());
+        q.append_pair("limit", &PAGE_LIMIT.to_string());
+        if let Some(after) = starting_after {
+            q.append_pair("starting_after", after);
+        }
+    }
+    send(
+        client.get(url).timeout(Duration::from_secs(30)),
+        config,
+        "list of events",
+    )
+    .await
+}
+
+/// A Checkout Session as Stripe answers its creation (the fields Granary keeps).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSession {
+    /// `cs_...`.
+    pub id: String,
+    /// Where the buyer pays.
+    pub url: String,
+    /// When it stops accepting payment (unix seconds).
+    pub expires_at: i64,
+    /// What it charges, in minor units (checked against the order).
+    pub amount_total: Option<i64>,
+    /// In this currency (lower case).
+    pub currency: Option<String>,
+}
+
+/// `POST /v1/checkout/sessions`: `form` is the form-encoded body (Stripe's bracket notation),
+/// `idempotency_key` makes a retry return the first session instead of a second one. Ten
+/// seconds at most: the buyer is waiting.
+pub async fn create_checkout_session(
+    client: &reqwest::Client,
+    config: &Config,
+    form: &[(String, String)],
+    idempotency_key: &str,
+) -> Result<CheckoutSession, StripeApiError> {
+    let url = endpoint(config, &["checkout", "sessions"])?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    send(
+        client
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header("Idempotency-Key", idempotency_key)
+            .timeout(Duration::from_secs(10))
+            .body(body),
+        config,
+        "Checkout Session",
+    )
+    .await
 }

@@ -279,6 +279,14 @@ impl TestResponse {
     pub fn error_code(&self) -> Option<&str> {
         self.json["error"]["code"].as_str()
     }
+
+    /// Header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
 }
 
 impl TestApp {

@@ -1,7 +1,18 @@
-//! A Stripe stand-in speaking the wire format of `GET /v1/events`: bearer auth, `types[]`,
-//! `created[gte]`, `limit` (1..=100) and `starting_after` paging over events newest first,
-//! `{"object": "list", "data", "has_more", "url"}`, and Stripe's error bodies
-//! (`{"error": {"type", "message"}}`), with scripted failures (500, 429 with `Retry-After`).
+//! A Stripe stand-in speaking Stripe's wire format for the two calls Granary makes:
+//!
+//! - `GET /v1/events`: bearer auth, `types[]`, `created[gte]`, `limit` (1..=100) and
+//!   `starting_after` paging over events newest first, `{"object": "list", "data", "has_more",
+//!   "url"}`;
+//! - `POST /v1/checkout/sessions`: a form-encoded body in Stripe's bracket notation, checked
+//!   as Stripe checks it (mode, URLs, `expires_at` within 30 minutes to 24 hours, every line
+//!   with a price or `price_data`); `Idempotency-Key` replays the first answer for the same key
+//!   and refuses the key with other parameters (400 `idempotency_error`), as Stripe does. It
+//!   answers `{id, object, url, status, expires_at, payment_intent, amount_total, currency, ...}`
+//!   and can build the signed-ready `checkout.session.completed` / `expired` event of a session
+//!   it created.
+//!
+//! Both answer Stripe's error bodies (`{"error": {"type", "message"}}`), with scripted
+//! failures (500, 429 with `Retry-After`, or a hang past the client's timeout).
 
 use std::{
     collections::VecDeque,
@@ -10,10 +21,11 @@ use std::{
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::RawQuery,
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::{Value, json};
 
@@ -32,6 +44,34 @@ struct State {
     events: Mutex<Vec<Value>>,
     script: Mutex<VecDeque<u16>>,
     requests: Mutex<Vec<String>>,
+    /// Every session created, by the idempotency key that created it.
+    sessions: Mutex<Vec<Created>>,
+    /// Every `POST /v1/checkout/sessions` (form, key, Stripe-Version), replays included.
+    session_calls: Mutex<Vec<SessionCall>>,
+}
+
+/// A session the stand-in created: (idempotency key, the form it came with, the answer).
+type Created = (String, Vec<(String, String)>, Value);
+
+/// One `POST /v1/checkout/sessions` as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct SessionCall {
+    /// The decoded form.
+    pub form: Vec<(String, String)>,
+    /// Its `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// Its `Stripe-Version`.
+    pub stripe_version: Option<String>,
+}
+
+impl SessionCall {
+    /// The value of form field `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -42,12 +82,9 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn list(state: &State, headers: &HeaderMap, query: Option<String>) -> Response {
-    state
-        .requests
-        .lock()
-        .unwrap()
-        .push(query.clone().unwrap_or_default());
+/// Bearer auth and the scripted failures, as every Stripe endpoint answers them; `None` when
+/// the call goes on.
+async fn gate(state: &State, headers: &HeaderMap) -> Option<Response> {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -55,14 +92,20 @@ fn list(state: &State, headers: &HeaderMap, query: Option<String>) -> Response {
     if auth != format!("Bearer {}", state.key.lock().unwrap()) {
         let shown = auth.trim_start_matches("Bearer ");
         let tail = &shown[shown.len().saturating_sub(4)..];
-        return error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             &format!("Invalid API Key provided: sk_test_********{tail}"),
-        );
+        ));
     }
-    if let Some(status) = state.script.lock().unwrap().pop_front() {
-        return match status {
+    let scripted = state.script.lock().unwrap().pop_front();
+    if let Some(status) = scripted {
+        return Some(match status {
+            // No answer: the client's timeout ends the call.
+            0 => {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                error(StatusCode::GATEWAY_TIMEOUT, "api_error", "too late")
+            }
             429 => {
                 let mut r = error(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -78,7 +121,19 @@ fn list(state: &State, headers: &HeaderMap, query: Option<String>) -> Response {
                 "api_error",
                 "An unknown error occurred",
             ),
-        };
+        });
+    }
+    None
+}
+
+async fn list(state: &State, headers: &HeaderMap, query: Option<String>) -> Response {
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(query.clone().unwrap_or_default());
+    if let Some(refused) = gate(state, headers).await {
+        return refused;
     }
     let mut types = Vec::new();
     let mut gte = i64::MIN;
@@ -135,6 +190,133 @@ fn list(state: &State, headers: &HeaderMap, query: Option<String>) -> Response {
         .into_response()
 }
 
+fn invalid(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+/// `POST /v1/checkout/sessions`, validated as Stripe validates what Granary sends.
+async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let key = header("idempotency-key");
+    state.session_calls.lock().unwrap().push(SessionCall {
+        form: form.clone(),
+        idempotency_key: key.clone(),
+        stripe_version: header("stripe-version"),
+    });
+    if header("content-type").as_deref() != Some("application/x-www-form-urlencoded") {
+        return invalid("Invalid request: the body must be form-encoded.");
+    }
+    if let Some(refused) = gate(state, headers).await {
+        return refused;
+    }
+    // A replay: the first answer for the same key and parameters (Stripe keeps keys 24 h).
+    if let Some(k) = &key {
+        let sessions = state.sessions.lock().unwrap();
+        if let Some((_, first_form, answer)) = sessions.iter().find(|(sk, _, _)| sk == k) {
+            return if *first_form == form {
+                let mut r = Json(answer.clone()).into_response();
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                r
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                )
+            };
+        }
+    }
+    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if get("mode").as_deref() != Some("payment") {
+        return invalid("Missing required param: mode.");
+    }
+    for url in ["success_url", "cancel_url"] {
+        match get(url) {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+            _ => return invalid(&format!("Not a valid URL: {url}")),
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let expires_at = match get("expires_at").and_then(|v| v.parse::<i64>().ok()) {
+        Some(at) if at >= now + 1800 - 5 && at <= now + 86_400 + 5 => at,
+        Some(_) => {
+            return invalid(
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from now.",
+            );
+        }
+        None => now + 86_400,
+    };
+    // Lines: `line_items[n][...]`, each with a price or price_data, and a quantity.
+    let mut amount_total = 0i64;
+    let mut currency: Option<String> = None;
+    let mut n = 0;
+    loop {
+        let field = |f: &str| get(&format!("line_items[{n}][{f}]"));
+        let Some(quantity) = field("quantity") else {
+            break;
+        };
+        let Ok(quantity) = quantity.parse::<i64>() else {
+            return invalid("Invalid integer: quantity");
+        };
+        let (unit, cur) = match (field("price"), field("price_data][unit_amount")) {
+            // The stand-in's catalog: every `price_...` costs 1000 usd.
+            (Some(p), None) if p.starts_with("price_") => (1000, "usd".to_string()),
+            (None, Some(unit)) => {
+                let (Ok(unit), Some(cur), Some(_name)) = (
+                    unit.parse::<i64>(),
+                    field("price_data][currency"),
+                    field("price_data][product_data][name"),
+                ) else {
+                    return invalid(&format!("line_items[{n}][price_data] is incomplete"));
+                };
+                if cur != cur.to_lowercase() || cur.len() != 3 {
+                    return invalid(&format!("Invalid currency: {cur}"));
+                }
+                (unit, cur)
+            }
+            _ => {
+                return invalid(&format!(
+                    "line_items[{n}]: you must specify either `price` or `price_data`"
+                ));
+            }
+        };
+        if currency.as_ref().is_some_and(|c| *c != cur) {
+            return invalid("All line items must have the same currency.");
+        }
+        currency = Some(cur);
+        amount_total += unit * quantity;
+        n += 1;
+    }
+    if n == 0 {
+        return invalid("Missing required param: line_items.");
+    }
+    let number = state.sessions.lock().unwrap().len() + 1;
+    let id = format!("cs_test_{number:04}");
+    let answer = json!({
+        "id": id, "object": "checkout.session", "mode": "payment", "status": "open",
+        "payment_status": "unpaid", "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        "expires_at": expires_at, "created": now, "amount_total": amount_total,
+        "amount_subtotal": amount_total, "currency": currency,
+        "client_reference_id": get("client_reference_id"),
+        "customer_email": get("customer_email"),
+        "metadata": {"order_id": get("metadata[order_id]")},
+        "payment_intent": null, "success_url": get("success_url"), "cancel_url": get("cancel_url"),
+    });
+    state.sessions.lock().unwrap().push((
+        key.unwrap_or_else(|| format!("auto_{number}")),
+        form,
+        answer.clone(),
+    ));
+    Json(answer).into_response()
+}
+
 impl StripeStandIn {
     /// Starts serving on an ephemeral loopback port.
     pub async fn start() -> Self {
@@ -143,15 +325,26 @@ impl StripeStandIn {
             events: Mutex::default(),
             script: Mutex::default(),
             requests: Mutex::default(),
+            sessions: Mutex::default(),
+            session_calls: Mutex::default(),
         });
         let s = state.clone();
-        let app = Router::new().route(
-            "/v1/events",
-            get(move |headers: HeaderMap, RawQuery(q): RawQuery| {
-                let s = s.clone();
-                async move { list(&s, &headers, q) }
-            }),
-        );
+        let s2 = state.clone();
+        let app = Router::new()
+            .route(
+                "/v1/events",
+                get(move |headers: HeaderMap, RawQuery(q): RawQuery| {
+                    let s = s.clone();
+                    async move { list(&s, &headers, q).await }
+                }),
+            )
+            .route(
+                "/v1/checkout/sessions",
+                post(move |headers: HeaderMap, body: Bytes| {
+                    let s = s2.clone();
+                    async move { create_session(&s, &headers, &body).await }
+                }),
+            );
         let addr = crate::serve_loopback(app).await;
         Self {
             url: format!("http://{addr}"),
@@ -178,6 +371,51 @@ impl StripeStandIn {
     /// The query strings of every call so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Every `POST /v1/checkout/sessions` so far, replays and refusals included.
+    pub fn session_calls(&self) -> Vec<SessionCall> {
+        self.state.session_calls.lock().unwrap().clone()
+    }
+
+    /// The sessions it created (one per idempotency key), oldest first.
+    pub fn sessions(&self) -> Vec<Value> {
+        self.state
+            .sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+
+    /// The session `id` it created, as it is now.
+    pub fn session(&self, id: &str) -> Value {
+        self.sessions()
+            .into_iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("the stand-in created no session {id}"))
+    }
+
+    /// `checkout.session.completed` for session `id`, paid in full through a new payment
+    /// intent, as Stripe sends it when the buyer pays (and lists it under `/v1/events`).
+    pub fn complete_session(&self, event_id: &str, id: &str) -> Value {
+        let mut s = self.session(id);
+        s["status"] = json!("complete");
+        s["payment_status"] = json!("paid");
+        s["payment_intent"] = json!(format!("pi_{}", id.trim_start_matches("cs_")));
+        let e = event(event_id, "checkout.session.completed", s);
+        self.add_event(e.clone());
+        e
+    }
+
+    /// `checkout.session.expired` for session `id`, as Stripe sends it when it lapses unpaid.
+    pub fn expire_session(&self, event_id: &str, id: &str) -> Value {
+        let mut s = self.session(id);
+        s["status"] = json!("expired");
+        let e = event(event_id, "checkout.session.expired", s);
+        self.add_event(e.clone());
+        e
     }
 }
 

@@ -53,9 +53,10 @@ pub async fn list_orders(
 }
 
 /// `POST /api/account/orders/create/`: 201 `{order, checkout: {checkout_url, provider}}`
-/// (`checkout_url` is `""` when the price has none). A retried create with the same
-/// `Idempotency-Key` answers the first order with 200.
-#[utoipa::path(post, path = "/api/account/orders/create/", tag = "account", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header)), responses((status = 201, body = Created), (status = 200, body = Created, description = "Idempotent replay"), (status = 404, description = "unknown or inactive price"), (status = 422, description = "validation_failed")))]
+/// (`checkout_url` is a Stripe Checkout Session's for an order sold through Stripe, else the
+/// price's static URL, `""` when it has none). A retried create with the same
+/// `Idempotency-Key` answers the first order with 200 (and the same session).
+#[utoipa::path(post, path = "/api/account/orders/create/", tag = "account", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header)), responses((status = 201, body = Created), (status = 200, body = Created, description = "Idempotent replay"), (status = 404, description = "unknown or inactive price"), (status = 422, description = "validation_failed"), (status = 502, description = "payment_provider_error, payment_provider_misconfigured, checkout_total_mismatch: the order is saved, pending, without a URL"), (status = 503, description = "payment_provider_unavailable, payment_provider_rate_limited (with Retry-After): retry with the same Idempotency-Key")))]
 pub async fn create_order(
     State(state): State<AppState>,
     user: AuthUser,
@@ -67,9 +68,8 @@ pub async fn create_order(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let mut tx = state.pool.begin().await?;
-    let (out, created) = orders::create(&mut tx, &state.config, user.profile_id, key, b).await?;
-    tx.commit().await?;
+    let (out, created) =
+        orders::create_and_check_out(&state.pool, &state.config, user.profile_id, key, b).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -278,14 +278,15 @@ pub async fn create(
         )
         .execute(&mut *conn)
         .await?;
-        if let Some(id) = sqlx::query_scalar!(
-            "SELECT id FROM orders WHERE customer_profile_id = $1 AND idempotency_key = $2",
+        if let Some(existing) = sqlx::query!(
+            "SELECT id, stripe_checkout FROM orders WHERE customer_profile_id = $1 AND idempotency_key = $2",
             profile_id,
             k
         )
         .fetch_optional(&mut *conn)
         .await?
         {
+            let id = existing.id;
             // The same key for a different order is a client bug, not a retry: answering the
             // first order would make the buyer pay for what they did not ask for.
             let mut asked: Vec<(Uuid, i32)> = lines.clone();
@@ -308,7 +309,12 @@ pub async fn create(
             let order = one(conn, profile_id, id).await?;
             let url = order.checkout_url.clone().unwrap_or_default();
             let checkout = Checkout {
-                provider: provider_for(&url, config).into(),
+                provider: if existing.stripe_checkout {
+                    "stripe"
+                } else {
+                    provider_for(&url, config)
+                }
+                .into(),
                 checkout_url: url,
             };
             return Ok((Created { order, checkout }, false));
@@ -316,7 +322,7 @@ pub async fn create(
     }
     let price_ids: Vec<Uuid> = lines.iter().map(|(p, _)| *p).collect();
     let prices = sqlx::query!(
-        r#"SELECT pr.id, pr.product_id, pr.amount_cents, pr.currency, pr.metadata, p.name AS product_name
+        r#"SELECT pr.id, pr.product_id, pr.amount_cents, pr.currency, pr.metadata, pr.billing_period, p.name AS product_name
            FROM prices pr JOIN products p ON p.id = pr.product_id
            WHERE pr.id = ANY($1) AND granary_purchasable(p, pr)"#,
         &price_ids
@@ -334,20 +340,29 @@ pub async fn create(
             "all prices must be in the same currency",
         ));
     }
-    let checkout_url = lines.iter().find_map(|(p, _)| {
-        price_of(*p)
-            .and_then(|x| x.metadata.get("checkout_url"))
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
-            .map(str::to_string)
-    });
+    // Sold through a Checkout Session Granary creates, when every line can be.
+    let stripe_checkout = config.stripe.secret_key.is_some()
+        && lines.iter().all(|(p, _)| {
+            price_of(*p).is_some_and(|x| sells_through_stripe(&x.metadata, &x.billing_period))
+        });
+    let checkout_url = (!stripe_checkout)
+        .then(|| {
+            lines.iter().find_map(|(p, _)| {
+                price_of(*p)
+                    .and_then(|x| x.metadata.get("checkout_url"))
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+            })
+        })
+        .flatten();
     let total: i64 = lines
         .iter()
         .filter_map(|(p, q)| price_of(*p).map(|x| x.amount_cents * i64::from(*q)))
         .sum();
     let order_id = sqlx::query_scalar!(
-        r#"INSERT INTO orders (public_id, customer_profile_id, currency, subtotal_cents, total_cents, idempotency_key, checkout_url, notes)
-           VALUES ($1, $2, $3, $4, $4, $5, $6, coalesce($7, '')) RETURNING id"#,
+        r#"INSERT INTO orders (public_id, customer_profile_id, currency, subtotal_cents, total_cents, idempotency_key, checkout_url, notes, stripe_checkout)
+           VALUES ($1, $2, $3, $4, $4, $5, $6, coalesce($7, ''), $8) RETURNING id"#,
         new_public_id(),
         profile_id,
         currency,
@@ -355,6 +370,7 @@ pub async fn create(
         key,
         checkout_url,
         b.notes,
+        stripe_checkout,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -379,10 +395,57 @@ pub async fn create(
     let order = one(conn, profile_id, order_id).await?;
     let url = checkout_url.unwrap_or_default();
     let checkout = Checkout {
-        provider: provider_for(&url, config).into(),
+        provider: if stripe_checkout {
+            "stripe"
+        } else {
+            provider_for(&url, config)
+        }
+        .into(),
         checkout_url: url,
     };
     Ok((Created { order, checkout }, true))
+}
+
+/// Whether a price is sold through a Checkout Session that Granary creates (given a Stripe
+/// key): a one-time price with `metadata.checkout = "stripe"`, or without a static
+/// `metadata.checkout_url` unless `metadata.checkout = "static"`.
+pub fn sells_through_stripe(metadata: &Value, billing_period: &str) -> bool {
+    billing_period == "one_time"
+        && match metadata.get("checkout").and_then(Value::as_str) {
+            Some("stripe") => true,
+            Some("static") => false,
+            _ => metadata
+                .get("checkout_url")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty),
+        }
+}
+
+/// `POST /api/account/orders/create/` whole: the order is created and committed (see
+/// [`create`]); then, for an order sold through Stripe that has no session yet, its Checkout
+/// Session is created and stored ([`stripe_checkout::open_session`]). If Stripe fails, the
+/// order stays pending without a URL and the error says so (502/503); a retry with the same
+/// `Idempotency-Key` finds the order and asks Stripe again, under the same Stripe idempotency
+/// key, so no second session is made.
+pub async fn create_and_check_out(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    profile_id: Uuid,
+    key: Option<&str>,
+    b: CreateInput,
+) -> DomainResult<(Created, bool)> {
+    let mut tx = pool.begin().await?;
+    let (mut out, created) = create(&mut tx, config, profile_id, key, b).await?;
+    tx.commit().await?;
+    if out.checkout.provider == "stripe"
+        && out.checkout.checkout_url.is_empty()
+        && out.order.status == OrderStatus::Pending
+    {
+        let url = crate::stripe_checkout::open_session(pool, config, out.order.id).await?;
+        out.order.checkout_url = Some(url.clone());
+        out.checkout.checkout_url = url;
+    }
+    Ok((out, created))
 }
 
 /// Confirm body, as the starter sends it: `{"provider": "manual"|"clerk", "external_id"?,

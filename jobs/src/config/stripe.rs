@@ -22,7 +22,13 @@ pub struct StripeConfig {
     pub reconcile_interval: Duration,
     /// `RECONCILE_LOOKBACK_HOURS`: how far back a scheduled sweep lists events.
     pub reconcile_lookback: Duration,
+    /// `CHECKOUT_SESSION_TTL` (seconds): how long a Checkout Session Granary creates stays
+    /// open. Stripe allows 30 minutes to 24 hours.
+    pub checkout_session_ttl: Duration,
 }
+
+/// Stripe's bounds on a Checkout Session's `expires_at`, from now.
+pub const CHECKOUT_SESSION_TTL_BOUNDS: (u64, u64) = (30 * 60, 24 * 3600);
 
 /// Stripe keeps events for 30 days; a longer window lists nothing more.
 const MAX_LOOKBACK_HOURS: u64 = 30 * 24;
@@ -75,6 +81,19 @@ pub(super) fn read(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> StripeConf
             "use a number of hours such as 72",
         );
     }
+    let (min_ttl, max_ttl) = CHECKOUT_SESSION_TTL_BOUNDS;
+    let ttl = r.number(
+        "CHECKOUT_SESSION_TTL",
+        3600u64,
+        "use a number of seconds from 1800 (30 minutes) to 86400 (24 hours)",
+    );
+    if !(min_ttl..=max_ttl).contains(&ttl) {
+        r.problem(
+            "CHECKOUT_SESSION_TTL",
+            "must be between 1800 and 86400 seconds (Stripe's bounds on a session's expiry)",
+            "use a number of seconds such as 3600",
+        );
+    }
     if webhook_secret.is_some() && secret_key.is_none() {
         warnings.push("STRIPE_SECRET_KEY unset: a Stripe payment whose webhook never arrives is not recovered (the reconciliation sweep is off)".into());
     }
@@ -84,5 +103,6 @@ pub(super) fn read(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> StripeConf
         api_base,
         reconcile_interval,
         reconcile_lookback: Duration::from_secs(3600 * lookback_hours.clamp(1, MAX_LOOKBACK_HOURS)),
+        checkout_session_ttl: Duration::from_secs(ttl.clamp(min_ttl, max_ttl)),
     }
 }

@@ -5,6 +5,7 @@
 //! protocol, and the real client crates are pointed at them. `docs/testing.md` says how to run
 //! it and what each area needs.
 
+mod checkout;
 mod config_docs;
 mod console;
 mod console_browser;

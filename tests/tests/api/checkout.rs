@@ -1,0 +1,334 @@
+//! Checkout through a Stripe Checkout Session that Granary creates for the order
+//! (docs/payments.md): against the Stripe stand-in, which checks the form Stripe's API takes,
+//! replays an idempotency key's first answer, and sends the session's own events.
+
+use std::time::Duration;
+
+use granary_tests::{TestApp, TestResponse, count, stripe};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Shop {
+    app: TestApp,
+    seller: String,
+    buyer: String,
+}
+
+impl Shop {
+    async fn start() -> Self {
+        let app = TestApp::shop()
+            .with_stripe()
+            .env("FRONTEND_APP_URL", "https://shop.example")
+            .spawn()
+            .await;
+        let seller = app.token("user_seller", "seller").await;
+        let buyer = app.token("user_buyer", "buyer").await;
+        Shop { app, seller, buyer }
+    }
+
+    /// A published product with one price; `metadata` is the price's.
+    async fn price(&self, name: &str, amount_cents: i64, metadata: Value) -> String {
+        let slug = name.to_lowercase().replace(' ', "-");
+        self.app
+            .listed_product(
+                &self.seller,
+                &json!({"name": name, "slug": slug, "product_type": "digital", "visibility": "published"}),
+                &json!({"amount_cents": amount_cents, "currency": "USD", "metadata": metadata}),
+            )
+            .await
+            .1
+    }
+
+    async fn create(&self, body: &Value, key: &str) -> TestResponse {
+        self.app
+            .send(
+                self.app
+                    .client
+                    .post(self.app.url("/api/account/orders/create/"))
+                    .bearer_auth(&self.buyer)
+                    .header("Idempotency-Key", key)
+                    .json(body),
+            )
+            .await
+    }
+
+    fn stripe(&self) -> &stripe::StripeStandIn {
+        self.app.stripe.as_ref().unwrap()
+    }
+}
+
+fn session_id(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+#[tokio::test]
+async fn a_buy_through_a_session_is_paid_by_its_webhook() {
+    let s = Shop::start().await;
+    let price = s.price("Field Guide", 1900, json!({})).await;
+    let res = s.create(&json!({"price_id": price}), "buy-1").await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.json["checkout"]["provider"], "stripe");
+    let url = res.json["checkout"]["checkout_url"].as_str().unwrap();
+    assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
+    assert_eq!(res.json["order"]["checkout_url"], url);
+    let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
+
+    // What Granary sent Stripe.
+    let calls = s.stripe().session_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    let order_id: String = sqlx::query_scalar("SELECT id::text FROM orders")
+        .fetch_one(&s.app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        call.idempotency_key.as_deref(),
+        Some(format!("granary-checkout-{order_id}").as_str())
+    );
+    assert!(call.stripe_version.is_some(), "a pinned Stripe-Version");
+    for (field, want) in [
+        ("mode", "payment"),
+        ("client_reference_id", public_id.as_str()),
+        ("metadata[order_id]", public_id.as_str()),
+        (
+            "payment_intent_data[metadata][order_id]",
+            public_id.as_str(),
+        ),
+        ("customer_email", "user_buyer@example.com"),
+        ("line_items[0][price_data][currency]", "usd"),
+        ("line_items[0][price_data][unit_amount]", "1900"),
+        (
+            "line_items[0][price_data][product_data][name]",
+            "Field Guide",
+        ),
+        ("line_items[0][quantity]", "1"),
+        ("cancel_url", "https://shop.example/checkout/cancel"),
+    ] {
+        assert_eq!(call.get(field), Some(want), "{field}");
+    }
+    assert_eq!(
+        call.get("success_url"),
+        Some(
+            format!(
+                "https://shop.example/checkout/success?order={public_id}&session_id={{CHECKOUT_SESSION_ID}}"
+            )
+            .as_str()
+        )
+    );
+    let expires: i64 = call.get("expires_at").unwrap().parse().unwrap();
+    let in_an_hour = chrono::Utc::now().timestamp() + 3600;
+    assert!(
+        (expires - in_an_hour).abs() < 60,
+        "CHECKOUT_SESSION_TTL's default is an hour"
+    );
+    let stored: (Option<String>, bool) = sqlx::query_as(
+        "SELECT stripe_checkout_session_id, checkout_expires_at IS NOT NULL FROM orders",
+    )
+    .fetch_one(&s.app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, (Some(session_id(url).to_string()), true));
+
+    // The buyer pays; Stripe's signed event for that session pays the order.
+    let event = s.stripe().complete_session("evt_paid_1", session_id(url));
+    assert_eq!(s.app.deliver_stripe(&event).await.status, 200);
+    s.app
+        .wait_for_count(
+            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
+            1,
+            WAIT,
+        )
+        .await;
+    let paid: i64 = sqlx::query_scalar(
+        "SELECT amount_cents FROM payment_transactions WHERE kind = 'payment' AND provider = 'stripe'",
+    )
+    .fetch_one(&s.app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(paid, 1900);
+}
+
+#[tokio::test]
+async fn a_retried_create_answers_the_same_order_and_session_and_makes_no_second() {
+    let s = Shop::start().await;
+    let price = s.price("Kit", 900, json!({})).await;
+    let first = s.create(&json!({"price_id": price}), "same-key").await;
+    let again = s.create(&json!({"price_id": price}), "same-key").await;
+    assert_eq!((first.status, again.status), (201, 200), "{}", again.text);
+    assert_eq!(
+        first.json["order"]["public_id"],
+        again.json["order"]["public_id"]
+    );
+    assert_eq!(
+        first.json["checkout"]["checkout_url"],
+        again.json["checkout"]["checkout_url"]
+    );
+    assert_eq!(again.json["checkout"]["provider"], "stripe");
+    assert_eq!(s.stripe().sessions().len(), 1);
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT count(*) FROM orders").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn stripe_down_at_create_leaves_the_order_pending_and_a_retry_opens_the_session() {
+    let s = Shop::start().await;
+    let price = s.price("Kit", 900, json!({})).await;
+    let body = json!({"price_id": price});
+
+    // 500: 502 with a code and Retry-After; the order is saved, pending, without a URL.
+    s.stripe().script([500]);
+    let res = s.create(&body, "k-down").await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (502, Some("payment_provider_error")),
+        "{}",
+        res.text
+    );
+    assert_eq!(res.header("retry-after").as_deref(), Some("5"));
+    let row: (String, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT status, checkout_url, stripe_checkout_session_id FROM orders")
+            .fetch_one(&s.app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(row, ("pending".into(), None, None));
+
+    // 429: 503 with Stripe's own Retry-After.
+    s.stripe().script([429]);
+    let res = s.create(&body, "k-down").await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (503, Some("payment_provider_rate_limited")),
+        "{}",
+        res.text
+    );
+    assert_eq!(res.header("retry-after").as_deref(), Some("1"));
+
+    // No answer within ten seconds: 503, retry shortly.
+    s.stripe().script([0]);
+    let res = s.create(&body, "k-down").await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (503, Some("payment_provider_unavailable")),
+        "{}",
+        res.text
+    );
+    assert!(res.header("retry-after").is_some());
+
+    // Stripe is back: the retry (same key) finds the order and opens its one session.
+    let res = s.create(&body, "k-down").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(
+        res.json["checkout"]["checkout_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://checkout.stripe.com/"))
+    );
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT count(*) FROM orders").await,
+        1
+    );
+    assert_eq!(s.stripe().sessions().len(), 1);
+    let keys: std::collections::BTreeSet<_> = s
+        .stripe()
+        .session_calls()
+        .into_iter()
+        .map(|c| c.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 1, "every attempt used the order's one key");
+}
+
+#[tokio::test]
+async fn a_refused_key_is_the_shop_owners_to_fix_and_is_never_shown() {
+    let s = Shop::start().await;
+    let price = s.price("Kit", 900, json!({})).await;
+    s.stripe().roll_key();
+    let res = s.create(&json!({"price_id": price}), "k-key").await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (502, Some("payment_provider_misconfigured")),
+        "{}",
+        res.text
+    );
+    assert!(res.header("retry-after").is_none());
+    assert!(!res.text.contains("sk_test"), "{}", res.text);
+    assert!(res.text.contains("STRIPE_SECRET_KEY"), "{}", res.text);
+}
+
+#[tokio::test]
+async fn a_multi_line_order_is_one_session_whose_total_is_the_orders() {
+    let s = Shop::start().await;
+    let guide = s.price("Guide", 1500, json!({})).await;
+    let kit = s.price("Kit", 900, json!({})).await;
+    let res = s
+        .create(
+            &json!({"items": [{"price_id": guide, "quantity": 2}, {"price_id": kit}]}),
+            "k-multi",
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.json["order"]["total_cents"], 3900);
+    let session = &s.stripe().sessions()[0];
+    assert_eq!(session["amount_total"], 3900, "{session}");
+    let call = &s.stripe().session_calls()[0];
+    assert_eq!(call.get("line_items[0][quantity]"), Some("2"));
+    assert_eq!(
+        call.get("line_items[1][price_data][product_data][name]"),
+        Some("Kit")
+    );
+
+    // A price that names its Stripe price is listed by it; a session that would charge another
+    // total than the order's is refused, and its URL never shown.
+    let odd = s
+        .price(
+            "Odd",
+            1234,
+            json!({"stripe_price_id": "price_odd", "checkout": "stripe"}),
+        )
+        .await;
+    let res = s.create(&json!({"price_id": odd}), "k-odd").await;
+    assert_eq!(
+        s.stripe()
+            .session_calls()
+            .last()
+            .unwrap()
+            .get("line_items[0][price]"),
+        Some("price_odd")
+    );
+    assert_eq!(
+        (res.status, res.error_code()),
+        (502, Some("checkout_total_mismatch")),
+        "{}",
+        res.text
+    );
+    let url: Option<String> =
+        sqlx::query_scalar("SELECT checkout_url FROM orders WHERE total_cents = 1234")
+            .fetch_one(&s.app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(url, None);
+}
+
+#[tokio::test]
+async fn a_static_checkout_url_or_checkout_static_keeps_the_price_off_stripe() {
+    let s = Shop::start().await;
+    let linked = s
+        .price(
+            "Linked",
+            900,
+            json!({"checkout_url": "https://pay.example/x"}),
+        )
+        .await;
+    let opted_out = s.price("Opted", 900, json!({"checkout": "static"})).await;
+    let res = s.create(&json!({"price_id": linked}), "k-l").await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(
+        res.json["checkout"]["checkout_url"],
+        "https://pay.example/x"
+    );
+    let res = s.create(&json!({"price_id": opted_out}), "k-o").await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.json["checkout"]["checkout_url"], "");
+    assert!(s.stripe().session_calls().is_empty());
+}
