@@ -441,6 +441,7 @@ pub async fn timeline(pool: &PgPool, public_id: &str) -> sqlx::Result<Option<Val
             UNION ALL SELECT o.paid_at, 'order.paid', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.paid_at IS NOT NULL
             UNION ALL SELECT o.fulfilled_at, 'order.fulfilled', '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.fulfilled_at IS NOT NULL
             UNION ALL SELECT o.refunded_at, 'order.' || o.status, '{}'::jsonb FROM orders o WHERE o.id = $1 AND o.refunded_at IS NOT NULL
+            UNION ALL SELECT o.expired_at, 'order.expired', jsonb_build_object('reason', o.expire_reason) FROM orders o WHERE o.id = $1 AND o.expired_at IS NOT NULL
             UNION ALL SELECT w.received_at, 'webhook.received', jsonb_build_object('id', w.id, 'provider', w.provider, 'type', w.event_type, 'status', w.status, 'action', e.action, 'error', w.last_error, 'found_by', w.found_by)
                 FROM webhook_event_effects e JOIN webhook_events w ON w.id = e.webhook_event_id WHERE e.entity = 'order' AND e.entity_id = $1
             UNION ALL SELECT t.created_at, 'payment.' || t.kind, jsonb_build_object('provider', t.provider, 'provider_payment_id', t.provider_payment_id, 'amount_cents', t.amount_cents, 'currency', t.currency)

@@ -25,4 +25,9 @@ pub fn registry() -> Registry {
             reconcile::interval,
             |pool, config| async move { reconcile::schedule(&pool, &config).await },
         )
+        .every(
+            "expire_pending_orders",
+            orders::expiry_interval,
+            |pool, config| async move { orders::expire_stale(&pool, &config).await.map(|_| ()) },
+        )
 }

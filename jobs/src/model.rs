@@ -26,6 +26,9 @@ pub enum OrderStatus {
     Disputed,
     /// The payment failed.
     Failed,
+    /// Never paid: its checkout expired, or it stayed pending past `PENDING_ORDER_TTL`. A
+    /// payment that arrives later still pays it.
+    Expired,
 }
 
 impl OrderStatus {
@@ -39,6 +42,7 @@ impl OrderStatus {
             Self::Refunded => "refunded",
             Self::Disputed => "disputed",
             Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 }

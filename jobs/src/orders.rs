@@ -4,10 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::queue::{self, Job, JobContext, JobError, JobRefs};
+use crate::{
+    Config,
+    queue::{self, Job, JobContext, JobError, JobRefs},
+};
 
 /// `fulfill_order`: entitlements, download grants, bookings and the receipt for a paid order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,8 +106,8 @@ impl PaidOutcome {
 
 /// Records a payment and marks its order paid, enqueueing fulfillment, in the caller's
 /// transaction. Idempotent: the payment is unique by provider id, and only an order that is not
-/// yet paid changes. A payment for a cancelled or failed order still marks it paid: the money
-/// was taken, so the customer must get what they paid for. A distinct payment for an order that
+/// yet paid changes. A payment for a cancelled, failed or expired order still marks it paid:
+/// the money was taken, so the customer must get what they paid for. A distinct payment for an order that
 /// is already paid is a duplicate (money to give back) unless the caller knows it is a
 /// `renewal` of a recurring plan.
 pub async fn record_payment(
@@ -115,7 +118,7 @@ pub async fn record_payment(
 ) -> sqlx::Result<PaidOutcome> {
     // Written only by the statement whose update makes the order paid: only one can.
     let fulfill = queue::Prepared::of(&FulfillOrder { order_id })?;
-    let from = ["pending", "canceled", "failed"];
+    let from = ["pending", "canceled", "failed", "expired"];
     let done = record_transaction(conn, order_id, p, Some(("paid", &from)), Some(&fulfill)).await?;
     if done.moved {
         fulfill.written();
@@ -296,4 +299,51 @@ pub async fn revoke_source(ctx: JobContext, job: RevokeSource) -> Result<(), Job
     tx.commit().await?;
     tracing::info!(order_id = %job.order_id, entitlements = ents, grants, work_orders, credit_shortfall, "revoked what the order granted");
     Ok(())
+}
+
+/// How often the worker looks for pending orders to expire.
+pub fn expiry_interval(_: &Config) -> Option<std::time::Duration> {
+    Some(std::time::Duration::from_secs(60))
+}
+
+/// Expires order `order_id` if it is still pending (and, given `session`, if that is its
+/// Checkout Session or it has none). True when it expired now.
+pub async fn expire(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    session: Option<&str>,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query!(
+        r#"UPDATE orders SET status = 'expired', expired_at = now(), expire_reason = $3
+           WHERE id = $1 AND status = 'pending'
+             AND ($2::text IS NULL OR stripe_checkout_session_id IS NULL OR stripe_checkout_session_id = $2)"#,
+        order_id,
+        session,
+        reason
+    )
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// The sweep: every order pending longer than `PENDING_ORDER_TTL` with no Checkout Session
+/// still open expires. Returns how many did.
+pub async fn expire_stale(pool: &PgPool, config: &Config) -> sqlx::Result<u64> {
+    let ttl = i64::try_from(config.stripe.pending_order_ttl.as_secs()).unwrap_or(i64::MAX);
+    let n = sqlx::query!(
+        r#"UPDATE orders SET status = 'expired', expired_at = now(),
+               expire_reason = 'pending longer than PENDING_ORDER_TTL with no checkout open'
+           WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1::bigint::double precision)
+             AND (checkout_expires_at IS NULL OR checkout_expires_at < now())"#,
+        ttl
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        tracing::info!(expired = n, "pending orders expired");
+    }
+    Ok(n)
 }

@@ -16,6 +16,8 @@ use crate::Config;
 pub const PAYMENT_EVENT_TYPES: &[&str] = &[
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
     "payment_intent.succeeded",
     "charge.refunded",
     "charge.dispute.created",

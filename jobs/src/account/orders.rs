@@ -377,8 +377,10 @@ pub async fn create(
     for (p, q) in &lines {
         let price = price_of(*p).expect("checked above");
         sqlx::query!(
-            r#"INSERT INTO order_items (order_id, product_id, price_id, product_name, quantity, unit_amount_cents, total_cents, currency)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+            // `clock_timestamp()`, not the transaction's `now()`: the lines keep the order the
+            // buyer listed them in (receipts and the Checkout Session list them by it).
+            r#"INSERT INTO order_items (order_id, product_id, price_id, product_name, quantity, unit_amount_cents, total_cents, currency, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp())"#,
             order_id,
             price.product_id,
             price.id,

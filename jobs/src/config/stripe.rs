@@ -25,6 +25,9 @@ pub struct StripeConfig {
     /// `CHECKOUT_SESSION_TTL` (seconds): how long a Checkout Session Granary creates stays
     /// open. Stripe allows 30 minutes to 24 hours.
     pub checkout_session_ttl: Duration,
+    /// `PENDING_ORDER_TTL` (seconds): an order pending longer, with no Checkout Session still
+    /// open, expires.
+    pub pending_order_ttl: Duration,
 }
 
 /// Stripe's bounds on a Checkout Session's `expires_at`, from now.
@@ -94,6 +97,18 @@ pub(super) fn read(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> StripeConf
             "use a number of seconds such as 3600",
         );
     }
+    let pending_ttl = r.number(
+        "PENDING_ORDER_TTL",
+        86_400u64,
+        "use a number of seconds such as 86400 (24 hours)",
+    );
+    if pending_ttl < ttl {
+        r.problem(
+            "PENDING_ORDER_TTL",
+            "must be at least CHECKOUT_SESSION_TTL: an order must not expire while its checkout is open",
+            "use a number of seconds such as 86400 (24 hours)",
+        );
+    }
     if webhook_secret.is_some() && secret_key.is_none() {
         warnings.push("STRIPE_SECRET_KEY unset: a Stripe payment whose webhook never arrives is not recovered (the reconciliation sweep is off)".into());
     }
@@ -104,5 +119,6 @@ pub(super) fn read(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> StripeConf
         reconcile_interval,
         reconcile_lookback: Duration::from_secs(3600 * lookback_hours.clamp(1, MAX_LOOKBACK_HOURS)),
         checkout_session_ttl: Duration::from_secs(ttl.clamp(min_ttl, max_ttl)),
+        pending_order_ttl: Duration::from_secs(pending_ttl.min(10 * 365 * 86_400)),
     }
 }

@@ -587,6 +587,30 @@ async fn apply_stripe(
                 "payment_failed",
             )]))
         }
+        "checkout.session.expired" => {
+            let session_id = s(&obj["id"]).ok_or_else(|| {
+                JobError::permanent(anyhow::anyhow!("checkout session without id"))
+            })?;
+            let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+                return Ok(Outcome::Ignored(format!(
+                    "expired checkout session {session_id} names no known order"
+                )));
+            };
+            if orders::expire(
+                conn,
+                order_id,
+                Some(session_id),
+                &format!("checkout session {session_id} expired unpaid"),
+            )
+            .await?
+            {
+                Ok(Outcome::Applied(vec![("order", order_id, "expired")]))
+            } else {
+                Ok(Outcome::Ignored(format!(
+                    "checkout session {session_id} expired, but its order is no longer pending (or has another session)"
+                )))
+            }
+        }
         "checkout.session.async_payment_failed" => {
             let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
                 return Ok(Outcome::Ignored("names no known order".into()));

@@ -332,3 +332,162 @@ async fn a_static_checkout_url_or_checkout_static_keeps_the_price_off_stripe() {
     assert_eq!(res.json["checkout"]["checkout_url"], "");
     assert!(s.stripe().session_calls().is_empty());
 }
+
+async fn timeline_kinds(s: &Shop, public_id: &str) -> Vec<String> {
+    let admin = s.app.token("user_admin", "admin").await;
+    let t = s
+        .app
+        .get_as(&admin, &format!("/api/admin/orders/{public_id}/timeline/"))
+        .await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    t.json["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events: {}", t.text))
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn status_of(s: &Shop, public_id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM orders WHERE public_id = $1")
+        .bind(public_id)
+        .fetch_one(&s.app.db_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_session_expires_its_order_and_a_late_payment_still_pays_it_in_full() {
+    let s = Shop::start().await;
+    let price = s.price("Field Guide", 1900, json!({})).await;
+    let res = s.create(&json!({"price_id": price}), "k-exp").await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
+    let session = session_id(res.json["checkout"]["checkout_url"].as_str().unwrap()).to_string();
+
+    let expired = s.stripe().expire_session("evt_exp_1", &session);
+    assert_eq!(s.app.deliver_stripe(&expired).await.status, 200);
+    s.app
+        .wait_for_count(
+            &format!(
+                "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'expired'"
+            ),
+            1,
+            WAIT,
+        )
+        .await;
+    // The buyer's list says it was never paid.
+    let orders = s.app.get_as(&s.buyer, "/api/account/orders/").await;
+    assert_eq!(orders.json[0]["status"], "expired", "{}", orders.text);
+    assert!(orders.json[0]["paid_at"].is_null());
+
+    // Stripe still took a payment for it (a slow wallet, a session paid at the last second):
+    // the money wins, and the order is fulfilled in full.
+    let paid = s.stripe().complete_session("evt_late_1", &session);
+    assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
+    s.app
+        .wait_for_count(
+            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
+            1,
+            WAIT,
+        )
+        .await;
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM emails WHERE kind = 'receipt'",
+            1,
+            WAIT,
+        )
+        .await;
+    let kinds = timeline_kinds(&s, &public_id).await;
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    assert!(at("order.expired") < at("order.paid"), "{kinds:?}");
+    assert!(at("order.paid") < at("order.fulfilled"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn the_sweep_expires_old_pending_orders_but_not_one_whose_checkout_is_still_open() {
+    let s = Shop::start().await;
+    let off_stripe = s.price("Linked", 900, json!({"checkout": "static"})).await;
+    let on_stripe = s.price("Guide", 1900, json!({})).await;
+    let stale = s.create(&json!({"price_id": off_stripe}), "k-stale").await;
+    let open = s.create(&json!({"price_id": on_stripe}), "k-open").await;
+    let fresh = s.create(&json!({"price_id": off_stripe}), "k-fresh").await;
+    let id = |r: &TestResponse| r.json["order"]["public_id"].as_str().unwrap().to_string();
+    let (stale, open, fresh) = (id(&stale), id(&open), id(&fresh));
+    // Two of them were created two days ago; one of those still has an open session.
+    sqlx::query(
+        "UPDATE orders SET created_at = now() - interval '2 days' WHERE public_id = ANY($1)",
+    )
+    .bind(vec![stale.clone(), open.clone()])
+    .execute(&s.app.db_pool)
+    .await
+    .unwrap();
+    let n = granary_jobs::orders::expire_stale(&s.app.db_pool, &s.app.config)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(status_of(&s, &stale).await, "expired");
+    assert_eq!(
+        status_of(&s, &open).await,
+        "pending",
+        "its checkout is still open"
+    );
+    assert_eq!(
+        status_of(&s, &fresh).await,
+        "pending",
+        "younger than PENDING_ORDER_TTL"
+    );
+    // Once the session has lapsed too, the next sweep takes it; a sweep changes nothing twice.
+    sqlx::query(
+        "UPDATE orders SET checkout_expires_at = now() - interval '1 minute' WHERE public_id = $1",
+    )
+    .bind(&open)
+    .execute(&s.app.db_pool)
+    .await
+    .unwrap();
+    let n = granary_jobs::orders::expire_stale(&s.app.db_pool, &s.app.config)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(status_of(&s, &open).await, "expired");
+    assert!(
+        timeline_kinds(&s, &stale)
+            .await
+            .contains(&"order.expired".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_missed_expiry_event_is_found_by_the_reconciliation_sweep() {
+    let s = Shop::start().await;
+    let price = s.price("Guide", 1900, json!({})).await;
+    let res = s.create(&json!({"price_id": price}), "k-missed").await;
+    let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
+    let session = session_id(res.json["checkout"]["checkout_url"].as_str().unwrap()).to_string();
+    // Stripe has the event; its webhook never arrived.
+    s.stripe().expire_session("evt_exp_missed", &session);
+    let (code, out) =
+        granary_tests::worker::cli(&s.app.env_vars(), &["reconcile", "--since", "1h"]).await;
+    assert_eq!(code, 0, "{out}");
+    let q = s.stripe().requests().last().cloned().unwrap();
+    assert!(q.contains("types%5B%5D=checkout.session.expired"), "{q}");
+    assert!(
+        q.contains("types%5B%5D=checkout.session.async_payment_failed"),
+        "{q}"
+    );
+    s.app
+        .wait_for_count(
+            &format!(
+                "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'expired'"
+            ),
+            1,
+            WAIT,
+        )
+        .await;
+}
