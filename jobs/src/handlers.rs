@@ -3,7 +3,7 @@
 use crate::{
     emails, fulfillment, orders,
     queue::{Registry, probe},
-    reconcile, subscriptions,
+    reconcile, refunds, subscriptions,
     webhooks::{apply, ingest::ProcessWebhookEvent},
 };
 
@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
         .register(fulfillment::finalize_asset)
         .register(fulfillment::issue_grants)
         .register(emails::send_email)
+        .register(refunds::refund_payment)
         .register(reconcile::reconcile_stripe)
         .register(reconcile::reconcile_clerk)
         .every(

@@ -23,6 +23,7 @@ pub mod model;
 pub mod orders;
 pub mod queue;
 pub mod reconcile;
+pub mod refunds;
 pub mod shutdown;
 pub mod storage;
 pub mod stripe_api;

@@ -1,7 +1,8 @@
-//! Stripe's API, the two calls Granary makes, each a hand-written request through the shared
-//! HTTP client (bearer `STRIPE_SECRET_KEY`, a pinned `Stripe-Version`): list events
-//! (`GET /v1/events`) for the reconciliation sweep, and create a Checkout Session
-//! (`POST /v1/checkout/sessions`, form-encoded) for an order. The base URL is `STRIPE_API_BASE`, so
+//! Stripe's API, the calls Granary makes, each a hand-written request through the shared HTTP
+//! client (bearer `STRIPE_SECRET_KEY`, a pinned `Stripe-Version`): list events
+//! (`GET /v1/events`) for the reconciliation sweep, create a Checkout Session
+//! (`POST /v1/checkout/sessions`, form-encoded) for an order, and create a refund
+//! (`POST /v1/refunds`). The base URL is `STRIPE_API_BASE`, so
 //! tests point the real client at a local stand-in speaking Stripe's wire format.
 
 use std::time::Duration;
@@ -229,6 +230,41 @@ pub async fn create_checkout_session(
             .body(body),
         config,
         "Checkout Session",
+    )
+    .await
+}
+
+/// A refund as Stripe answers its creation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    /// `re_...`.
+    pub id: String,
+}
+
+/// `POST /v1/refunds` (form-encoded: `payment_intent` or `charge`, `amount`, `metadata[...]`)
+/// under `idempotency_key`.
+pub async fn create_refund(
+    client: &reqwest::Client,
+    config: &Config,
+    form: &[(String, String)],
+    idempotency_key: &str,
+) -> Result<Refund, StripeApiError> {
+    let url = endpoint(config, &["refunds"])?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    send(
+        client
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header("Idempotency-Key", idempotency_key)
+            .timeout(Duration::from_secs(30))
+            .body(body),
+        config,
+        "refund",
     )
     .await
 }

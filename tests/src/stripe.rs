@@ -11,7 +11,11 @@
 //!   and can build the signed-ready `checkout.session.completed` / `expired` event of a session
 //!   it created.
 //!
-//! Both answer Stripe's error bodies (`{"error": {"type", "message"}}`), with scripted
+//! - `POST /v1/refunds`: `payment_intent` and `amount` against what the intent took and has
+//!   refunded so far (more is refused as Stripe refuses it), with the same idempotency replay;
+//!   it builds the `charge.refunded` event Stripe then sends.
+//!
+//! All answer Stripe's error bodies (`{"error": {"type", "message"}}`), with scripted
 //! failures (500, 429 with `Retry-After`, or a hang past the client's timeout).
 
 use std::{
@@ -48,6 +52,12 @@ struct State {
     sessions: Mutex<Vec<Created>>,
     /// Every `POST /v1/checkout/sessions` (form, key, Stripe-Version), replays included.
     session_calls: Mutex<Vec<SessionCall>>,
+    /// Payment intents of paid sessions: id → (amount, currency, refunded so far).
+    intents: Mutex<Vec<(String, i64, String, i64)>>,
+    /// Refunds created, by idempotency key: (key, form, answer).
+    refunds: Mutex<Vec<Created>>,
+    /// Every `POST /v1/refunds`, replays and refusals included.
+    refund_calls: Mutex<Vec<SessionCall>>,
 }
 
 /// A session the stand-in created: (idempotency key, the form it came with, the answer).
@@ -317,6 +327,69 @@ async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Resp
     Json(answer).into_response()
 }
 
+/// `POST /v1/refunds`.
+async fn create_refund(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    state.refund_calls.lock().unwrap().push(SessionCall {
+        form: form.clone(),
+        idempotency_key: key.clone(),
+        stripe_version: headers
+            .get("stripe-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    });
+    if let Some(refused) = gate(state, headers).await {
+        return refused;
+    }
+    if let Some(k) = &key {
+        let refunds = state.refunds.lock().unwrap();
+        if let Some((_, first_form, answer)) = refunds.iter().find(|(rk, _, _)| rk == k) {
+            return if *first_form == form {
+                Json(answer.clone()).into_response()
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                )
+            };
+        }
+    }
+    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let Some(intent) = get("payment_intent") else {
+        return invalid("You must pass either `payment_intent` or `charge`.");
+    };
+    let mut intents = state.intents.lock().unwrap();
+    let Some(entry) = intents.iter_mut().find(|(id, ..)| *id == intent) else {
+        return invalid(&format!("No such payment_intent: '{intent}'"));
+    };
+    let left = entry.1 - entry.3;
+    let amount = match get("amount").map(|a| a.parse::<i64>()) {
+        None => left,
+        Some(Ok(a)) if a > 0 => a,
+        Some(_) => return invalid("Invalid positive integer: amount"),
+    };
+    if amount > left {
+        return invalid(&format!(
+            "Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
+        ));
+    }
+    entry.3 += amount;
+    let currency = entry.2.clone();
+    drop(intents);
+    let mut refunds = state.refunds.lock().unwrap();
+    let id = format!("re_test_{:04}", refunds.len() + 1);
+    let answer = json!({"id": id, "object": "refund", "amount": amount, "currency": currency,
+        "payment_intent": intent, "status": "succeeded",
+        "metadata": {"order_id": get("metadata[order_id]")}});
+    refunds.push((key.unwrap_or_else(|| id.clone()), form, answer.clone()));
+    Json(answer).into_response()
+}
+
 impl StripeStandIn {
     /// Starts serving on an ephemeral loopback port.
     pub async fn start() -> Self {
@@ -327,9 +400,13 @@ impl StripeStandIn {
             requests: Mutex::default(),
             sessions: Mutex::default(),
             session_calls: Mutex::default(),
+            intents: Mutex::default(),
+            refunds: Mutex::default(),
+            refund_calls: Mutex::default(),
         });
         let s = state.clone();
         let s2 = state.clone();
+        let s3 = state.clone();
         let app = Router::new()
             .route(
                 "/v1/events",
@@ -343,6 +420,13 @@ impl StripeStandIn {
                 post(move |headers: HeaderMap, body: Bytes| {
                     let s = s2.clone();
                     async move { create_session(&s, &headers, &body).await }
+                }),
+            )
+            .route(
+                "/v1/refunds",
+                post(move |headers: HeaderMap, body: Bytes| {
+                    let s = s3.clone();
+                    async move { create_refund(&s, &headers, &body).await }
                 }),
             );
         let addr = crate::serve_loopback(app).await;
@@ -403,8 +487,52 @@ impl StripeStandIn {
         let mut s = self.session(id);
         s["status"] = json!("complete");
         s["payment_status"] = json!("paid");
-        s["payment_intent"] = json!(format!("pi_{}", id.trim_start_matches("cs_")));
+        let intent = format!("pi_{}", id.trim_start_matches("cs_"));
+        s["payment_intent"] = json!(intent);
+        self.state.intents.lock().unwrap().push((
+            intent,
+            s["amount_total"].as_i64().unwrap_or(0),
+            s["currency"].as_str().unwrap_or("usd").to_string(),
+            0,
+        ));
         let e = event(event_id, "checkout.session.completed", s);
+        self.add_event(e.clone());
+        e
+    }
+
+    /// Every `POST /v1/refunds` so far.
+    pub fn refund_calls(&self) -> Vec<SessionCall> {
+        self.state.refund_calls.lock().unwrap().clone()
+    }
+
+    /// The refunds it made, oldest first.
+    pub fn refunds(&self) -> Vec<Value> {
+        self.state
+            .refunds
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, r)| r.clone())
+            .collect()
+    }
+
+    /// `charge.refunded` for the charge of payment intent `intent`, with everything refunded
+    /// so far (Stripe reports the cumulative `amount_refunded`).
+    pub fn charge_refunded(&self, event_id: &str, intent: &str) -> Value {
+        let intents = self.state.intents.lock().unwrap();
+        let (_, amount, currency, refunded) = intents
+            .iter()
+            .find(|(id, ..)| id == intent)
+            .unwrap_or_else(|| panic!("no payment intent {intent}"))
+            .clone();
+        let e = event(
+            event_id,
+            "charge.refunded",
+            json!({"id": format!("ch_{}", intent.trim_start_matches("pi_")), "object": "charge",
+                   "payment_intent": intent, "amount": amount, "amount_refunded": refunded,
+                   "refunded": refunded == amount, "currency": currency}),
+        );
+        drop(intents);
         self.add_event(e.clone());
         e
     }

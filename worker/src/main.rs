@@ -239,6 +239,15 @@ enum OrdersCmd {
     },
     /// Everything that happened to an order, from webhook to email, in time order.
     Timeline { public_id: String },
+    /// Refund an order paid through Stripe (queues the refund_payment job; audited).
+    Refund {
+        public_id: String,
+        /// Minor units; without it, everything not yet refunded.
+        #[arg(long)]
+        amount: Option<i64>,
+        #[command(flatten)]
+        why: Why,
+    },
 }
 
 #[derive(Subcommand)]
@@ -541,6 +550,25 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 json!({ "order": public_id, "requeued": ids }),
                 output::plain,
             );
+        }
+        Command::Orders(OrdersCmd::Refund {
+            public_id,
+            amount,
+            why,
+        }) => {
+            let input = granary_jobs::refunds::RefundInput {
+                amount_cents: amount,
+                reason: why.reason.clone(),
+            };
+            let queued = granary_jobs::refunds::request(
+                pool,
+                &public_id,
+                granary_jobs::refunds::Scope::Operator,
+                input,
+                &actor(&why),
+            )
+            .await?;
+            out(serde_json::to_value(&queued)?, output::plain);
         }
         Command::Users(UsersCmd::SetRole {
             clerk_user_id,

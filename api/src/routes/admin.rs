@@ -10,6 +10,7 @@ use granary_jobs::{
     account::downloads,
     admin::{self, JobFilter, WebhookFilter},
     queue::ops::{self, Actor, OpError},
+    refunds::{self, RefundInput, RefundOut, Scope},
     webhooks::ingest::{self, ReplayError},
 };
 use serde::Deserialize;
@@ -126,6 +127,20 @@ pub async fn requeue_order(
         .await
         .map_err(op_error)?;
     Ok(Json(json!({ "order": public_id, "requeued": ids })))
+}
+
+/// `POST /api/admin/orders/<public_id>/refund/` `{amount_cents?, reason}`: queues a refund
+/// through Stripe (no amount: the rest of the order), audited with its reason.
+#[utoipa::path(post, path = "/api/admin/orders/{public_id}/refund/", tag = "admin", params(("public_id" = String, Path)), request_body = RefundInput, responses((status = 202, body = RefundOut, description = "Queued: the refund_payment job asks Stripe"), (status = 404, description = "not_found"), (status = 409, description = "not_refundable, refund_exceeds_payment"), (status = 422, description = "validation_failed: reason, amount_cents")))]
+pub async fn refund_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(public_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(axum::http::StatusCode, Json<RefundOut>)> {
+    let (actor, input) = action::<RefundInput>(&user, &body)?;
+    let out = refunds::request(&state.pool, &public_id, Scope::Operator, input, &actor).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(out)))
 }
 
 /// `GET /api/admin/orders/<public_id>/timeline/`.

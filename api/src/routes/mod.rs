@@ -19,7 +19,7 @@ mod me;
 mod seller;
 mod webhooks;
 
-use seller::{assets, offers, prices, products, work_orders};
+use seller::{assets, offers, prices, products, refunds as seller_refunds, work_orders};
 
 /// The contract, generated from the handlers' annotations.
 #[derive(OpenApi)]
@@ -33,13 +33,13 @@ use seller::{assets, offers, prices, products, work_orders};
         prices::list, prices::create, prices::get, prices::update, prices::delete,
         assets::list, assets::create, assets::get, assets::update, assets::delete,
         offers::get, offers::put, offers::patch,
-        work_orders::list, work_orders::get, work_orders::update,
+        work_orders::list, work_orders::get, work_orders::update, seller_refunds::refund,
         account::get_customer, account::patch_customer, account::list_orders, account::create_order, account::confirm_order,
         account::subscriptions, account::subscription_status, account::entitlements, account::downloads, downloads::access, downloads::file,
         account::work_orders, account::list_bookings, account::create_booking, account::email_test,
         credits::summary, credits::consume, credits::adjust,
         extras::supabase_profile, extras::ai_providers, extras::ai_usage,
-        admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay, admin::set_role, admin::reset_grant, admin::revoke_grant, admin::reconcile, admin::reconcile_run,
+        admin::jobs, admin::job, admin::requeue_job, admin::cancel_job, admin::requeue_order, admin::refund_order, admin::timeline, admin::webhooks, admin::webhook, admin::replay, admin::set_role, admin::reset_grant, admin::revoke_grant, admin::reconcile, admin::reconcile_run,
     ),
     tags((name = "catalog"), (name = "auth"), (name = "account"), (name = "seller"), (name = "webhooks"), (name = "health"), (name = "admin"))
 )]
@@ -106,6 +106,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/admin/orders/{public_id}/requeue/",
             post(admin::requeue_order),
+        )
+        .route(
+            "/api/admin/orders/{public_id}/refund/",
+            post(admin::refund_order),
+        )
+        .route(
+            "/api/seller/orders/{public_id}/refund/",
+            post(seller_refunds::refund),
         )
         .route(
             "/api/admin/orders/{public_id}/timeline/",

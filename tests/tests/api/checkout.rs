@@ -491,3 +491,232 @@ async fn a_missed_expiry_event_is_found_by_the_reconciliation_sweep() {
         )
         .await;
 }
+
+/// A paid order through a session: (public id, payment intent).
+async fn paid_order(s: &Shop, price: &str, key: &str) -> (String, String) {
+    let res = s.create(&json!({"price_id": price}), key).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let public_id = res.json["order"]["public_id"].as_str().unwrap().to_string();
+    let session = session_id(res.json["checkout"]["checkout_url"].as_str().unwrap()).to_string();
+    let event = s
+        .stripe()
+        .complete_session(&format!("evt_paid_{key}"), &session);
+    assert_eq!(s.app.deliver_stripe(&event).await.status, 200);
+    s.app
+        .wait_for_count(
+            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
+            1,
+            WAIT,
+        )
+        .await;
+    let intent = event["data"]["object"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (public_id, intent)
+}
+
+#[tokio::test]
+async fn a_partial_refund_then_the_rest_each_once_and_the_full_one_revokes_the_purchase() {
+    let s = Shop::start().await;
+    let price = s.price("Field Guide", 1900, json!({})).await;
+    // The product grants a feature, so revocation shows.
+    sqlx::query("UPDATE products SET feature_keys = '{guide}'")
+        .execute(&s.app.db_pool)
+        .await
+        .unwrap();
+    let (public_id, intent) = paid_order(&s, &price, "r1").await;
+    let admin = s.app.token("user_admin", "admin").await;
+    let refund = |body: Value| {
+        let path = format!("/api/admin/orders/{public_id}/refund/");
+        let admin = admin.clone();
+        let app = &s.app;
+        async move { app.post_as(&admin, &path, &body).await }
+    };
+
+    // Part of it.
+    let res = refund(json!({"amount_cents": 500, "reason": "one chapter was missing"})).await;
+    assert_eq!(res.status, 202, "{}", res.text);
+    assert_eq!(
+        (
+            &res.json["amount_cents"],
+            &res.json["refundable_after_cents"]
+        ),
+        (&json!(500), &json!(1400))
+    );
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM refund_requests WHERE status = 'submitted'",
+            1,
+            WAIT,
+        )
+        .await;
+    let sent = s.stripe().refund_calls();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].get("payment_intent"), Some(intent.as_str()));
+    assert_eq!(sent[0].get("amount"), Some("500"));
+    assert_eq!(sent[0].get("metadata[order_id]"), Some(public_id.as_str()));
+    // Stripe reports it; recorded once even when delivered twice. The buyer keeps the purchase.
+    let reported = s.stripe().charge_refunded("evt_ref_1", &intent);
+    for _ in 0..2 {
+        assert_eq!(s.app.deliver_stripe(&reported).await.status, 200);
+    }
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM payment_transactions WHERE kind = 'refund' AND amount_cents = 500",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        sqlx::query_scalar::<_, String>("SELECT status FROM orders")
+            .fetch_one(&s.app.db_pool)
+            .await
+            .unwrap(),
+        "fulfilled"
+    );
+
+    // The rest (no amount), then Stripe's report of it: the order is refunded and what it
+    // granted is revoked.
+    let res = refund(json!({"reason": "the buyer asked for the rest back"})).await;
+    assert_eq!(res.status, 202, "{}", res.text);
+    assert_eq!(res.json["amount_cents"], 1400);
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM refund_requests WHERE status = 'submitted'",
+            2,
+            WAIT,
+        )
+        .await;
+    let keys: std::collections::BTreeSet<_> = s
+        .stripe()
+        .refund_calls()
+        .into_iter()
+        .map(|c| c.idempotency_key.unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2, "an idempotency key per refund");
+    let reported = s.stripe().charge_refunded("evt_ref_2", &intent);
+    assert_eq!(s.app.deliver_stripe(&reported).await.status, 200);
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM orders WHERE status = 'refunded'",
+            1,
+            WAIT,
+        )
+        .await;
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM entitlements WHERE feature_key = 'guide' AND revoked_at IS NOT NULL",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT coalesce(sum(amount_cents), 0)::bigint FROM payment_transactions WHERE kind = 'refund'").await,
+        1900
+    );
+    // Each refund is audited with its reason.
+    assert_eq!(
+        count(
+            &s.app.db_pool,
+            "SELECT count(*) FROM operator_actions WHERE action = 'order.refund' AND reason IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    let kinds = timeline_kinds(&s, &public_id).await;
+    assert!(
+        kinds.contains(&"operator.order.refund".to_string()),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_larger_than_paid_is_refused_and_nothing_is_queued() {
+    let s = Shop::start().await;
+    let price = s.price("Kit", 900, json!({})).await;
+    let (public_id, _) = paid_order(&s, &price, "r2").await;
+    let admin = s.app.token("user_admin", "admin").await;
+    let path = format!("/api/admin/orders/{public_id}/refund/");
+    let res = s
+        .app
+        .post_as(
+            &admin,
+            &path,
+            &json!({"amount_cents": 901, "reason": "too much"}),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code()),
+        (409, Some("refund_exceeds_payment")),
+        "{}",
+        res.text
+    );
+    let res = s
+        .app
+        .post_as(&admin, &path, &json!({"amount_cents": 900}))
+        .await;
+    assert_eq!(res.status, 422, "a refund needs a reason: {}", res.text);
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT count(*) FROM refund_requests").await,
+        0
+    );
+    assert!(s.stripe().refund_calls().is_empty());
+    // The CLI takes the same path: the whole order, then nothing is left.
+    let (code, out) = granary_tests::worker::cli(
+        &s.app.env_vars(),
+        &["orders", "refund", &public_id, "--reason", "goodwill"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("900"), "{out}");
+    let res = s
+        .app
+        .post_as(
+            &admin,
+            &path,
+            &json!({"amount_cents": 1, "reason": "again"}),
+        )
+        .await;
+    assert_eq!(
+        res.error_code(),
+        Some("refund_exceeds_payment"),
+        "{}",
+        res.text
+    );
+}
+
+#[tokio::test]
+async fn a_seller_refunds_their_own_order_but_not_another_sellers() {
+    let s = Shop::start().await;
+    let price = s.price("Kit", 900, json!({})).await;
+    let (public_id, _) = paid_order(&s, &price, "r3").await;
+    let other = s.app.token("user_other_seller", "seller").await;
+    let path = format!("/api/seller/orders/{public_id}/refund/");
+    let res = s
+        .app
+        .post_as(&other, &path, &json!({"reason": "not mine"}))
+        .await;
+    assert_eq!(res.status, 404, "{}", res.text);
+    assert_eq!(
+        count(&s.app.db_pool, "SELECT count(*) FROM refund_requests").await,
+        0
+    );
+    let res = s
+        .app
+        .post_as(
+            &s.seller,
+            &path,
+            &json!({"amount_cents": 300, "reason": "late delivery"}),
+        )
+        .await;
+    assert_eq!(res.status, 202, "{}", res.text);
+    s.app
+        .wait_for_count(
+            "SELECT count(*) FROM refund_requests WHERE status = 'submitted'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert_eq!(s.stripe().refunds()[0]["amount"], 300);
+}

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod offers;
 pub mod prices;
 pub mod products;
+pub mod refunds;
 pub mod work_orders;
 
 use uuid::Uuid;
