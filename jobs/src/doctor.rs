@@ -327,7 +327,7 @@ pub async fn run(config: &Config, pool: &PgPool, opts: Options) -> Report {
             "run: granary-worker migrate",
         );
     }
-    if db_ok && let Err(e) = recovery_checks(pool, pending_after, &mut r).await {
+    if db_ok && let Err(e) = recovery_checks(config, pool, pending_after, &mut r).await {
         r.push(
             "shop state",
             Level::Fail,
@@ -424,6 +424,7 @@ async fn stripe_key_check(config: &Config, r: &mut Report) {
 /// The checks for payments that arrived but did not pay their order: the last reconciliation
 /// sweeps, prices no buyer can pay, and pending orders with a stored but unapplied payment.
 async fn recovery_checks(
+    config: &Config,
     pool: &PgPool,
     pending_after: Duration,
     r: &mut Report,
@@ -525,14 +526,22 @@ async fn recovery_checks(
     // A purchasable price without a checkout URL: the storefront creates the order and shows it
     // pending, but the buyer is never sent anywhere to pay (seed: "Buy button shows Checkout URL
     // missing").
-    let no_checkout = sqlx::query!(
-        r#"SELECT p.slug, p.name AS product, pr.id, pr.name FROM prices pr JOIN products p ON p.id = pr.product_id
+    // With a Stripe key, a one-time price without a URL is sold through a Checkout Session.
+    let no_checkout: Vec<_> = sqlx::query!(
+        r#"SELECT p.slug, p.name AS product, pr.id, pr.name, pr.metadata, pr.billing_period
+           FROM prices pr JOIN products p ON p.id = pr.product_id
            WHERE granary_purchasable(p, pr) AND coalesce(pr.metadata->>'checkout_url', '') = ''
              AND pr.clerk_plan_id IS NULL
            ORDER BY p.slug, pr.created_at"#
     )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .filter(|p| {
+        config.stripe.secret_key.is_none()
+            || !crate::account::orders::sells_through_stripe(&p.metadata, &p.billing_period)
+    })
+    .collect();
     if !no_checkout.is_empty() {
         let list: Vec<String> = no_checkout
             .iter()
@@ -546,7 +555,7 @@ async fn recovery_checks(
                 no_checkout.len(),
                 list.join("; ")
             ),
-            "give each a checkout URL: PATCH /api/seller/prices/<id>/ with {\"metadata\": {\"checkout_url\": \"https://...\"}}, or map it to a Clerk plan (clerk_plan_id)",
+            "set STRIPE_SECRET_KEY to sell one-time prices through Stripe Checkout, or give each a checkout URL: PATCH /api/seller/prices/<id>/ with {\"metadata\": {\"checkout_url\": \"https://...\"}}, or map it to a Clerk plan (clerk_plan_id)",
         );
     }
 

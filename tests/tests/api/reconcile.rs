@@ -517,7 +517,8 @@ async fn doctor_reports_the_recovery_checks_on_a_broken_shop_and_is_silent_on_a_
     }
 
     // Broken, four ways.
-    // 1. A purchasable price with no checkout URL.
+    // 1. A purchasable price with no checkout URL, kept off Stripe Checkout (with the key set,
+    //    a one-time price without a URL would be sold through a Checkout Session).
     let bare = app
         .post_as(
             &seller,
@@ -530,7 +531,7 @@ async fn doctor_reports_the_recovery_checks_on_a_broken_shop_and_is_silent_on_a_
         .post_as(
             &seller,
             &format!("/api/seller/products/{bare_id}/prices/"),
-            &json!({"amount_cents": 100, "currency": "EUR", "name": "Once"}),
+            &json!({"amount_cents": 100, "currency": "EUR", "name": "Once", "metadata": {"checkout": "static"}}),
         )
         .await;
     assert_eq!(bare_price.status, 201, "{}", bare_price.text);
