@@ -43,6 +43,8 @@ pub struct Claimed {
     pub args: serde_json::Value,
     /// When it was due (its queue latency is measured from here).
     pub run_at: chrono::DateTime<chrono::Utc>,
+    /// When it was claimed (the claim's transaction time).
+    pub locked_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Default)]
@@ -208,12 +210,12 @@ pub async fn claim(
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
             ))
-            RETURNING id, attempt, max_attempts, args, run_at
+            RETURNING id, attempt, max_attempts, args, run_at, locked_at
         ), a AS (
             INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
             SELECT id, $1, attempt, $3 FROM j
         )
-        SELECT id, attempt, max_attempts, args, run_at FROM j ORDER BY id
+        SELECT id, attempt, max_attempts, args, run_at, locked_at FROM j ORDER BY id
         "#,
     )
     .bind(queue)
@@ -222,6 +224,32 @@ pub async fn claim(
     .persistent(false)
     .fetch_all(pool)
     .await
+}
+
+/// Hands back the jobs of a claim whose answer was lost: PostgreSQL committed it, then the
+/// connection broke before the rows reached this worker (a server crash or restart at that
+/// instant). They are `running` and locked by this live, heartbeating worker, so the rescue
+/// would never free them. They are told apart by their claim time: later than `after` (the
+/// newest claim this worker received before the failure) and not among `received` (the claim
+/// that just succeeded). Claims of one worker are sequential, so nothing else matches.
+pub async fn hand_back_lost_claims(
+    pool: &PgPool,
+    worker: &str,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+    received: &[Claimed],
+) -> sqlx::Result<u64> {
+    let received: Vec<String> = received.iter().map(|j| j.id.clone()).collect();
+    let lost = sqlx::query_as::<_, Claimed>(
+        r#"SELECT id, attempt, max_attempts, args, run_at, locked_at FROM jobs
+           WHERE locked_by = $1 AND state = 'running' AND ($2::timestamptz IS NULL OR locked_at > $2)
+             AND id <> ALL($3)"#,
+    )
+    .bind(worker)
+    .bind(after)
+    .bind(&received)
+    .fetch_all(pool)
+    .await?;
+    unclaim(pool, worker, &lost).await
 }
 
 /// Gives back claimed jobs that never started: the claim is undone (attempt number and row).
@@ -268,6 +296,10 @@ impl Claimer {
     /// Keeps the buffer filled until `stop`, then hands back what was never started.
     pub(crate) async fn run(self) {
         let mut failures = 0u32;
+        // The newest claim time received, and whether a claim failed since: its commit may
+        // have reached the server even though its answer did not reach us.
+        let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
+        let mut maybe_lost = false;
         'outer: loop {
             // Room for at least half a buffer (or an empty one) before claiming.
             while self.buffer.free() < self.buffer.low_water() {
@@ -281,6 +313,23 @@ impl Claimer {
             match claim(&self.pool, self.queue, &self.worker, want as i64).await {
                 Ok(jobs) => {
                     failures = 0;
+                    if maybe_lost {
+                        match hand_back_lost_claims(&self.pool, &self.worker, newest, &jobs).await {
+                            Ok(0) => maybe_lost = false,
+                            Ok(n) => {
+                                maybe_lost = false;
+                                tracing::warn!(
+                                    queue = self.queue,
+                                    jobs = n,
+                                    "handed back jobs of a claim whose answer was lost"
+                                );
+                            }
+                            Err(e) => {
+                                tracing::warn!(queue = self.queue, error = %e, "looking for a lost claim failed; will look again")
+                            }
+                        }
+                    }
+                    newest = jobs.iter().map(|j| j.locked_at).max().or(newest);
                     let got = jobs.len();
                     tracing::debug!(
                         queue = self.queue,
@@ -304,6 +353,7 @@ impl Claimer {
                 }
                 Err(e) => {
                     failures += 1;
+                    maybe_lost |= crate::queue::runtime::is_connection_error(&e);
                     let delay = Duration::from_millis(200 * 2u64.pow(failures.min(5)))
                         .min(Duration::from_secs(5));
                     tracing::warn!(queue = self.queue, error = %e, retry_in_ms = delay.as_millis() as u64, "claiming jobs failed (database unreachable?); retrying");

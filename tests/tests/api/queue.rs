@@ -828,3 +828,53 @@ async fn an_attempt_past_its_time_limit_fails_with_the_limit_and_the_job_retries
     assert_eq!(tried[0].error.as_deref(), Some("timed out after 1 s"));
     assert_eq!(job_state(&app.db_pool, &id).await, "completed");
 }
+
+/// A claim whose answer is lost (PostgreSQL committed it, then the connection broke) leaves
+/// jobs `running` under a live worker that never saw them, which the rescue never frees (its
+/// heartbeat is fine). Seen once in the restart fault test. The worker hands them back after
+/// its next claim succeeds: they are the ones claimed after its newest received claim and not
+/// in the claim it just received.
+#[tokio::test]
+async fn jobs_of_a_claim_whose_answer_was_lost_are_handed_back_by_the_worker() {
+    use granary_jobs::queue::backend;
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let worker = "live@host:7:0";
+    let held = app.enqueue(&probe("held")).await;
+    let first = backend::claim(p, "probe", worker, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "the worker holds one job, running it");
+    // The lost claim: committed at the server, its rows never reached the worker.
+    let lost = app.enqueue(&probe("lost")).await;
+    let lost_claim = backend::claim(p, "probe", worker, 10).await.unwrap();
+    assert_eq!(lost_claim.len(), 1);
+    // The next claim succeeds and receives a third job.
+    let next = app.enqueue(&probe("next")).await;
+    let received = backend::claim(p, "probe", worker, 1).await.unwrap();
+    assert_eq!(received[0].id, next);
+    let n = backend::hand_back_lost_claims(p, worker, Some(first[0].locked_at), &received)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(job_state(p, &lost).await, "pending");
+    assert_eq!(
+        job_state(p, &held).await,
+        "running",
+        "the job it holds stays its"
+    );
+    assert_eq!(
+        job_state(p, &next).await,
+        "running",
+        "the claim it received stays its"
+    );
+    assert!(
+        attempts(p, &lost).await.is_empty(),
+        "the lost attempt is undone"
+    );
+    // Nothing else is lost: a second look hands back nothing.
+    assert_eq!(
+        backend::hand_back_lost_claims(p, worker, Some(received[0].locked_at), &[])
+            .await
+            .unwrap(),
+        0
+    );
+}
