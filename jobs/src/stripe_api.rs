@@ -214,21 +214,13 @@ pub async fn create_checkout_session(
     form: &[(String, String)],
     idempotency_key: &str,
 ) -> Result<CheckoutSession, StripeApiError> {
-    let url = endpoint(config, &["checkout", "sessions"])?;
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    send(
-        client
-            .post(url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header("Idempotency-Key", idempotency_key)
-            .timeout(Duration::from_secs(10))
-            .body(body),
+    post_form(
+        client,
         config,
+        &["checkout", "sessions"],
+        form,
+        idempotency_key,
+        Duration::from_secs(10),
         "Checkout Session",
     )
     .await
@@ -249,7 +241,30 @@ pub async fn create_refund(
     form: &[(String, String)],
     idempotency_key: &str,
 ) -> Result<Refund, StripeApiError> {
-    let url = endpoint(config, &["refunds"])?;
+    post_form(
+        client,
+        config,
+        &["refunds"],
+        form,
+        idempotency_key,
+        Duration::from_secs(30),
+        "refund",
+    )
+    .await
+}
+
+/// `POST base/v1/<segments>` with `form` encoded as Stripe's API takes it, under
+/// `idempotency_key`, waiting at most `timeout`.
+async fn post_form<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    config: &Config,
+    segments: &[&str],
+    form: &[(String, String)],
+    idempotency_key: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<T, StripeApiError> {
+    let url = endpoint(config, segments)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -261,10 +276,10 @@ pub async fn create_refund(
                 "application/x-www-form-urlencoded",
             )
             .header("Idempotency-Key", idempotency_key)
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .body(body),
         config,
-        "refund",
+        what,
     )
     .await
 }

@@ -204,8 +204,18 @@ fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
-/// `POST /v1/checkout/sessions`, validated as Stripe validates what Granary sends.
-async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
+/// A `POST` as Stripe receives it, before the endpoint's own work: the call is recorded in
+/// `calls`; a body that is not form-encoded is refused; then bearer auth and the scripted
+/// failures; then a replay of the first answer in `created` for the same `Idempotency-Key`
+/// and parameters (Stripe keeps keys 24 h), or its refusal for other parameters. `Ok`: the
+/// decoded form and the key.
+async fn receive(
+    state: &State,
+    calls: &Mutex<Vec<SessionCall>>,
+    created: &Mutex<Vec<Created>>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<(String, String)>, Option<String>), Response> {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
     let header = |name: &str| {
         headers
@@ -214,22 +224,21 @@ async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Resp
             .map(str::to_string)
     };
     let key = header("idempotency-key");
-    state.session_calls.lock().unwrap().push(SessionCall {
+    calls.lock().unwrap().push(SessionCall {
         form: form.clone(),
         idempotency_key: key.clone(),
         stripe_version: header("stripe-version"),
     });
     if header("content-type").as_deref() != Some("application/x-www-form-urlencoded") {
-        return invalid("Invalid request: the body must be form-encoded.");
+        return Err(invalid("Invalid request: the body must be form-encoded."));
     }
     if let Some(refused) = gate(state, headers).await {
-        return refused;
+        return Err(refused);
     }
-    // A replay: the first answer for the same key and parameters (Stripe keeps keys 24 h).
     if let Some(k) = &key {
-        let sessions = state.sessions.lock().unwrap();
-        if let Some((_, first_form, answer)) = sessions.iter().find(|(sk, _, _)| sk == k) {
-            return if *first_form == form {
+        let created = created.lock().unwrap();
+        if let Some((_, first_form, answer)) = created.iter().find(|(ck, _, _)| ck == k) {
+            return Err(if *first_form == form {
                 let mut r = Json(answer.clone()).into_response();
                 r.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -240,9 +249,19 @@ async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Resp
                     "idempotency_error",
                     "Keys for idempotent requests can only be used with the same parameters they were first used with.",
                 )
-            };
+            });
         }
     }
+    Ok((form, key))
+}
+
+/// `POST /v1/checkout/sessions`, validated as Stripe validates what Granary sends.
+async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
+    let (form, key) =
+        match receive(state, &state.session_calls, &state.sessions, headers, body).await {
+            Ok(call) => call,
+            Err(answer) => return answer,
+        };
     let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if get("mode").as_deref() != Some("payment") {
         return invalid("Missing required param: mode.");
@@ -329,36 +348,11 @@ async fn create_session(state: &State, headers: &HeaderMap, body: &[u8]) -> Resp
 
 /// `POST /v1/refunds`.
 async fn create_refund(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    state.refund_calls.lock().unwrap().push(SessionCall {
-        form: form.clone(),
-        idempotency_key: key.clone(),
-        stripe_version: headers
-            .get("stripe-version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    });
-    if let Some(refused) = gate(state, headers).await {
-        return refused;
-    }
-    if let Some(k) = &key {
-        let refunds = state.refunds.lock().unwrap();
-        if let Some((_, first_form, answer)) = refunds.iter().find(|(rk, _, _)| rk == k) {
-            return if *first_form == form {
-                Json(answer.clone()).into_response()
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "idempotency_error",
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                )
-            };
-        }
-    }
+    let (form, key) = match receive(state, &state.refund_calls, &state.refunds, headers, body).await
+    {
+        Ok(call) => call,
+        Err(answer) => return answer,
+    };
     let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let Some(intent) = get("payment_intent") else {
         return invalid("You must pass either `payment_intent` or `charge`.");
