@@ -53,6 +53,19 @@ impl Shop {
             .await
     }
 
+    /// Waits until order `public_id` is in `status`.
+    async fn wait_status(&self, public_id: &str, status: &str) {
+        self.app
+            .wait_for_count(
+                &format!(
+                    "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = '{status}'"
+                ),
+                1,
+                WAIT,
+            )
+            .await;
+    }
+
     fn stripe(&self) -> &stripe::StripeStandIn {
         self.app.stripe.as_ref().unwrap()
     }
@@ -133,13 +146,7 @@ async fn a_buy_through_a_session_is_paid_by_its_webhook() {
     // The buyer pays; Stripe's signed event for that session pays the order.
     let event = s.stripe().complete_session("evt_paid_1", session_id(url));
     assert_eq!(s.app.deliver_stripe(&event).await.status, 200);
-    s.app
-        .wait_for_count(
-            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
-            1,
-            WAIT,
-        )
-        .await;
+    s.wait_status(&public_id, "fulfilled").await;
     let paid: i64 = sqlx::query_scalar(
         "SELECT amount_cents FROM payment_transactions WHERE kind = 'payment' AND provider = 'stripe'",
     )
@@ -367,15 +374,7 @@ async fn an_expired_session_expires_its_order_and_a_late_payment_still_pays_it_i
 
     let expired = s.stripe().expire_session("evt_exp_1", &session);
     assert_eq!(s.app.deliver_stripe(&expired).await.status, 200);
-    s.app
-        .wait_for_count(
-            &format!(
-                "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'expired'"
-            ),
-            1,
-            WAIT,
-        )
-        .await;
+    s.wait_status(&public_id, "expired").await;
     // The buyer's list says it was never paid.
     let orders = s.app.get_as(&s.buyer, "/api/account/orders/").await;
     assert_eq!(orders.json[0]["status"], "expired", "{}", orders.text);
@@ -385,13 +384,7 @@ async fn an_expired_session_expires_its_order_and_a_late_payment_still_pays_it_i
     // the money wins, and the order is fulfilled in full.
     let paid = s.stripe().complete_session("evt_late_1", &session);
     assert_eq!(s.app.deliver_stripe(&paid).await.status, 200);
-    s.app
-        .wait_for_count(
-            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
-            1,
-            WAIT,
-        )
-        .await;
+    s.wait_status(&public_id, "fulfilled").await;
     s.app
         .wait_for_count(
             "SELECT count(*) FROM emails WHERE kind = 'receipt'",
@@ -481,15 +474,7 @@ async fn a_missed_expiry_event_is_found_by_the_reconciliation_sweep() {
         q.contains("types%5B%5D=checkout.session.async_payment_failed"),
         "{q}"
     );
-    s.app
-        .wait_for_count(
-            &format!(
-                "SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'expired'"
-            ),
-            1,
-            WAIT,
-        )
-        .await;
+    s.wait_status(&public_id, "expired").await;
 }
 
 /// A paid order through a session: (public id, payment intent).
@@ -502,13 +487,7 @@ async fn paid_order(s: &Shop, price: &str, key: &str) -> (String, String) {
         .stripe()
         .complete_session(&format!("evt_paid_{key}"), &session);
     assert_eq!(s.app.deliver_stripe(&event).await.status, 200);
-    s.app
-        .wait_for_count(
-            &format!("SELECT count(*) FROM orders WHERE public_id = '{public_id}' AND status = 'fulfilled'"),
-            1,
-            WAIT,
-        )
-        .await;
+    s.wait_status(&public_id, "fulfilled").await;
     let intent = event["data"]["object"]["payment_intent"]
         .as_str()
         .unwrap()
