@@ -253,7 +253,7 @@ pub struct AuthUser {
 impl AuthUser {
     /// 403 unless seller or admin, or `SELLER_ACCESS=any` (the starter's rule: every signed-in
     /// user manages the rows they own).
-    pub fn require_seller(&self) -> Result<(), ApiError> {
+    fn require_seller(&self) -> Result<(), ApiError> {
         if self.role >= Role::Seller || self.seller_access == SellerAccess::Any {
             Ok(())
         } else {
@@ -271,7 +271,7 @@ impl AuthUser {
     }
 
     /// 403 unless admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin {
             Ok(())
         } else {
@@ -285,6 +285,53 @@ impl AuthUser {
     /// True for admins (who see every seller's rows).
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+}
+
+/// A request's session, already verified by the throttle (which keys the request by it): the
+/// [`AuthUser`] extractor then does not verify the token again.
+#[derive(Debug, Clone)]
+pub struct VerifiedSession(pub Claims);
+
+/// A signed-in user who may use the seller API (see [`AuthUser::require_seller`]): a handler
+/// that takes it cannot run for anyone else. Dereferences to the [`AuthUser`].
+pub struct Seller(pub AuthUser);
+
+/// A signed-in admin: a handler that takes it cannot run for anyone else. Dereferences to the
+/// [`AuthUser`].
+pub struct Admin(pub AuthUser);
+
+impl std::ops::Deref for Seller {
+    type Target = AuthUser;
+    fn deref(&self) -> &AuthUser {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Admin {
+    type Target = AuthUser;
+    fn deref(&self) -> &AuthUser {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Seller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        user.require_seller()?;
+        Ok(Self(user))
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        user.require_admin()?;
+        Ok(Self(user))
     }
 }
 
@@ -315,17 +362,7 @@ pub fn session_token(parts: &Parts) -> Option<(&str, bool)> {
     }
 }
 
-/// The credential of `Authorization: Bearer <credential>` (the scheme in either case).
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-}
+pub(crate) use granary_jobs::platform::server::bearer;
 
 /// True when the request carries `Authorization: Bearer <CREDITS_SERVICE_TOKEN>` (compared in
 /// constant time): the shop's own services, not a user.
@@ -337,6 +374,34 @@ pub fn is_service_token(parts: &Parts, config: &granary_jobs::Config) -> bool {
     };
     bearer(&parts.headers)
         .is_some_and(|b| bool::from(b.as_bytes().ct_eq(expected.expose_secret().as_bytes())))
+}
+
+/// CSRF: a cookie is sent by the browser on cross-site requests too, so a cookie-authenticated
+/// unsafe request must come from an allowed origin (its `Origin`, else its `Referer`'s).
+fn check_origin(parts: &Parts, config: &granary_jobs::Config) -> Result<(), ApiError> {
+    let origin = parts
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            parts
+                .headers
+                .get(axum::http::header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(origin_of)
+        });
+    let allowed = origin.as_deref().is_some_and(|o| {
+        config.cors_allowed_origins.iter().any(|a| a == o)
+            || origin_of(config.frontend_app_url.as_str()).as_deref() == Some(o)
+    });
+    if !allowed {
+        return Err(ApiError::Forbidden {
+            code: "forbidden",
+            message: "Cross-site request refused (Origin/Referer not allowed).".into(),
+        });
+    }
+    Ok(())
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -351,7 +416,7 @@ impl FromRequestParts<AppState> for AuthUser {
         // The throttle verified it already (and keyed the request by it).
         let verified = parts
             .extensions
-            .get::<crate::throttle::VerifiedSession>()
+            .get::<VerifiedSession>()
             .map(|s| s.0.clone());
         let claims = match verified {
             Some(c) => c,
@@ -365,28 +430,7 @@ impl FromRequestParts<AppState> for AuthUser {
         // CSRF: a cookie is sent by the browser on cross-site requests too, so a cookie-
         // authenticated unsafe request must come from an allowed origin.
         if from_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let origin = parts
-                .headers
-                .get(axum::http::header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(axum::http::header::REFERER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(origin_of)
-                });
-            let allowed = origin.as_deref().is_some_and(|o| {
-                state.config.cors_allowed_origins.iter().any(|a| a == o)
-                    || origin_of(state.config.frontend_app_url.as_str()).as_deref() == Some(o)
-            });
-            if !allowed {
-                return Err(ApiError::Forbidden {
-                    code: "forbidden",
-                    message: "Cross-site request refused (Origin/Referer not allowed).".into(),
-                });
-            }
+            check_origin(parts, &state.config)?;
         }
 
         // Profiles are created on first sight and kept in sync with the token's claims, as the

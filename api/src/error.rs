@@ -138,11 +138,7 @@ impl ApiError {
 /// Builds the contract's error body: `{"error": {code, message, request_id}, "detail": message}`.
 /// The top-level `detail` is what a client written for the Django starter (DRF) shows.
 pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(id) = current_request_id() {
-        error["request_id"] = json!(id);
-    }
-    (status, Json(json!({ "error": error, "detail": message }))).into_response()
+    granary_jobs::platform::server::error_body(status, code, message, current_request_id())
 }
 
 impl IntoResponse for ApiError {

@@ -11,7 +11,6 @@ mod middleware;
 pub mod openapi;
 pub mod request_id;
 mod routes;
-pub mod server;
 pub mod throttle;
 
 use std::{sync::Arc, time::Duration};
@@ -48,11 +47,11 @@ pub struct Shared {
     /// Session token verification (JWKS cache).
     pub verifier: Arc<auth::Verifier>,
     /// Asset storage, or why it is unusable (routes that need it answer 503).
-    pub storage: Result<granary_jobs::storage::Storage, String>,
+    pub storage: Result<granary_jobs::platform::storage::Storage, String>,
     /// Group commit for accepted webhook deliveries.
     pub ingest: Arc<granary_jobs::webhooks::ingest::Batcher>,
     /// Clerk (Svix) signature verification, its secret decoded once.
-    pub clerk_webhooks: granary_jobs::webhooks::verify::ClerkVerifier,
+    pub clerk_webhooks: granary_jobs::providers::verify::ClerkVerifier,
     /// Abuse limits (this process's).
     pub throttles: Arc<throttle::Throttles>,
 }
@@ -73,13 +72,13 @@ impl AppState {
             None
         };
         let verifier = Arc::new(auth::Verifier::new(&config, dev_key));
-        let storage = granary_jobs::storage::Storage::from_config(&config);
+        let storage = granary_jobs::platform::storage::Storage::from_config(&config);
         if let Err(e) = &storage {
             tracing::warn!("{e}: download and asset routes answer 503 storage_unavailable");
         }
         Self(Arc::new(Shared {
             throttles: Arc::new(throttle::Throttles::new(&config.throttles)),
-            clerk_webhooks: granary_jobs::webhooks::verify::ClerkVerifier::new(
+            clerk_webhooks: granary_jobs::providers::verify::ClerkVerifier::new(
                 config.clerk.webhook_secret.as_ref(),
             ),
             config: Arc::new(config),
@@ -93,7 +92,7 @@ impl AppState {
 
 impl Shared {
     /// The storage backend, or 503 `storage_unavailable`.
-    pub fn storage(&self) -> Result<&granary_jobs::storage::Storage, ApiError> {
+    pub fn storage(&self) -> Result<&granary_jobs::platform::storage::Storage, ApiError> {
         self.storage.as_ref().map_err(|e| ApiError::Unavailable {
             code: "storage_unavailable",
             message: format!("Asset storage is unavailable: {e}."),
@@ -105,7 +104,7 @@ impl Shared {
 pub fn app(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let limit = state.config.max_body_bytes;
-    granary_jobs::metrics::install();
+    granary_jobs::platform::metrics::install();
     routes::router()
         .merge(console::router())
         .route("/metrics", axum::routing::get(metrics::public))
@@ -180,11 +179,14 @@ pub async fn serve(
     if let Some(addr) = state.config.metrics_bind {
         let (config, pool, stop) = (state.config.clone(), state.pool.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve_private(addr, &config, pool, stop).await {
+            let queues = granary_jobs::registry::registry().queues();
+            let served =
+                granary_jobs::platform::metrics::serve_private(addr, &config, pool, queues, stop);
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
             }
         });
     }
     let header_timeout = state.config.header_timeout;
-    server::serve(listener, app(state), header_timeout, shutdown).await
+    granary_jobs::platform::server::serve(listener, app(state), header_timeout, shutdown).await
 }

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use granary_api::AppState;
-use granary_jobs::{Config, db};
+use granary_jobs::{Config, platform::db};
 use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 
@@ -51,23 +51,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let dev = matches!(cli.command, Some(Command::Dev));
-    // The one-command setup trusts local development tokens (`granary-api token`) and lets
-    // every signed-in user sell (the starter's rule, so the storefront's "Create Offer Fast"
-    // works on the first click), unless told otherwise; config validation refuses dev tokens in
-    // production, and `serve` keeps `SELLER_ACCESS=role`.
-    let defaults: &[(&str, &str)] = if dev {
-        &[("GRANARY_DEV_AUTH", "true"), ("SELLER_ACCESS", "any")]
-    } else {
-        &[]
-    };
-    let config = match Config::from_env_with_defaults(defaults) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("granary-api cannot start: {e}");
-            std::process::exit(2);
-        }
-    };
-    granary_jobs::telemetry::init(!config.is_development());
+    let config = load_config(dev);
+    granary_jobs::platform::telemetry::init(!config.is_development());
     if let Some(Command::Token {
         user,
         role,
@@ -75,31 +60,7 @@ async fn main() -> anyhow::Result<()> {
         hours,
     }) = &cli.command
     {
-        anyhow::ensure!(
-            config.is_development(),
-            "development tokens exist only in development"
-        );
-        anyhow::ensure!(
-            matches!(role.as_str(), "buyer" | "seller" | "admin"),
-            "--role must be buyer, seller or admin"
-        );
-        let pool = db::pool(&config, 2)?;
-        // Roles live on the profile: set it, so the token acts with this role.
-        sqlx::query(
-            "INSERT INTO profiles (clerk_user_id, email, role) VALUES ($1, $2, $3) \
-             ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role, email = coalesce(EXCLUDED.email, profiles.email)",
-        )
-        .bind(user)
-        .bind(email)
-        .bind(role)
-        .execute(&pool)
-        .await
-        .context("setting the user's role (is the database migrated? run `granary-api dev` once)")?;
-        println!(
-            "{}",
-            granary_api::auth::dev::token(user, email.as_deref(), *hours)?
-        );
-        return Ok(());
+        return dev_token(&config, user, role, email.as_deref(), *hours).await;
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -112,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         db::create_database_if_missing(config.database_url.expose_secret()).await?;
     }
     let with_worker = cli.with_worker || dev;
-    let registry = granary_jobs::handlers::registry();
+    let registry = granary_jobs::registry::registry();
     let held = if with_worker {
         registry.held_connections()
     } else {
@@ -124,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    granary_jobs::shutdown::cancel_on_signal(shutdown.clone());
+    granary_jobs::platform::shutdown::cancel_on_signal(shutdown.clone());
 
     let worker = if with_worker {
         db::ensure_migrated(&pool)
@@ -132,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             .context("the in-process worker cannot start")?;
         let (pool, config, token) = (pool.clone(), config.clone(), shutdown.clone());
         Some(tokio::spawn(async move {
-            granary_jobs::queue::runtime::run(pool, config, registry, token).await
+            granary_jobs::registry::run(pool, config, registry, token).await
         }))
     } else {
         None
@@ -147,33 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(%local, with_worker, "granary-api listening");
     if dev {
-        println!("\nGranary is running (api + worker) on http://{local}");
-        println!("  health:    curl http://{local}/api/health/");
-        println!("  catalog:   curl http://{local}/api/products/");
-        println!(
-            "  a token:   cargo run --bin granary-api -- token --user user_seller --role seller"
-        );
-        println!("  contract:  curl http://{local}/api/openapi.json");
-        println!(
-            "  storage:   local files under {:?}; emails: the `emails` table (status outbox)",
-            match &config.storage {
-                granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
-                _ => "the configured backend".into(),
-            }
-        );
-        println!(
-            "  sellers:   SELLER_ACCESS={} ({})",
-            config.seller_access.as_str(),
-            match config.seller_access {
-                granary_jobs::config::SellerAccess::Any => {
-                    "every signed-in user may sell; production's default is `role`"
-                }
-                granary_jobs::config::SellerAccess::Role => {
-                    "only sellers: granary-worker users set-role <user> seller"
-                }
-            }
-        );
-        println!("  stop:      ctrl-c\n");
+        print_dev_banner(&config, local);
     }
     let state = AppState::new((*config).clone(), pool.clone());
     let served = granary_api::serve(listener, state, shutdown.clone()).await;
@@ -183,4 +118,85 @@ async fn main() -> anyhow::Result<()> {
     }
     pool.close().await;
     served.context("server error")
+}
+
+/// Reads the configuration (with `dev`'s defaults), or exits 2 saying why it cannot start.
+fn load_config(dev: bool) -> Config {
+    // The one-command setup trusts local development tokens (`granary-api token`) and lets
+    // every signed-in user sell (the starter's rule, so the storefront's "Create Offer Fast"
+    // works on the first click), unless told otherwise; config validation refuses dev tokens in
+    // production, and `serve` keeps `SELLER_ACCESS=role`.
+    let defaults: &[(&str, &str)] = if dev {
+        &[("GRANARY_DEV_AUTH", "true"), ("SELLER_ACCESS", "any")]
+    } else {
+        &[]
+    };
+    match Config::from_env_with_defaults(defaults) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("granary-api cannot start: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `granary-api token`: sets the user's role on their profile and prints a development token.
+async fn dev_token(
+    config: &Config,
+    user: &str,
+    role: &str,
+    email: Option<&str>,
+    hours: i64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.is_development(),
+        "development tokens exist only in development"
+    );
+    anyhow::ensure!(
+        matches!(role, "buyer" | "seller" | "admin"),
+        "--role must be buyer, seller or admin"
+    );
+    let pool = db::pool(config, 2)?;
+    // Roles live on the profile: set it, so the token acts with this role.
+    sqlx::query(
+        "INSERT INTO profiles (clerk_user_id, email, role) VALUES ($1, $2, $3) \
+         ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role, email = coalesce(EXCLUDED.email, profiles.email)",
+    )
+    .bind(user)
+    .bind(email)
+    .bind(role)
+    .execute(&pool)
+    .await
+    .context("setting the user's role (is the database migrated? run `granary-api dev` once)")?;
+    println!("{}", granary_api::auth::dev::token(user, email, hours)?);
+    Ok(())
+}
+
+/// `granary-api dev`'s banner: where the system runs and how to use it.
+fn print_dev_banner(config: &Config, local: SocketAddr) {
+    println!("\nGranary is running (api + worker) on http://{local}");
+    println!("  health:    curl http://{local}/api/health/");
+    println!("  catalog:   curl http://{local}/api/products/");
+    println!("  a token:   cargo run --bin granary-api -- token --user user_seller --role seller");
+    println!("  contract:  curl http://{local}/api/openapi.json");
+    println!(
+        "  storage:   local files under {:?}; emails: the `emails` table (status outbox)",
+        match &config.storage {
+            granary_jobs::config::StorageConfig::Fs { root } => root.display().to_string(),
+            _ => "the configured backend".into(),
+        }
+    );
+    println!(
+        "  sellers:   SELLER_ACCESS={} ({})",
+        config.seller_access.as_str(),
+        match config.seller_access {
+            granary_jobs::config::SellerAccess::Any => {
+                "every signed-in user may sell; production's default is `role`"
+            }
+            granary_jobs::config::SellerAccess::Role => {
+                "only sellers: granary-worker users set-role <user> seller"
+            }
+        }
+    );
+    println!("  stop:      ctrl-c\n");
 }

@@ -185,33 +185,42 @@ pub async fn read_body(
     };
     match body {
         Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
-        Err(size) => {
-            let detail = format!("the body is {size}, over the limit of {limit} bytes");
-            let provider = match parts.uri.path().trim_end_matches('/') {
-                "/api/webhooks/clerk" => Some(granary_jobs::webhooks::Provider::Clerk),
-                "/api/webhooks/stripe" => Some(granary_jobs::webhooks::Provider::Stripe),
-                _ => None,
-            };
-            if let Some(provider) = provider {
-                granary_jobs::metrics::webhook(provider.as_str(), "rejected");
-                if let Err(e) = granary_jobs::webhooks::ingest::store_rejected(
-                    &state.pool,
-                    provider,
-                    "payload_too_large",
-                    &detail,
-                    &parts.headers,
-                    &[],
-                )
-                .await
-                {
-                    tracing::error!(error = %e, "could not record a rejected webhook delivery");
-                }
-            }
-            error_body(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("The request body is larger than the limit: {detail}."),
-            )
+        Err(size) => too_large(&state, &parts, &size, limit).await,
+    }
+}
+
+/// 413 `payload_too_large` for a body of `size`; a webhook delivery refused for it is recorded
+/// as a rejected delivery (its size, not its bytes).
+async fn too_large(
+    state: &crate::AppState,
+    parts: &axum::http::request::Parts,
+    size: &str,
+    limit: usize,
+) -> Response {
+    let detail = format!("the body is {size}, over the limit of {limit} bytes");
+    let provider = match parts.uri.path().trim_end_matches('/') {
+        "/api/webhooks/clerk" => Some(granary_jobs::providers::Provider::Clerk),
+        "/api/webhooks/stripe" => Some(granary_jobs::providers::Provider::Stripe),
+        _ => None,
+    };
+    if let Some(provider) = provider {
+        granary_jobs::platform::metrics::webhook(provider.as_str(), "rejected");
+        if let Err(e) = granary_jobs::webhooks::ingest::store_rejected(
+            &state.pool,
+            provider,
+            "payload_too_large",
+            &detail,
+            &parts.headers,
+            &[],
+        )
+        .await
+        {
+            tracing::error!(error = %e, "could not record a rejected webhook delivery");
         }
     }
+    error_body(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("The request body is larger than the limit: {detail}."),
+    )
 }

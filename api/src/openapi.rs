@@ -98,6 +98,25 @@ fn declare(op: &mut Operation, status: u16) {
 
 /// `doc` with every operation's possible statuses, the error schema and the auth schemes.
 pub fn document(mut doc: OpenApi) -> OpenApi {
+    add_components(&mut doc);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Put, item.put.as_mut()),
+            (HttpMethod::Patch, item.patch.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ] {
+            let Some(op) = op else { continue };
+            let writes = !matches!(method, HttpMethod::Get);
+            declare_statuses(path, writes, op);
+        }
+    }
+    doc
+}
+
+/// The error schemas and the auth schemes (the session token as a bearer or a cookie).
+fn add_components(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     components
         .schemas
@@ -124,61 +143,53 @@ pub fn document(mut doc: OpenApi) -> OpenApi {
             "Clerk's session cookie (unsafe methods must come from an allowed origin).",
         ))),
     );
-    for (path, item) in doc.paths.paths.iter_mut() {
-        let has_path_params = path.contains('{');
-        for (method, op) in [
-            (HttpMethod::Get, item.get.as_mut()),
-            (HttpMethod::Post, item.post.as_mut()),
-            (HttpMethod::Put, item.put.as_mut()),
-            (HttpMethod::Patch, item.patch.as_mut()),
-            (HttpMethod::Delete, item.delete.as_mut()),
-        ] {
-            let Some(op) = op else { continue };
-            let writes = !matches!(method, HttpMethod::Get);
-            let has_query = op.parameters.as_ref().is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
-            });
-            let mut statuses = vec![414, 503];
-            if !crate::throttle::never_throttled(path) {
-                statuses.push(429);
-            }
-            if !is_public(path) {
-                statuses.extend([401, 403]);
-                op.security = Some(vec![
-                    SecurityRequirement::new("clerkSession", Vec::<String>::new()),
-                    SecurityRequirement::new("clerkSessionCookie", Vec::<String>::new()),
-                ]);
-            }
-            if has_path_params {
-                statuses.extend([400, 404]);
-            }
-            if has_query {
-                statuses.push(400);
-            }
-            if writes {
-                statuses.extend([400, 408, 409, 413, 415, 422]);
-            }
-            if path.starts_with("/api/webhooks/") {
-                statuses.retain(|s| ![409, 415, 422].contains(s));
-            }
-            statuses.sort_unstable();
-            statuses.dedup();
-            for s in statuses {
-                declare(op, s);
-            }
-            // Every error the handler itself declared gets the error body too.
-            let declared: Vec<u16> = op
-                .responses
-                .responses
-                .keys()
-                .filter_map(|k| k.parse().ok())
-                .filter(|s| *s >= 400)
-                .collect();
-            for s in declared {
-                declare(op, s);
-            }
-        }
+}
+
+/// Declares every status the layers around operation `op` of `path` can answer (`writes`: not a
+/// GET), then gives every error status it declares the error body.
+fn declare_statuses(path: &str, writes: bool, op: &mut Operation) {
+    let has_path_params = path.contains('{');
+    let has_query = op.parameters.as_ref().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+    });
+    let mut statuses = vec![414, 503];
+    if !crate::throttle::never_throttled(path) {
+        statuses.push(429);
     }
-    doc
+    if !is_public(path) {
+        statuses.extend([401, 403]);
+        op.security = Some(vec![
+            SecurityRequirement::new("clerkSession", Vec::<String>::new()),
+            SecurityRequirement::new("clerkSessionCookie", Vec::<String>::new()),
+        ]);
+    }
+    if has_path_params {
+        statuses.extend([400, 404]);
+    }
+    if has_query {
+        statuses.push(400);
+    }
+    if writes {
+        statuses.extend([400, 408, 409, 413, 415, 422]);
+    }
+    if path.starts_with("/api/webhooks/") {
+        statuses.retain(|s| ![409, 415, 422].contains(s));
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    for s in statuses {
+        declare(op, s);
+    }
+    // Every error the handler itself declared gets the error body too.
+    let declared: Vec<u16> = op
+        .responses
+        .responses
+        .keys()
+        .filter_map(|k| k.parse().ok())
+        .filter(|s| *s >= 400)
+        .collect();
+    for s in declared {
+        declare(op, s);
+    }
 }

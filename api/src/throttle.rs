@@ -22,12 +22,10 @@ use axum::{
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use granary_jobs::config::{Rate, Throttles as Settings};
 
-use crate::{ApiError, AppState, auth};
-
-/// A request's identity for throttling, and its session when it carried a valid one (handed to
-/// the `AuthUser` extractor, which then does not verify the token again).
-#[derive(Debug, Clone)]
-pub struct VerifiedSession(pub auth::Claims);
+use crate::{
+    ApiError, AppState,
+    auth::{self, VerifiedSession},
+};
 
 /// The limiters of one process.
 pub struct Throttles {

@@ -2,7 +2,7 @@
 //! subscription reader and the payment attempt's money reader over whatever JSON it holds.
 #![no_main]
 
-use granary_jobs::webhooks::{reported, verify};
+use granary_jobs::providers::{reported, verify};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -32,7 +32,7 @@ fuzz_target!(|body: &[u8]| {
         return;
     };
     let data = &event["data"];
-    let _ = granary_jobs::subscriptions::updates_from_event(&v.event_type, data);
+    let _ = granary_jobs::billing::subscriptions::updates_from_event(&v.event_type, data);
     let _ = reported::money(
         data,
         "/totals/grand_total/amount",

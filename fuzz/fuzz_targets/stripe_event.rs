@@ -2,7 +2,7 @@
 //! money reader over whatever JSON it holds.
 #![no_main]
 
-use granary_jobs::webhooks::{reported, verify};
+use granary_jobs::providers::{reported, verify};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "whsec_fuzz_0123456789";

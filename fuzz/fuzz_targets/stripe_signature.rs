@@ -1,7 +1,7 @@
 //! The Stripe-Signature header parser: any header, any body, any clock.
 #![no_main]
 
-use granary_jobs::webhooks::verify;
+use granary_jobs::providers::verify;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (&str, &[u8], i64)| {

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::queue::{self, Job, JobContext, JobError, JobRefs};
+use crate::{
+    model::EmailStatus,
+    queue::{self, Job, JobContext, JobError, JobRefs},
+};
 
 /// `send_email`: one Resend call for one email row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,8 +120,8 @@ pub fn resend_client(
     config: &crate::config::ResendConfig,
     key: &SecretString,
 ) -> resend_rs::Resend {
-    let mut builder =
-        resend_rs::ConfigBuilder::new(key.expose_secret()).client(crate::http::client().clone());
+    let mut builder = resend_rs::ConfigBuilder::new(key.expose_secret())
+        .client(crate::platform::http::client().clone());
     if let Some(base) = &config.base_url {
         builder = builder.base_url(base.clone());
     }
@@ -163,7 +166,7 @@ pub fn text(title: &str, paragraphs: &[String], link: Option<(&str, &str)>) -> S
 /// Runs `send_email`.
 pub async fn send_email(ctx: JobContext, job: SendEmail) -> Result<(), JobError> {
     let Some(row) = sqlx::query!(
-        "SELECT dedupe_key, to_address, subject, html_body, text_body, status FROM emails WHERE id = $1",
+        r#"SELECT dedupe_key, to_address, subject, html_body, text_body, status AS "status: EmailStatus" FROM emails WHERE id = $1"#,
         job.email_id
     )
     .fetch_optional(&ctx.pool)
@@ -171,7 +174,7 @@ pub async fn send_email(ctx: JobContext, job: SendEmail) -> Result<(), JobError>
     else {
         return Err(JobError::permanent(anyhow::anyhow!("email {} does not exist", job.email_id)));
     };
-    if matches!(row.status.as_str(), "sent" | "skipped" | "outbox") {
+    if row.status.is_done() {
         return Ok(());
     }
     let Some(to) = row.to_address else {
@@ -221,14 +224,14 @@ pub async fn send_email(ctx: JobContext, job: SendEmail) -> Result<(), JobError>
         Err(err) => {
             let (fate, message) = classify(&err);
             let final_status = if fate.is_permanent() {
-                "failed"
+                EmailStatus::Failed
             } else {
-                "pending"
+                EmailStatus::Pending
             };
             sqlx::query!(
                 "UPDATE emails SET status = $2, last_error = $3 WHERE id = $1",
                 job.email_id,
-                final_status,
+                final_status.as_str(),
                 message
             )
             .execute(&ctx.pool)

@@ -132,16 +132,16 @@ impl Fields {
         self
     }
 
-    /// A free-form metadata object of at most [`crate::bounds::METADATA_BYTES`] as JSON.
+    /// A free-form metadata object of at most [`crate::platform::bounds::METADATA_BYTES`] as JSON.
     pub fn metadata(&mut self, value: Option<&Value>, field: &str) -> &mut Self {
         match value {
             Some(v) if !v.is_object() => self.push(field, "must be an object".into()),
-            Some(v) if !crate::bounds::metadata_fits(v) => self.push(
+            Some(v) if !crate::platform::bounds::metadata_fits(v) => self.push(
                 field,
                 format!(
                     "at most {} bytes as JSON, nested at most {} deep",
-                    crate::bounds::METADATA_BYTES,
-                    crate::bounds::METADATA_DEPTH
+                    crate::platform::bounds::METADATA_BYTES,
+                    crate::platform::bounds::METADATA_DEPTH
                 ),
             ),
             _ => {}

@@ -1,35 +1,37 @@
-//! Granary's domain library. Both binaries (`granary-api`, `granary-worker`) depend on it; it
-//! depends on neither.
+//! Granary's jobs and domain: each feature's rules, queries, job payloads and handlers side by
+//! side. Both binaries (`granary-api`, `granary-worker`) depend on it; it depends on neither.
+//! The job runtime itself is the `granary-queue` crate.
+//!
+//! The layers, each importing only from those above it in this list (docs/architecture.md has
+//! the map; `scripts/codebase-stats` checks it): [`platform`] (and the job runtime); the shared
+//! vocabulary ([`error`], [`model`]); [`providers`]; [`emails`]; the features that stand alone
+//! ([`billing`], [`profiles`], [`downloads`], [`bookings`]); [`orders`]; [`catalog`] (a finalized
+//! asset queues the grants its paid orders wait for); [`webhooks`]; [`operator`]; and
+//! [`registry`], which names every job kind.
 #![forbid(unsafe_code)]
 
-pub mod account;
-pub mod admin;
-pub mod audit;
-pub mod bounds;
+pub mod billing;
+pub mod bookings;
 pub mod catalog;
-pub mod clerk_api;
-pub mod config;
-pub mod console;
-pub mod credits;
-pub mod db;
-pub mod doctor;
+pub mod downloads;
 pub mod emails;
 pub mod error;
-pub mod fulfillment;
-pub mod handlers;
-pub mod http;
-pub mod metrics;
 pub mod model;
+pub mod operator;
 pub mod orders;
-pub mod queue;
-pub mod reconcile;
-pub mod refunds;
-pub mod shutdown;
-pub mod storage;
-pub mod stripe_api;
-pub mod stripe_checkout;
-pub mod subscriptions;
-pub mod telemetry;
+pub mod platform;
+pub mod profiles;
+pub mod providers;
+pub mod registry;
 pub mod webhooks;
 
-pub use config::Config;
+/// The job runtime (the `granary-queue` crate), bound to Granary's configuration.
+pub mod queue {
+    pub use granary_queue::*;
+    /// What a Granary job handler gets besides its payload.
+    pub type JobContext = granary_queue::JobContext<crate::Config>;
+    /// Granary's job kinds and schedules.
+    pub type Registry = granary_queue::Registry<crate::Config>;
+}
+
+pub use platform::config::{self, Config};

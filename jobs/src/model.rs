@@ -176,6 +176,135 @@ pub enum DeliveryMode {
     PhysicalShipped,
 }
 
+/// A stored webhook delivery's state (`webhook_events.status`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookStatus {
+    /// Verified and stored; its `process_webhook_event` job applies it.
+    Received,
+    /// Applied.
+    Processed,
+    /// Nothing to apply (an event type Granary does not handle, an older event).
+    Ignored,
+    /// Applying it failed (the job retries), or it was refused for good.
+    Failed,
+    /// Failed verification; stored for the operator, never applied.
+    Rejected,
+}
+
+impl WebhookStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Settled for good: applying it again changes nothing.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Processed | Self::Ignored | Self::Rejected)
+    }
+}
+
+/// An email row's state (`emails.status`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum EmailStatus {
+    /// Waiting for its `send_email` job (or its retry).
+    Pending,
+    /// Accepted by Resend.
+    Sent,
+    /// Refused for good by Resend.
+    Failed,
+    /// Not sent, and never will be (no recipient).
+    Skipped,
+    /// Kept as the development outbox (no `RESEND_API_KEY`).
+    Outbox,
+}
+
+impl EmailStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Outbox => "outbox",
+        }
+    }
+
+    /// Done with: sending it again would send a second copy or nothing at all.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Sent | Self::Skipped | Self::Outbox)
+    }
+}
+
+/// A refund request's state (`refund_requests.status`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Recorded; its `refund_payment` job asks Stripe.
+    Queued,
+    /// Stripe accepted it; the `charge.refunded` webhook records the money.
+    Submitted,
+    /// Stripe refused it for good.
+    Failed,
+}
+
+impl RefundStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Submitted => "submitted",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A reconciliation run's state (`reconcile_runs.status`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for its job.
+    Queued,
+    /// Its job is sweeping.
+    Running,
+    /// Swept the window.
+    Succeeded,
+    /// Gave up (`error` says why).
+    Failed,
+}
+
+impl RunStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,7 +52,7 @@ async fn admin(opts: &PgConnectOptions) -> PgConnection {
 /// The template's name changes whenever any migration does, so a stale template is never used.
 fn template_name() -> String {
     let mut h = Sha256::new();
-    for m in granary_jobs::db::MIGRATOR.iter() {
+    for m in granary_jobs::platform::db::MIGRATOR.iter() {
         h.update(m.version.to_le_bytes());
         h.update(&m.checksum);
     }
@@ -87,7 +87,7 @@ async fn ensure_template(conn: &mut PgConnection, opts: &PgConnectOptions) -> St
             .connect(&url_for(opts, &building))
             .await
             .expect("connect template");
-        granary_jobs::db::migrate(&pool)
+        granary_jobs::platform::db::migrate(&pool)
             .await
             .unwrap_or_else(|e| panic!("migrating the test template: {e:#}"));
         pool.close().await;

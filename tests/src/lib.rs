@@ -105,7 +105,7 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         if std::env::var_os("GRANARY_TEST_LOG").is_some() {
             // Logs filtered by RUST_LOG, as in the binaries.
-            granary_jobs::telemetry::init(false);
+            granary_jobs::platform::telemetry::init(false);
         }
         let db = TestDb::new().await;
         let url = self.database_url.clone().unwrap_or_else(|| db.url.clone());
@@ -156,9 +156,9 @@ impl TestAppBuilder {
         let config =
             Config::from_map(&env).unwrap_or_else(|e| panic!("test configuration is invalid: {e}"));
         let config = Arc::new(config);
-        let pool = granary_jobs::db::pool(
+        let pool = granary_jobs::platform::db::pool(
             &config,
-            10 + granary_jobs::handlers::registry().held_connections(),
+            10 + granary_jobs::registry::registry().held_connections(),
         )
         .expect("pool");
         let shutdown = CancellationToken::new();
@@ -182,10 +182,10 @@ impl TestAppBuilder {
             let state = AppState::new((*config).clone(), pool.clone());
             let server = tokio::spawn(granary_api::serve(listener, state, shutdown.clone()));
             let worker = self.with_worker.then(|| {
-                tokio::spawn(granary_jobs::queue::runtime::run(
+                tokio::spawn(granary_jobs::registry::run(
                     pool.clone(),
                     config.clone(),
-                    granary_jobs::handlers::registry(),
+                    granary_jobs::registry::registry(),
                     shutdown.clone(),
                 ))
             });
@@ -494,7 +494,7 @@ pub mod sign {
 
     /// `Stripe-Signature: t=<t>,v1=<hex>`.
     pub fn stripe_header(secret: &str, t: i64, body: &[u8]) -> String {
-        granary_jobs::webhooks::verify::stripe_signature_header(secret, t, body)
+        granary_jobs::providers::verify::stripe_signature_header(secret, t, body)
     }
 
     /// Now, in seconds.

@@ -11,10 +11,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use granary_jobs::{
-    Config,
-    admin::{self, JobFilter, WebhookFilter},
-    db, doctor,
-    queue::ops::{self, Actor},
+    Config, operator::doctor, operator::reads, operator::reads::JobFilter,
+    operator::reads::WebhookFilter, platform::audit, platform::audit::Actor, platform::db,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -117,10 +115,10 @@ enum ConsoleCmd {
 
 /// `90s`, `15m`, `2h`, `1d`.
 fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
-    let ttl = granary_jobs::bounds::parse_span(s).map_err(anyhow::Error::msg)?;
+    let ttl = granary_jobs::platform::bounds::parse_span(s).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(!ttl.is_zero(), "`{s}`: a link must live a while");
     anyhow::ensure!(
-        ttl <= granary_jobs::console::LINK_TTL_MAX,
+        ttl <= granary_jobs::operator::console::LINK_TTL_MAX,
         "`{s}`: a login link lives at most 24h"
     );
     Ok(ttl)
@@ -296,7 +294,7 @@ fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let age = granary_jobs::bounds::parse_span(s)
+    let age = granary_jobs::platform::bounds::parse_span(s)
         .map_err(|e| anyhow::anyhow!("{e} (give RFC 3339, or an age like 30m, 24h, 7d)"))?;
     // At most MAX_DAYS: always in range.
     Ok(Utc::now() - chrono::Duration::from_std(age)?)
@@ -326,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let quiet = !matches!(command, Command::Run);
-    granary_jobs::telemetry::init(!config.is_development() && !quiet);
+    granary_jobs::platform::telemetry::init(!config.is_development() && !quiet);
     if !quiet {
         for w in &config.warnings {
             tracing::warn!("{w}");
@@ -339,35 +337,7 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied; the database is current");
             Ok(())
         }
-        Command::Run => {
-            // First, so that a SIGTERM during startup is a clean exit.
-            let token = tokio_util::sync::CancellationToken::new();
-            granary_jobs::shutdown::cancel_on_signal(token.clone());
-            let registry = granary_jobs::handlers::registry();
-            let pool = db::pool(
-                &config,
-                config.database_pool_size.unwrap_or(20) + registry.held_connections(),
-            )?;
-            db::ensure_migrated(&pool)
-                .await
-                .context("the worker cannot start")?;
-            if let Some(addr) = config.metrics_bind {
-                granary_jobs::metrics::install();
-                let (config, pool, stop) = (config.clone(), pool.clone(), token.clone());
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        granary_api::metrics::serve_private(addr, &config, pool, stop).await
-                    {
-                        tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
-                    }
-                });
-            }
-            let result =
-                granary_jobs::queue::runtime::run(pool.clone(), Arc::new(config), registry, token)
-                    .await;
-            pool.close().await;
-            result
-        }
+        Command::Run => run_worker(config).await,
         Command::Doctor {
             live,
             unfulfilled_minutes,
@@ -407,6 +377,36 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Starts the worker: signal handling, the pool, the private metrics server, the job runtime.
+async fn run_worker(config: Config) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during startup is a clean exit.
+    let token = tokio_util::sync::CancellationToken::new();
+    granary_jobs::platform::shutdown::cancel_on_signal(token.clone());
+    let registry = granary_jobs::registry::registry();
+    let pool = db::pool(
+        &config,
+        config.database_pool_size.unwrap_or(20) + registry.held_connections(),
+    )?;
+    db::ensure_migrated(&pool)
+        .await
+        .context("the worker cannot start")?;
+    if let Some(addr) = config.metrics_bind {
+        granary_jobs::platform::metrics::install();
+        let (config, pool, stop) = (config.clone(), pool.clone(), token.clone());
+        tokio::spawn(async move {
+            let queues = granary_jobs::registry::registry().queues();
+            let served =
+                granary_jobs::platform::metrics::serve_private(addr, &config, pool, queues, stop);
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
+            }
+        });
+    }
+    let result = granary_jobs::registry::run(pool.clone(), Arc::new(config), registry, token).await;
+    pool.close().await;
+    result
+}
+
 /// `granary-worker console ...`.
 async fn console(
     pool: &PgPool,
@@ -414,7 +414,7 @@ async fn console(
     cmd: ConsoleCmd,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    use granary_jobs::console;
+    use granary_jobs::operator::console;
     let me = actor(&Why { reason: None }).name;
     match cmd {
         ConsoleCmd::LoginLink { ttl } => {
@@ -460,7 +460,9 @@ async fn reconcile_now(
     wait: u64,
     as_json: bool,
 ) -> anyhow::Result<bool> {
-    use granary_jobs::reconcile::{self, Provider, Trigger};
+    use granary_jobs::{
+        operator::reconcile, operator::reconcile::Provider, operator::reconcile::Trigger,
+    };
     let since = parse_time(since)?;
     let providers = match provider {
         "all" => reconcile::configured(config),
@@ -500,22 +502,48 @@ async fn reconcile_now(
     Ok(ok)
 }
 
+/// The operator's commands that read or change the shop's state (everything but the worker,
+/// migrations, doctor, reconcile and console, which `main` handles).
 async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Result<()> {
-    let out = |v: Value, table: fn(&Value)| {
-        if as_json {
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-        } else {
-            table(&v);
-        }
-    };
     match command {
-        Command::Jobs(JobsCmd::List {
+        Command::Jobs(cmd) => jobs_command(pool, cmd, as_json).await?,
+        Command::Orders(cmd) => orders_command(pool, cmd, as_json).await?,
+        Command::Users(cmd) => users_command(pool, cmd, as_json).await?,
+        Command::Grants(cmd) => grants_command(pool, cmd, as_json).await?,
+        Command::Credits(cmd) => credits_command(pool, cmd, as_json).await?,
+        Command::Webhooks(cmd) => webhooks_command(pool, cmd, as_json).await?,
+        Command::Probe { timeout } => probe(pool, timeout, as_json).await?,
+        Command::Run
+        | Command::Migrate
+        | Command::Doctor { .. }
+        | Command::Reconcile { .. }
+        | Command::Console(_) => {
+            unreachable!("handled in main")
+        }
+    }
+    Ok(())
+}
+
+/// Prints `v` as pretty JSON when `as_json`, else with its table printer.
+fn show(as_json: bool, v: Value, table: fn(&Value)) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        table(&v);
+    }
+}
+
+/// `granary-worker jobs ...`.
+async fn jobs_command(pool: &PgPool, cmd: JobsCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        JobsCmd::List {
             state,
             kind,
             order,
             since,
             limit,
-        }) => {
+        } => {
             let since = since.as_deref().map(parse_time).transpose()?;
             let f = JobFilter {
                 state,
@@ -525,121 +553,164 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 limit: Some(limit),
                 ..JobFilter::default()
             };
-            out(admin::list_jobs(pool, &f).await?, output::jobs);
+            output::jobs(&reads::list_jobs(pool, &f).await?, as_json);
         }
-        Command::Jobs(JobsCmd::Show { id }) => {
-            let job = admin::show_job(pool, &id)
+        JobsCmd::Show { id } => {
+            let job = reads::show_job(pool, &id)
                 .await?
                 .with_context(|| format!("no job with id {id}"))?;
-            out(job, output::job);
+            output::job(&job, as_json);
         }
-        Command::Jobs(JobsCmd::Requeue { id, why }) => {
-            ops::requeue(pool, &id, &actor(&why)).await?;
+        JobsCmd::Requeue { id, why } => {
+            audit::requeue_job(pool, &id, &actor(&why)).await?;
             out(json!({ "requeued": [id] }), output::plain);
         }
-        Command::Jobs(JobsCmd::Cancel { id, why }) => {
-            ops::cancel(pool, &id, &actor(&why)).await?;
+        JobsCmd::Cancel { id, why } => {
+            audit::cancel_job(pool, &id, &actor(&why)).await?;
             out(json!({ "cancelled": id }), output::plain);
         }
-        Command::Orders(OrdersCmd::Requeue { public_id, why }) => {
-            let order = admin::order_id(pool, &public_id)
+    }
+    Ok(())
+}
+
+/// `granary-worker orders ...`.
+async fn orders_command(pool: &PgPool, cmd: OrdersCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        OrdersCmd::Requeue { public_id, why } => {
+            let order = reads::order_id(pool, &public_id)
                 .await?
                 .with_context(|| format!("no order {public_id}"))?;
-            let ids = ops::requeue_order(pool, order, &actor(&why)).await?;
+            let ids = audit::requeue_order_jobs(pool, order, &actor(&why)).await?;
             out(
                 json!({ "order": public_id, "requeued": ids }),
                 output::plain,
             );
         }
-        Command::Orders(OrdersCmd::Refund {
+        OrdersCmd::Refund {
             public_id,
             amount,
             why,
-        }) => {
-            let input = granary_jobs::refunds::RefundInput {
+        } => {
+            let input = granary_jobs::orders::refunds::RefundInput {
                 amount_cents: amount,
                 reason: why.reason.clone(),
             };
-            let queued = granary_jobs::refunds::request(
+            let queued = granary_jobs::orders::refunds::request(
                 pool,
                 &public_id,
-                granary_jobs::refunds::Scope::Operator,
+                granary_jobs::orders::refunds::Scope::Operator,
                 input,
                 &actor(&why),
             )
             .await?;
             out(serde_json::to_value(&queued)?, output::plain);
         }
-        Command::Users(UsersCmd::SetRole {
+        OrdersCmd::Timeline { public_id } => {
+            let t = reads::timeline(pool, &public_id)
+                .await?
+                .with_context(|| format!("no order {public_id}"))?;
+            output::timeline(&t, as_json);
+        }
+    }
+    Ok(())
+}
+
+/// `granary-worker users ...`.
+async fn users_command(pool: &PgPool, cmd: UsersCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        UsersCmd::SetRole {
             clerk_user_id,
             role,
             why,
-        }) => {
+        } => {
             let previous =
-                granary_jobs::account::profile::set_role(pool, &clerk_user_id, &role, &actor(&why))
-                    .await?;
+                granary_jobs::profiles::set_role(pool, &clerk_user_id, &role, &actor(&why)).await?;
             out(
                 json!({ "user": clerk_user_id, "role": role, "previous_role": previous }),
                 output::plain,
             );
         }
-        Command::Grants(GrantsCmd::Reset {
+    }
+    Ok(())
+}
+
+/// `granary-worker grants ...`.
+async fn grants_command(pool: &PgPool, cmd: GrantsCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        GrantsCmd::Reset {
             grant,
             add,
             extend,
             why,
-        }) => {
+        } => {
             let extend = extend
                 .as_deref()
-                .map(granary_jobs::bounds::parse_span)
+                .map(granary_jobs::platform::bounds::parse_span)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let state = granary_jobs::account::downloads::reset_grant(
+            let state = granary_jobs::downloads::reset_grant(
                 pool,
                 grant,
-                granary_jobs::account::downloads::Reset { add, extend },
+                granary_jobs::downloads::Reset { add, extend },
                 &actor(&why),
             )
             .await?;
             out(serde_json::to_value(state)?, output::plain);
         }
-        Command::Grants(GrantsCmd::Revoke { grant, why }) => {
-            let state =
-                granary_jobs::account::downloads::revoke_grant(pool, grant, &actor(&why)).await?;
+        GrantsCmd::Revoke { grant, why } => {
+            let state = granary_jobs::downloads::revoke_grant(pool, grant, &actor(&why)).await?;
             out(serde_json::to_value(state)?, output::plain);
         }
-        Command::Credits(CreditsCmd::Show { clerk_user_id }) => {
-            let profile = granary_jobs::credits::profile_of(pool, &clerk_user_id).await?;
-            let summary = granary_jobs::credits::summary(pool, profile).await?;
+    }
+    Ok(())
+}
+
+/// `granary-worker credits ...`.
+async fn credits_command(pool: &PgPool, cmd: CreditsCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        CreditsCmd::Show { clerk_user_id } => {
+            let profile = granary_jobs::billing::credits::profile_of(pool, &clerk_user_id).await?;
+            let summary = granary_jobs::billing::credits::summary(pool, profile).await?;
             out(serde_json::to_value(summary)?, output::pretty);
         }
-        Command::Credits(CreditsCmd::Adjust {
+        CreditsCmd::Adjust {
             clerk_user_id,
             unit,
             amount,
             why,
-        }) => {
-            let balance =
-                granary_jobs::credits::adjust(pool, &clerk_user_id, &unit, amount, &actor(&why))
-                    .await?;
+        } => {
+            let balance = granary_jobs::billing::credits::adjust(
+                pool,
+                &clerk_user_id,
+                &unit,
+                amount,
+                &actor(&why),
+            )
+            .await?;
             out(
                 json!({ "user": clerk_user_id, "unit": unit, "balance": balance }),
                 output::plain,
             );
         }
-        Command::Orders(OrdersCmd::Timeline { public_id }) => {
-            let t = admin::timeline(pool, &public_id)
-                .await?
-                .with_context(|| format!("no order {public_id}"))?;
-            out(t, output::timeline);
-        }
-        Command::Webhooks(WebhooksCmd::List {
+    }
+    Ok(())
+}
+
+/// `granary-worker webhooks ...`.
+async fn webhooks_command(pool: &PgPool, cmd: WebhooksCmd, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    match cmd {
+        WebhooksCmd::List {
             provider,
             status,
             event_type,
             since,
             limit,
-        }) => {
+        } => {
             let since = since.as_deref().map(parse_time).transpose()?;
             let f = WebhookFilter {
                 provider,
@@ -649,70 +720,67 @@ async fn operate(pool: &PgPool, command: Command, as_json: bool) -> anyhow::Resu
                 limit: Some(limit),
                 offset: None,
             };
-            out(admin::list_webhooks(pool, &f).await?, output::webhooks);
+            output::webhooks(&reads::list_webhooks(pool, &f).await?, as_json);
         }
-        Command::Webhooks(WebhooksCmd::Show { id }) => {
-            let w = admin::show_webhook(pool, id)
+        WebhooksCmd::Show { id } => {
+            let w = reads::show_webhook(pool, id)
                 .await?
                 .with_context(|| format!("no webhook event {id}"))?;
-            out(w, output::pretty);
+            output::webhook(&w);
         }
-        Command::Webhooks(WebhooksCmd::Replay { id, why }) => {
+        WebhooksCmd::Replay { id, why } => {
             let job = granary_jobs::webhooks::ingest::replay(pool, id, &actor(&why)).await?;
             out(json!({ "replayed": id, "job_id": job }), output::plain);
         }
-        Command::Webhooks(WebhooksCmd::ReplayFailed { since, until, why }) => {
+        WebhooksCmd::ReplayFailed { since, until, why } => {
             let since = parse_time(&since)?;
             let until = until
                 .as_deref()
                 .map(parse_time)
                 .transpose()?
                 .unwrap_or_else(Utc::now);
-            let ids = admin::replay_failed(pool, since, until, &actor(&why)).await?;
+            let ids = reads::replay_failed(pool, since, until, &actor(&why)).await?;
             out(json!({ "replayed": ids }), output::plain);
         }
-        Command::Probe { timeout } => {
-            let key = format!("cli-{}", uuid::Uuid::new_v4().simple());
-            let mut tx = pool.begin().await?;
-            let job = granary_jobs::queue::enqueue(
-                &mut tx,
-                &granary_jobs::queue::probe::Probe {
-                    key: key.clone(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            let started = std::time::Instant::now();
-            loop {
-                let done: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM job_probe_effects WHERE probe_key = $1)",
-                )
-                .bind(&key)
-                .fetch_one(pool)
-                .await?;
-                if done {
-                    out(
-                        json!({ "probe": job.id(), "ran_after_ms": started.elapsed().as_millis() }),
-                        output::plain,
-                    );
-                    break;
-                }
-                anyhow::ensure!(
-                    started.elapsed() < Duration::from_secs(timeout),
-                    "no worker ran probe job {} within {timeout} s: is `granary-worker run` running?",
-                    job.id()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+    }
+    Ok(())
+}
+
+/// `granary-worker probe`: enqueues a probe job and waits for a worker to run it.
+async fn probe(pool: &PgPool, timeout: u64, as_json: bool) -> anyhow::Result<()> {
+    let out = |v: Value, table: fn(&Value)| show(as_json, v, table);
+    let key = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    let mut tx = pool.begin().await?;
+    let job = granary_jobs::queue::enqueue(
+        &mut tx,
+        &granary_jobs::queue::probe::Probe {
+            key: key.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let started = std::time::Instant::now();
+    loop {
+        let done: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM job_probe_effects WHERE probe_key = $1)",
+        )
+        .bind(&key)
+        .fetch_one(pool)
+        .await?;
+        if done {
+            out(
+                json!({ "probe": job.id(), "ran_after_ms": started.elapsed().as_millis() }),
+                output::plain,
+            );
+            break;
         }
-        Command::Run
-        | Command::Migrate
-        | Command::Doctor { .. }
-        | Command::Reconcile { .. }
-        | Command::Console(_) => {
-            unreachable!("handled in main")
-        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(timeout),
+            "no worker ran probe job {} within {timeout} s: is `granary-worker run` running?",
+            job.id()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! Human-readable tables for the operator commands (`--json` prints the raw documents).
 
-use granary_jobs::doctor::{Level, Report};
+use chrono::{DateTime, SecondsFormat, Utc};
+use granary_jobs::{
+    operator::doctor::Level,
+    operator::doctor::Report,
+    operator::reads::{JobDetail, JobList, OrderTimeline, WebhookDetail, WebhookList},
+};
 use serde_json::Value;
 
 fn s(v: &Value) -> String {
@@ -9,6 +14,21 @@ fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A value, or a dash.
+fn or_dash(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// A time as the JSON documents spell it (RFC 3339, UTC as `Z`).
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A document as pretty JSON (what `--json` prints).
+fn print_json(doc: serde_json::Result<String>) {
+    println!("{}", doc.expect("json"));
 }
 
 fn short(text: &str, max: usize) -> String {
@@ -55,16 +75,20 @@ pub fn pretty(v: &Value) {
 }
 
 /// `jobs list`.
-pub fn jobs(v: &Value) {
-    let rows = v["jobs"].as_array().into_iter().flatten().map(|j| {
+pub fn jobs(v: &JobList, as_json: bool) {
+    if as_json {
+        print_json(serde_json::to_string_pretty(v));
+        return;
+    }
+    let rows = v.jobs.iter().map(|j| {
         vec![
-            s(&j["id"]),
-            s(&j["kind"]),
-            s(&j["state"]),
-            format!("{}/{}", s(&j["attempts"]), s(&j["max_attempts"])),
-            s(&j["order"]),
-            s(&j["run_at"]),
-            short(&s(&j["last_error"]), 60),
+            j.id.clone(),
+            j.kind.clone(),
+            j.state.to_string(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            or_dash(j.order.as_deref()),
+            ts(j.run_at),
+            short(&or_dash(j.last_error.as_deref()), 60),
         ]
     });
     table(
@@ -80,47 +104,46 @@ pub fn jobs(v: &Value) {
         rows.collect(),
     );
     println!();
-    let counts = v["counts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| vec![s(&c["queue"]), s(&c["state"]), s(&c["count"])]);
+    let counts = v
+        .counts
+        .iter()
+        .map(|c| vec![c.queue.clone(), c.state.to_string(), c.count.to_string()]);
     table(&["queue", "state", "count"], counts.collect());
 }
 
 /// `jobs show`.
-pub fn job(v: &Value) {
-    for k in [
-        "id",
-        "kind",
-        "state",
-        "attempts",
-        "max_attempts",
-        "next_run_at",
-        "done_at",
-        "worker",
-        "order",
-        "dedupe_key",
-    ] {
-        println!("{k:<13} {}", s(&v[k]));
+pub fn job(v: &JobDetail, as_json: bool) {
+    if as_json {
+        print_json(serde_json::to_string_pretty(v));
+        return;
     }
-    println!("payload       {}", v["payload"]);
+    for (k, value) in [
+        ("id", v.id.clone()),
+        ("kind", v.kind.clone()),
+        ("state", v.state.to_string()),
+        ("attempts", v.attempts.to_string()),
+        ("max_attempts", v.max_attempts.to_string()),
+        ("next_run_at", or_dash(v.next_run_at.map(ts))),
+        ("done_at", or_dash(v.done_at.map(ts))),
+        ("worker", or_dash(v.worker.as_deref())),
+        ("order", or_dash(v.order.as_deref())),
+        ("dedupe_key", or_dash(v.dedupe_key.as_deref())),
+    ] {
+        println!("{k:<13} {value}");
+    }
+    println!("payload       {}", v.payload);
     println!();
-    let rows = v["attempt_history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            vec![
-                s(&a["attempt"]),
-                s(&a["outcome"]),
-                s(&a["worker"]),
-                s(&a["started_at"]),
-                s(&a["finished_at"]),
-                s(&a["retry_at"]),
-                s(&a["error"]),
-            ]
-        });
+    let rows = v.attempt_history.iter().map(|a| {
+        vec![
+            a.attempt.to_string(),
+            a.outcome.clone(),
+            a.worker.clone(),
+            ts(a.started_at),
+            or_dash(a.finished_at.map(ts)),
+            or_dash(a.retry_at.map(ts)),
+            or_dash(a.error.as_deref()),
+        ]
+    });
     table(
         &[
             "#", "outcome", "worker", "started", "finished", "retry at", "error",
@@ -130,19 +153,19 @@ pub fn job(v: &Value) {
 }
 
 /// `webhooks list`.
-pub fn webhooks(v: &Value) {
-    let rows = v["webhooks"].as_array().into_iter().flatten().map(|w| {
-        let why = if w["rejection_reason"].is_null() {
-            s(&w["error"])
-        } else {
-            s(&w["rejection_reason"])
-        };
+pub fn webhooks(v: &WebhookList, as_json: bool) {
+    if as_json {
+        print_json(serde_json::to_string_pretty(v));
+        return;
+    }
+    let rows = v.webhooks.iter().map(|w| {
+        let why = or_dash(w.rejection_reason.as_deref().or(w.error.as_deref()));
         vec![
-            s(&w["id"]),
-            s(&w["provider"]),
-            s(&w["type"]),
-            s(&w["status"]),
-            s(&w["received_at"]),
+            w.id.to_string(),
+            w.provider.clone(),
+            or_dash(w.event_type.as_deref()),
+            w.status.clone(),
+            ts(w.received_at),
             short(&why, 70),
         ]
     });
@@ -159,23 +182,27 @@ pub fn webhooks(v: &Value) {
     );
 }
 
+/// `webhooks show`: the document itself, with or without `--json` (headers and body are the
+/// point).
+pub fn webhook(v: &WebhookDetail) {
+    print_json(serde_json::to_string_pretty(v));
+}
+
 /// `orders timeline`.
-pub fn timeline(v: &Value) {
-    let o = &v["order"];
+pub fn timeline(v: &OrderTimeline, as_json: bool) {
+    if as_json {
+        print_json(serde_json::to_string_pretty(v));
+        return;
+    }
+    let o = &v.order;
     println!(
         "order {} · {} · {} {}",
-        s(&o["public_id"]),
-        s(&o["status"]),
-        s(&o["total_cents"]),
-        s(&o["currency"])
+        o.public_id, o.status, o.total_cents, o.currency
     );
-    let rows = v["events"].as_array().into_iter().flatten().map(|e| {
-        vec![
-            s(&e["at"]),
-            s(&e["kind"]),
-            short(&e["detail"].to_string(), 110),
-        ]
-    });
+    let rows = v
+        .events
+        .iter()
+        .map(|e| vec![ts(e.at), e.kind.clone(), short(&e.detail.to_string(), 110)]);
     table(&["at", "event", "detail"], rows.collect());
 }
 
@@ -207,7 +234,7 @@ pub fn doctor(r: &Report, as_json: bool) {
 }
 
 /// `reconcile`: what one sweep found and what applying it did.
-pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
+pub fn reconcile_run(run: &granary_jobs::operator::reconcile::Run, job_id: &str) {
     let what = if run.provider == "stripe" {
         format!(
             "{} payment event(s) listed, {} never seen before",
@@ -228,7 +255,7 @@ pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
     }
     if let Some(e) = &run.error {
         let fix = if run.provider == "stripe" {
-            granary_jobs::stripe_api::fix_for(run.error_code.as_deref().unwrap_or_default())
+            granary_jobs::providers::stripe::fix_for(run.error_code.as_deref().unwrap_or_default())
         } else {
             "check CLERK_SECRET_KEY and CLERK_API_URL"
         };
@@ -251,7 +278,7 @@ pub fn reconcile_run(run: &granary_jobs::reconcile::Run, job_id: &str) {
 }
 
 /// Live console sessions.
-pub fn console_sessions(rows: &[granary_jobs::console::SessionRow]) {
+pub fn console_sessions(rows: &[granary_jobs::operator::console::SessionRow]) {
     table(
         &["id", "actor", "via", "opened", "last seen", "expires"],
         rows.iter()

@@ -9,8 +9,11 @@ use axum::{
     response::Redirect,
 };
 use granary_jobs::{
-    admin,
-    queue::ops::{self, Actor, OpError},
+    operator::reads,
+    platform::audit,
+    platform::audit::Actor,
+    queue::JobState,
+    queue::ops::OpError,
     webhooks::ingest::{self, ReplayError},
 };
 use serde::Deserialize;
@@ -90,7 +93,7 @@ pub async fn requeue_job(
     Path(id): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> Result<Redirect, Refused> {
-    ops::requeue(&state.pool, &id, &actor(&op, &f)?).await?;
+    audit::requeue_job(&state.pool, &id, &actor(&op, &f)?).await?;
     Ok(Redirect::to(&format!("/console/jobs/{id}")))
 }
 
@@ -101,7 +104,7 @@ pub async fn cancel_job(
     Path(id): Path<String>,
     Form(f): Form<ActionForm>,
 ) -> Result<Redirect, Refused> {
-    ops::cancel(&state.pool, &id, &actor(&op, &f)?).await?;
+    audit::cancel_job(&state.pool, &id, &actor(&op, &f)?).await?;
     Ok(Redirect::to(&format!("/console/jobs/{id}")))
 }
 
@@ -121,12 +124,12 @@ pub async fn requeue_failed(
     Form(f): Form<BulkForm>,
 ) -> Result<Redirect, Refused> {
     let actor = actor(&op, &f.action)?;
-    let ids = admin::failed_job_ids(&state.pool, &f.filter.filter(), BULK_MAX)
+    let ids = reads::failed_job_ids(&state.pool, &f.filter.filter(), BULK_MAX)
         .await
         .map_err(Refused::unavailable)?;
     let mut requeued = 0;
     for id in &ids {
-        match ops::requeue(&state.pool, id, &actor).await {
+        match audit::requeue_job(&state.pool, id, &actor).await {
             Ok(()) => requeued += 1,
             // Requeued or cancelled by someone else meanwhile: nothing to do for it.
             Err(OpError::WrongState { .. } | OpError::NotFound(_)) => {}
@@ -135,7 +138,7 @@ pub async fn requeue_failed(
     }
     tracing::info!(requeued, actor = %actor.name, "console bulk requeue");
     let mut to = f.filter.clone();
-    to.set_state("pending");
+    to.set_state(JobState::Pending);
     Ok(Redirect::to(&format!("/console/jobs?{}", to.to_query())))
 }
 
@@ -147,11 +150,11 @@ pub async fn requeue_order(
     Form(f): Form<ActionForm>,
 ) -> Result<Redirect, Refused> {
     let actor = actor(&op, &f)?;
-    let order = admin::order_id(&state.pool, &public_id)
+    let order = reads::order_id(&state.pool, &public_id)
         .await
         .map_err(Refused::unavailable)?
         .ok_or_else(|| not_found("No order has that id.".into()))?;
-    ops::requeue_order(&state.pool, order, &actor).await?;
+    audit::requeue_order_jobs(&state.pool, order, &actor).await?;
     Ok(Redirect::to(&format!("/console/orders/{public_id}")))
 }
 
@@ -192,6 +195,6 @@ pub async fn replay_failed(
             text: "Give the range as two times, e.g. 2026-12-02T10:00.".into(),
         });
     };
-    admin::replay_failed(&state.pool, since, until, &actor).await?;
+    reads::replay_failed(&state.pool, since, until, &actor).await?;
     Ok(Redirect::to("/console/webhooks?status=received"))
 }

@@ -5,12 +5,12 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
-use granary_jobs::console::{self, Session};
+use granary_jobs::{operator::console, operator::console::Session};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
 use super::views;
-use crate::{AppState, auth::AuthUser};
+use crate::{AppState, auth::Admin};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "granary_console";
@@ -79,9 +79,7 @@ impl FromRequestParts<AppState> for Operator {
         }
         // An admin signed in to the dashboard with Clerk enters without a link.
         if crate::auth::session_token(parts).is_some()
-            && AuthUser::from_request_parts(parts, state)
-                .await
-                .is_ok_and(|u| u.is_admin())
+            && Admin::from_request_parts(parts, state).await.is_ok()
         {
             let back = parts
                 .uri
@@ -170,13 +168,10 @@ pub struct NextQuery {
 /// `GET /console/login/clerk`: an admin's Clerk session opens a console session.
 pub async fn login_clerk(
     State(state): State<AppState>,
-    user: Result<AuthUser, crate::ApiError>,
+    user: Result<Admin, crate::ApiError>,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let Ok(user) = user
-        .map_err(|_| ())
-        .and_then(|u| u.require_admin().map(|()| u).map_err(|_| ()))
-    else {
+    let Ok(Admin(user)) = user else {
         return Redirect::to("/console/login-help").into_response();
     };
     let next = safe_next(q.next.as_deref());

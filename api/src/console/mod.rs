@@ -1,7 +1,7 @@
 //! The operator console, under `/console/`: pages rendered on the server (maud), htmx for the
-//! overview's live refresh, every asset compiled into the binary. Reads are the `admin`
-//! functions the CLI and the JSON routes use; actions are the same `queue::ops` and replay
-//! functions, audited with the operator's reason.
+//! overview's live refresh, every asset compiled into the binary. Reads are the
+//! `operator::reads` functions the CLI and the JSON routes use; actions are the same audited
+//! job actions (`platform::audit`) and replay functions, with the operator's reason.
 //!
 //! Who may enter: a session opened by a one-time login link (`granary-worker console
 //! login-link`) or by an admin's Clerk session. Anyone else is redirected to a page that says

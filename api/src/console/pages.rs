@@ -9,9 +9,8 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use granary_jobs::{
-    admin::{self, JobFilter, WebhookFilter},
-    doctor,
-    queue::ops::STATES,
+    operator::doctor, operator::reads, operator::reads::JobFilter, operator::reads::WebhookFilter,
+    queue::JobState,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     Operator,
-    views::{self, badge, csrf, page, pretty, reason, short, text, when},
+    views::{self, badge, csrf, or_dash, page, pretty, reason, short, text, when},
 };
 use crate::AppState;
 
@@ -46,30 +45,30 @@ fn doctor_options() -> doctor::Options {
 
 async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
     let pool = &state.pool;
-    let counts = admin::job_counts(pool).await?;
+    let counts = granary_jobs::queue::stats::job_counts(pool).await?;
     let depth = granary_jobs::queue::stats::depth(pool).await?;
-    let hour = admin::throughput(pool, Duration::from_secs(3600), Duration::from_secs(60)).await?;
+    let hour = reads::throughput(pool, Duration::from_secs(3600), Duration::from_secs(60)).await?;
     let day =
-        admin::throughput(pool, Duration::from_secs(86_400), Duration::from_secs(3600)).await?;
-    let workers = admin::live_workers(pool, state.config.worker.rescue_bound()).await?;
+        reads::throughput(pool, Duration::from_secs(86_400), Duration::from_secs(3600)).await?;
+    let workers = reads::live_workers(pool, state.config.worker.rescue_bound()).await?;
     let report = doctor::run(&state.config, pool, doctor_options()).await;
     let mut queues: Vec<&str> = counts
         .iter()
         .filter(|c| c.exact)
         .map(|c| c.queue.as_str())
-        .chain(granary_jobs::handlers::registry().queues())
+        .chain(granary_jobs::registry::registry().queues())
         .collect();
     queues.sort_unstable();
     queues.dedup();
-    let count = |q: &str, s: &str| {
+    let count = |q: &str, s: JobState| {
         counts
             .iter()
-            .find(|c| c.queue == q && c.state == s)
+            .find(|c| c.queue == q && c.state == s.as_str())
             .map_or(0, |c| c.count)
     };
     let completed = counts
         .iter()
-        .find(|c| c.state == "completed")
+        .find(|c| c.state == JobState::Completed.as_str())
         .map_or(0, |c| c.count);
     let findings: Vec<_> = report
         .checks
@@ -90,14 +89,14 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
             }
             h2 { "Queues" }
             table {
-                thead { tr { th { "queue" } @for s in &STATES[..5] { th.num { (s) } } } }
+                thead { tr { th { "queue" } @for s in JobState::WATCHED { th.num { (s) } } } }
                 tbody {
                     @for q in &queues {
                         tr {
                             td { a href={ "/console/jobs?kind=" (q) } { (q) } }
-                            @for s in &STATES[..5] {
+                            @for s in JobState::WATCHED {
                                 @let n = count(q, s);
-                                td.num.alert[n > 0 && (*s == "failed" || *s == "cancelled")] {
+                                td.num.alert[n > 0 && s.is_stopped()] {
                                     @if n > 0 { a href={ "/console/jobs?kind=" (q) "&state=" (s) } { (n) } } @else { "0" }
                                 }
                             }
@@ -225,8 +224,8 @@ impl JobsQuery {
     }
 
     /// Shows jobs in `state` (from the first page).
-    pub fn set_state(&mut self, state: &str) {
-        self.state = Some(state.to_string());
+    pub fn set_state(&mut self, state: JobState) {
+        self.state = Some(state.as_str().to_string());
         self.before = None;
     }
 
@@ -249,36 +248,29 @@ pub async fn jobs(
     Query(q): Query<JobsQuery>,
 ) -> Response {
     let f = q.filter();
-    let listed = match admin::list_jobs(&state.pool, &f).await {
+    let listed = match reads::list_jobs(&state.pool, &f).await {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let kinds = granary_jobs::handlers::registry().queues();
-    let jobs = listed["jobs"].as_array().cloned().unwrap_or_default();
-    let per_state = |s: &str| -> (i64, bool) {
-        listed["counts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    let kinds = granary_jobs::registry::registry().queues();
+    let per_state = |s: JobState| -> (i64, bool) {
+        listed
+            .counts
+            .iter()
             .filter(|c| {
-                c["state"] == s
+                c.state == s
                     && f.kind
                         .as_deref()
-                        .is_none_or(|k| c["queue"] == k || c["queue"] == "*")
+                        .is_none_or(|k| c.queue == k || c.queue == "*")
             })
-            .fold((0, true), |(n, exact), c| {
-                (
-                    n + c["count"].as_i64().unwrap_or(0),
-                    exact && c["exact"] == true,
-                )
-            })
+            .fold((0, true), |(n, exact), c| (n + c.count, exact && c.exact))
     };
     let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let body = html! {
         form.filters method="get" action="/console/jobs" {
             label { "State " select name="state" {
                 option value="" { "any" }
-                @for s in STATES { option value=(s) selected[sel(&f.state, s)] { (s) } }
+                @for s in JobState::ALL { option value=(s) selected[sel(&f.state, s.as_str())] { (s) } }
             } }
             label { "Kind " select name="kind" {
                 option value="" { "any" }
@@ -296,9 +288,9 @@ pub async fn jobs(
             "An order id (ord_… or its UUID) or a webhook's UUID finds every job that concerns it."
         }
         p.counts {
-            @for s in STATES {
+            @for s in JobState::ALL {
                 @let (n, exact) = per_state(s);
-                a.chip href={ "/console/jobs?" (JobsQuery { state: Some(s.into()), before: None, ..q.clone() }.query_string(None)) } {
+                a.chip href={ "/console/jobs?" (JobsQuery { state: Some(s.as_str().into()), before: None, ..q.clone() }.query_string(None)) } {
                     (s) " " @if !exact { "≈" } (n)
                 }
             }
@@ -306,23 +298,23 @@ pub async fn jobs(
         table.jobs {
             thead { tr { th { "job" } th { "kind" } th { "state" } th.num { "attempts" } th { "last error" } th { "order" } th { "created" } } }
             tbody {
-                @for j in &jobs {
+                @for j in &listed.jobs {
                     tr {
-                        td { a href={ "/console/jobs/" (text(&j["id"])) } { code { (text(&j["id"])) } } }
-                        td { (text(&j["kind"])) }
-                        td { (badge(j["state"].as_str().unwrap_or_default())) }
-                        td.num { (text(&j["attempts"])) "/" (text(&j["max_attempts"])) }
-                        td.error { @if let Some(e) = j["last_error"].as_str() { span title=(e) { (short(e, 140)) } } }
-                        td { @if let Some(o) = j["order"].as_str() { a href={ "/console/orders/" (o) } { (o) } } }
-                        td { (when(&j["created_at"])) }
+                        td { a href={ "/console/jobs/" (j.id) } { code { (j.id) } } }
+                        td { (j.kind) }
+                        td { (badge(j.state.as_str())) }
+                        td.num { (j.attempts) "/" (j.max_attempts) }
+                        td.error { @if let Some(e) = &j.last_error { span title=(e) { (short(e, 140)) } } }
+                        td { @if let Some(o) = &j.order { a href={ "/console/orders/" (o) } { (o) } } }
+                        td { (when(j.created_at)) }
                     }
                 }
-                @if jobs.is_empty() { tr { td colspan="7" { "No job matches." } } }
+                @if listed.jobs.is_empty() { tr { td colspan="7" { "No job matches." } } }
             }
         }
         nav.paging {
             @if f.before.is_some() { a href={ "/console/jobs?" (q.query_string(None)) } { "← Newest" } }
-            @if let Some(next) = listed["next_before"].as_str() {
+            @if let Some(next) = listed.next_before.as_deref() {
                 a href={ "/console/jobs?" (q.query_string(Some(next))) } { "Older →" }
             }
         }
@@ -339,53 +331,52 @@ pub async fn jobs(
 
 /// `GET /console/jobs/{id}`.
 pub async fn job(State(state): State<AppState>, op: Operator, Path(id): Path<String>) -> Response {
-    let j = match admin::show_job(&state.pool, &id).await {
+    let j = match reads::show_job(&state.pool, &id).await {
         Ok(Some(j)) => j,
         Ok(None) => return not_found("job"),
         Err(e) => return unavailable(e),
     };
-    let st = j["state"].as_str().unwrap_or_default();
     let body = html! {
         dl.facts {
-            dt { "kind" } dd { (text(&j["kind"])) }
-            dt { "state" } dd { (badge(st)) }
-            dt { "attempts" } dd { (text(&j["attempts"])) " of " (text(&j["max_attempts"])) }
-            dt { "next run" } dd { (when(&j["next_run_at"])) }
-            dt { "finished" } dd { (when(&j["done_at"])) }
-            dt { "worker" } dd { (text(&j["worker"])) }
-            @if let Some(o) = j["order"].as_str() { dt { "order" } dd { a href={ "/console/orders/" (o) } { (o) } } }
-            @if !j["webhook_event_id"].is_null() { dt { "webhook" } dd { a href={ "/console/webhooks/" (text(&j["webhook_event_id"])) } { (text(&j["webhook_event_id"])) } } }
-            @if !j["email_id"].is_null() { dt { "email" } dd { (text(&j["email_id"])) } }
-            @if !j["dedupe_key"].is_null() { dt { "dedupe key" } dd { code { (text(&j["dedupe_key"])) } } }
+            dt { "kind" } dd { (j.kind) }
+            dt { "state" } dd { (badge(j.state.as_str())) }
+            dt { "attempts" } dd { (j.attempts) " of " (j.max_attempts) }
+            dt { "next run" } dd { (when(j.next_run_at)) }
+            dt { "finished" } dd { (when(j.done_at)) }
+            dt { "worker" } dd { (or_dash(j.worker.as_deref())) }
+            @if let Some(o) = &j.order { dt { "order" } dd { a href={ "/console/orders/" (o) } { (o) } } }
+            @if let Some(w) = j.webhook_event_id { dt { "webhook" } dd { a href={ "/console/webhooks/" (w) } { (w) } } }
+            @if let Some(e) = j.email_id { dt { "email" } dd { (e) } }
+            @if let Some(k) = &j.dedupe_key { dt { "dedupe key" } dd { code { (k) } } }
         }
-        @if let Some(e) = j["last_error"].as_str() { h2 { "Last error" } pre.error { (e) } }
+        @if let Some(e) = &j.last_error { h2 { "Last error" } pre.error { (e) } }
         div.actions {
-            @if matches!(st, "failed" | "cancelled") {
+            @if j.state.is_stopped() {
                 form method="post" action={ "/console/jobs/" (id) "/requeue" } {
                     (csrf(&op)) (reason()) button type="submit" { "Requeue" }
                 }
             }
-            @if matches!(st, "pending" | "retrying") {
+            @if j.state.is_waiting() {
                 form method="post" action={ "/console/jobs/" (id) "/cancel" } {
                     (csrf(&op)) (reason()) button.danger type="submit" { "Cancel" }
                 }
             }
         }
         h2 { "Payload" }
-        pre { (pretty(&j["payload"])) }
+        pre { (pretty(&j.payload)) }
         h2 { "Attempts" }
         table {
             thead { tr { th.num { "#" } th { "worker" } th { "started" } th { "finished" } th { "outcome" } th { "retry at" } th { "error" } } }
             tbody {
-                @for a in j["attempt_history"].as_array().into_iter().flatten() {
+                @for a in &j.attempt_history {
                     tr {
-                        td.num { (text(&a["attempt"])) }
-                        td { code { (text(&a["worker"])) } }
-                        td { (when(&a["started_at"])) }
-                        td { (when(&a["finished_at"])) }
-                        td { (badge(a["outcome"].as_str().unwrap_or_default())) }
-                        td { (when(&a["retry_at"])) }
-                        td.error { @if let Some(e) = a["error"].as_str() { pre { (e) } } }
+                        td.num { (a.attempt) }
+                        td { code { (a.worker) } }
+                        td { (when(a.started_at)) }
+                        td { (when(a.finished_at)) }
+                        td { (badge(&a.outcome)) }
+                        td { (when(a.retry_at)) }
+                        td.error { @if let Some(e) = &a.error { pre { (e) } } }
                     }
                 }
             }
@@ -417,25 +408,51 @@ pub async fn find_order(_op: Operator, Query(q): Query<FindOrder>) -> Response {
     }
 }
 
+/// The facts of a timeline event that its line names (the others are listed as stored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Facts {
+    job_id: Option<String>,
+    kind: Option<String>,
+    attempt: Option<i64>,
+    outcome: Option<String>,
+    error: Option<String>,
+    id: Option<String>,
+    provider: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    status: Option<String>,
+    found_by: Option<String>,
+    actor: Option<String>,
+    reason: Option<String>,
+}
+
+impl Facts {
+    /// The facts in an event's `detail` (none where it is not an object of these).
+    fn of(detail: &serde_json::Value) -> Self {
+        Self::deserialize(detail).unwrap_or_default()
+    }
+}
+
 /// `GET /console/orders/{public_id}`: the timeline.
 pub async fn order(
     State(state): State<AppState>,
     op: Operator,
     Path(public_id): Path<String>,
 ) -> Response {
-    let t = match admin::timeline(&state.pool, &public_id).await {
+    let t = match reads::timeline(&state.pool, &public_id).await {
         Ok(Some(t)) => t,
         Ok(None) => return not_found("order"),
         Err(e) => return unavailable(e),
     };
-    let o = &t["order"];
+    let o = &t.order;
     let body = html! {
         dl.facts {
-            dt { "status" } dd { (badge(o["status"].as_str().unwrap_or_default())) }
-            dt { "total" } dd { (text(&o["total_cents"])) " cents " (text(&o["currency"])) }
-            dt { "created" } dd { (when(&o["created_at"])) }
-            dt { "paid" } dd { (when(&o["paid_at"])) }
-            dt { "fulfilled" } dd { (when(&o["fulfilled_at"])) }
+            dt { "status" } dd { (badge(&o.status)) }
+            dt { "total" } dd { (o.total_cents) " cents " (o.currency) }
+            dt { "created" } dd { (when(o.created_at)) }
+            dt { "paid" } dd { (when(o.paid_at)) }
+            dt { "fulfilled" } dd { (when(o.fulfilled_at)) }
         }
         div.actions {
             form method="post" action={ "/console/orders/" (public_id) "/requeue" } {
@@ -448,28 +465,28 @@ pub async fn order(
         }
         h2 { "Timeline" }
         ol.timeline {
-            @for e in t["events"].as_array().into_iter().flatten() {
-                @let kind = e["kind"].as_str().unwrap_or_default();
-                @let group = kind.split('.').next().unwrap_or_default();
-                @let d = &e["detail"];
+            @for e in &t.events {
+                @let group = e.kind.split('.').next().unwrap_or_default();
+                @let d = &e.detail;
+                @let facts = Facts::of(d);
                 li class={ "t-" (group) } {
-                    time { (views::when_precise(&e["at"])) }
-                    span.kind { (kind) }
+                    time { (views::when_precise(e.at)) }
+                    span.kind { (e.kind) }
                     span.detail {
                         @match group {
                             "job" => {
-                                a href={ "/console/jobs/" (text(&d["job_id"])) } { (text(&d["kind"])) }
-                                @if !d["attempt"].is_null() { " attempt " (text(&d["attempt"])) " " (badge(d["outcome"].as_str().unwrap_or_default())) }
-                                @if let Some(err) = d["error"].as_str() { " " span.error title=(err) { (short(err, 160)) } }
+                                a href={ "/console/jobs/" (or_dash(facts.job_id.as_deref())) } { (or_dash(facts.kind.as_deref())) }
+                                @if let Some(n) = facts.attempt { " attempt " (n) " " (badge(facts.outcome.as_deref().unwrap_or_default())) }
+                                @if let Some(err) = &facts.error { " " span.error title=(err) { (short(err, 160)) } }
                             }
                             "webhook" => {
-                                a href={ "/console/webhooks/" (text(&d["id"])) } { (text(&d["provider"])) " " (text(&d["type"])) }
-                                " " (badge(d["status"].as_str().unwrap_or_default()))
-                                @if d["found_by"] == "reconciliation" { " " span.badge.found { "found by reconciliation" } }
+                                a href={ "/console/webhooks/" (or_dash(facts.id.as_deref())) } { (or_dash(facts.provider.as_deref())) " " (or_dash(facts.event_type.as_deref())) }
+                                " " (badge(facts.status.as_deref().unwrap_or_default()))
+                                @if facts.found_by.as_deref() == Some("reconciliation") { " " span.badge.found { "found by reconciliation" } }
                             }
                             "operator" => {
-                                strong { (text(&d["actor"])) } ": " (text(&d["reason"]))
-                                @if let Some(j) = d["job_id"].as_str() { " (" a href={ "/console/jobs/" (j) } { (text(&d["kind"])) } ")" }
+                                strong { (or_dash(facts.actor.as_deref())) } ": " (or_dash(facts.reason.as_deref()))
+                                @if let Some(j) = &facts.job_id { " (" a href={ "/console/jobs/" (j) } { (or_dash(facts.kind.as_deref())) } ")" }
                             }
                             _ => {
                                 @for (k, v) in d.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null()) {
@@ -516,11 +533,11 @@ pub async fn webhooks(
         limit: Some(50),
         offset: q.offset,
     };
-    let listed = match admin::list_webhooks(&state.pool, &f).await {
+    let listed = match reads::list_webhooks(&state.pool, &f).await {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let rows = listed["webhooks"].as_array().cloned().unwrap_or_default();
+    let rows = &listed.webhooks;
     let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let offset = f.offset.unwrap_or(0).max(0);
     let more = |off: i64| {
@@ -551,19 +568,19 @@ pub async fn webhooks(
         table {
             thead { tr { th { "received" } th { "provider" } th { "type" } th { "status" } th { "event id" } th { "error or reason" } } }
             tbody {
-                @for w in &rows {
+                @for w in rows {
                     tr {
-                        td { a href={ "/console/webhooks/" (text(&w["id"])) } { (when(&w["received_at"])) } }
-                        td { (text(&w["provider"])) }
-                        td { (text(&w["type"])) }
+                        td { a href={ "/console/webhooks/" (w.id) } { (when(w.received_at)) } }
+                        td { (w.provider) }
+                        td { (or_dash(w.event_type.as_deref())) }
                         td {
-                            (badge(w["status"].as_str().unwrap_or_default()))
-                            @if w["found_by"] == "reconciliation" { " " span.badge.found { "found by reconciliation" } }
+                            (badge(&w.status))
+                            @if w.found_by == "reconciliation" { " " span.badge.found { "found by reconciliation" } }
                         }
-                        td { code { (text(&w["event_id"])) } }
+                        td { code { (or_dash(w.event_id.as_deref())) } }
                         td.error {
-                            @if let Some(r) = w["rejection_reason"].as_str() { (r) }
-                            @if let Some(e) = w["error"].as_str() { span title=(e) { (short(e, 120)) } }
+                            @if let Some(r) = &w.rejection_reason { (r) }
+                            @if let Some(e) = &w.error { span title=(e) { (short(e, 120)) } }
                         }
                     }
                 }
@@ -594,28 +611,27 @@ pub async fn webhook(
     op: Operator,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let w = match admin::show_webhook(&state.pool, id).await {
+    let w = match reads::show_webhook(&state.pool, id).await {
         Ok(Some(w)) => w,
         Ok(None) => return not_found("webhook event"),
         Err(e) => return unavailable(e),
     };
-    let status = w["status"].as_str().unwrap_or_default();
     let body = html! {
         dl.facts {
-            dt { "provider" } dd { (text(&w["provider"])) }
-            dt { "type" } dd { (text(&w["type"])) }
-            dt { "status" } dd { (badge(status)) @if let Some(r) = w["rejection_reason"].as_str() { " " (r) } }
-            dt { "event id" } dd { code { (text(&w["event_id"])) } }
-            dt { "received" } dd { (when(&w["received_at"])) }
-            dt { "occurred" } dd { (when(&w["occurred_at"])) }
-            dt { "processed" } dd { (when(&w["processed_at"])) }
-            dt { "attempts" } dd { (text(&w["process_attempts"])) }
+            dt { "provider" } dd { (w.provider) }
+            dt { "type" } dd { (or_dash(w.event_type.as_deref())) }
+            dt { "status" } dd { (badge(&w.status)) @if let Some(r) = &w.rejection_reason { " " (r) } }
+            dt { "event id" } dd { code { (or_dash(w.event_id.as_deref())) } }
+            dt { "received" } dd { (when(w.received_at)) }
+            dt { "occurred" } dd { (when(w.occurred_at)) }
+            dt { "processed" } dd { (when(w.processed_at)) }
+            dt { "attempts" } dd { (w.process_attempts) }
             dt { "reached Granary" } dd {
-                @if w["found_by"] == "reconciliation" { span.badge.found { "found by reconciliation" } " (run " (text(&w["reconcile_run_id"])) ")" } @else { "delivered by the provider" }
+                @if w.found_by == "reconciliation" { span.badge.found { "found by reconciliation" } " (run " (or_dash(w.reconcile_run_id)) ")" } @else { "delivered by the provider" }
             }
         }
-        @if let Some(e) = w["error"].as_str() { h2 { "Error" } pre.error { (e) } }
-        @if status != "rejected" {
+        @if let Some(e) = &w.error { h2 { "Error" } pre.error { (e) } }
+        @if w.status != "rejected" {
             div.actions {
                 form method="post" action={ "/console/webhooks/" (id) "/replay" } {
                     (csrf(&op)) (reason()) button type="submit" { "Replay" }
@@ -625,16 +641,16 @@ pub async fn webhook(
         h2 { "Headers" }
         table.headers {
             tbody {
-                @for (k, v) in w["headers"].as_object().into_iter().flatten() {
+                @for (k, v) in &w.headers {
                     tr { th { (k) } td { code { (text(v)) } } }
                 }
             }
         }
-        h2 { "Body" @if w["body_truncated"] == true { " (truncated)" } }
-        pre.body { (text(&w["body"])) }
-        @if let Some(effects) = w["effects"].as_array().filter(|e| !e.is_empty()) {
+        h2 { "Body" @if w.body_truncated { " (truncated)" } }
+        pre.body { (w.body) }
+        @if !w.effects.is_empty() {
             h2 { "Effects" }
-            ul { @for e in effects { li { (text(&e["action"])) " " (text(&e["entity"])) " " code { (text(&e["id"])) } } } }
+            ul { @for e in &w.effects { li { (e.action) " " (e.entity) " " code { (e.entity_id) } } } }
         }
     };
     page(&format!("Webhook {id}"), Some(&op), body).into_response()

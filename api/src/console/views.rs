@@ -1,7 +1,7 @@
 //! The console's building blocks: the page layout, badges, times, charts, forms.
 
 use chrono::{DateTime, Utc};
-use granary_jobs::admin::Throughput;
+use granary_jobs::operator::reads::Throughput;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 
@@ -94,25 +94,14 @@ pub fn badge(state: &str) -> Markup {
     html! { span class={ "badge s-" (state) } { (state) } }
 }
 
-/// A time from a JSON value, in UTC, or a dash.
-pub fn when(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map_or_else(|| "—".to_string(), |t| fmt(t.with_timezone(&Utc)))
+/// A time (or none) in UTC, or a dash.
+pub fn when(t: impl Into<Option<DateTime<Utc>>>) -> String {
+    t.into().map_or_else(|| "—".to_string(), fmt)
 }
 
-/// A time from a JSON value to the millisecond (events of one transaction share a second).
-pub fn when_precise(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map_or_else(
-            || "—".to_string(),
-            |t| {
-                t.with_timezone(&Utc)
-                    .format("%Y-%m-%d %H:%M:%S%.3f")
-                    .to_string()
-            },
-        )
+/// A time to the millisecond (events of one transaction share a second).
+pub fn when_precise(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
 /// A time in UTC.
@@ -120,7 +109,12 @@ pub fn fmt(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// A JSON string or a dash.
+/// A value, or a dash.
+pub fn or_dash(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "—".to_string(), |v| v.to_string())
+}
+
+/// A free-form JSON value (stored headers, a timeline event's facts) as text, or a dash.
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),

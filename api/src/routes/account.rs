@@ -7,15 +7,17 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
 };
-use granary_jobs::account::{
-    billing::{self, EntitlementOut, SubscriptionOut, SyncStatus},
-    bookings::{self, BookingInput, BookingOut},
-    downloads::{self, GrantOut},
-    orders::{self, ConfirmInput, Confirmed, CreateInput, Created, OrderOut},
-    profile::{self, CustomerInput, CustomerOut, EmailTestOut},
-    work_orders::{self, Scope, WorkOrderOut},
+use granary_jobs::{
+    billing, billing::EntitlementOut, billing::SubscriptionOut, billing::SyncStatus, bookings,
+    bookings::BookingInput, bookings::BookingOut, bookings::work_orders,
+    bookings::work_orders::Scope, bookings::work_orders::WorkOrderOut, downloads,
+    downloads::GrantOut, orders::buyer, orders::buyer::ConfirmInput, orders::buyer::Confirmed,
+    orders::buyer::CreateInput, orders::buyer::Created, orders::buyer::OrderOut, profiles,
+    profiles::CustomerInput, profiles::CustomerOut, profiles::EmailTestOut,
 };
 use serde::Deserialize;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiResult, AppState, auth::AuthUser, extract::ApiJson};
 
@@ -26,7 +28,7 @@ pub async fn get_customer(
     user: AuthUser,
 ) -> ApiResult<Json<CustomerOut>> {
     let mut conn = state.pool.acquire().await?;
-    Ok(Json(profile::customer(&mut conn, user.profile_id).await?))
+    Ok(Json(profiles::customer(&mut conn, user.profile_id).await?))
 }
 
 /// `PATCH /api/account/customer/`.
@@ -37,7 +39,7 @@ pub async fn patch_customer(
     ApiJson(b): ApiJson<CustomerInput>,
 ) -> ApiResult<Json<CustomerOut>> {
     let mut tx = state.pool.begin().await?;
-    let out = profile::update_customer(&mut tx, user.profile_id, b).await?;
+    let out = profiles::update_customer(&mut tx, user.profile_id, b).await?;
     tx.commit().await?;
     Ok(Json(out))
 }
@@ -49,7 +51,7 @@ pub async fn list_orders(
     user: AuthUser,
 ) -> ApiResult<Json<Vec<OrderOut>>> {
     let mut conn = state.pool.acquire().await?;
-    Ok(Json(orders::list(&mut conn, user.profile_id, None).await?))
+    Ok(Json(buyer::list(&mut conn, user.profile_id, None).await?))
 }
 
 /// `POST /api/account/orders/create/`: 201 `{order, checkout: {checkout_url, provider}}`
@@ -69,7 +71,7 @@ pub async fn create_order(
         .map(str::trim)
         .filter(|k| !k.is_empty());
     let (out, created) =
-        orders::create_and_check_out(&state.pool, &state.config, user.profile_id, key, b).await?;
+        buyer::create_and_check_out(&state.pool, &state.config, user.profile_id, key, b).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -90,7 +92,7 @@ pub async fn confirm_order(
 ) -> ApiResult<Json<Confirmed>> {
     let body: ConfirmInput = crate::extract::optional_json(&body)?;
     let mut tx = state.pool.begin().await?;
-    let out = orders::confirm(
+    let out = buyer::confirm(
         &mut tx,
         &state.config,
         user.profile_id,
@@ -110,7 +112,7 @@ pub async fn subscriptions(
     user: AuthUser,
 ) -> ApiResult<Json<Vec<SubscriptionOut>>> {
     Ok(Json(
-        billing::subscriptions(&state.pool, &user.clerk_user_id).await?,
+        billing::list_subscriptions(&state.pool, &user.clerk_user_id).await?,
     ))
 }
 
@@ -225,7 +227,7 @@ pub async fn email_test(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     let mut tx = state.pool.begin().await?;
-    match profile::send_test_email(&mut tx, &state.config.resend, user.profile_id).await {
+    match profiles::send_test_email(&mut tx, &state.config.resend, user.profile_id).await {
         Ok(out) => {
             tx.commit().await?;
             Ok(Json(out).into_response())
@@ -244,4 +246,20 @@ pub async fn email_test(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_customer, patch_customer))
+        .routes(routes!(list_orders))
+        .routes(routes!(create_order))
+        .routes(routes!(confirm_order))
+        .routes(routes!(subscriptions))
+        .routes(routes!(subscription_status))
+        .routes(routes!(entitlements))
+        .routes(routes!(downloads))
+        .routes(routes!(work_orders))
+        .routes(routes!(list_bookings, create_booking))
+        .routes(routes!(email_test))
 }

@@ -7,17 +7,26 @@ use axum::{
     extract::{Path, Query, State},
 };
 use granary_jobs::{
-    account::downloads,
-    admin::{self, JobFilter, WebhookFilter},
-    queue::ops::{self, Actor, OpError},
-    refunds::{self, RefundInput, RefundOut, Scope},
+    downloads,
+    operator::reads,
+    operator::reads::{
+        JobDetail, JobFilter, JobList, OrderTimeline, WebhookDetail, WebhookFilter, WebhookList,
+    },
+    orders::refunds,
+    orders::refunds::RefundInput,
+    orders::refunds::RefundOut,
+    orders::refunds::Scope,
+    platform::audit,
+    platform::audit::Actor,
+    queue::ops::OpError,
     webhooks::ingest::{self, ReplayError},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{ApiError, ApiResult, AppState, auth::Admin};
 
 /// Optional `{"reason": "..."}` body of an action.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -26,17 +35,16 @@ pub struct ActionIn {
     reason: Option<String>,
 }
 
-fn actor(user: &AuthUser, body: &Bytes) -> ApiResult<Actor> {
+fn actor(user: &Admin, body: &Bytes) -> ApiResult<Actor> {
     Ok(action::<ActionIn>(user, body)?.0)
 }
 
 /// The admin's actor (with the body's `reason`) and the action's own fields from the same body
 /// (an empty body is every field's default).
 fn action<T: serde::de::DeserializeOwned + Default>(
-    user: &AuthUser,
+    user: &Admin,
     body: &Bytes,
 ) -> ApiResult<(Actor, T)> {
-    user.require_admin()?;
     let why: ActionIn = crate::extract::optional_json(body)?;
     let input: T = crate::extract::optional_json(body)?;
     Ok((
@@ -57,76 +65,100 @@ fn op_error(e: OpError) -> ApiError {
 }
 
 /// `GET /api/admin/jobs/?state=&kind=&order=&since=&limit=&offset=`.
-#[utoipa::path(get, path = "/api/admin/jobs/", tag = "admin", responses((status = 200, description = "Jobs and counts per state and queue")))]
+#[utoipa::path(get, path = "/api/admin/jobs/", tag = "admin", params(JobFilter), responses((status = 200, body = JobList, description = "Jobs and counts per state and queue")))]
 pub async fn jobs(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Query(f): Query<JobFilter>,
-) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
-    Ok(Json(admin::list_jobs(&state.pool, &f).await?))
+) -> ApiResult<Json<JobList>> {
+    Ok(Json(reads::list_jobs(&state.pool, &f).await?))
 }
 
 /// `GET /api/admin/jobs/<id>/`.
-#[utoipa::path(get, path = "/api/admin/jobs/{id}/", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "A job with its attempts")))]
+#[utoipa::path(get, path = "/api/admin/jobs/{id}/", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = JobDetail, description = "A job with its attempts")))]
 pub async fn job(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
-    admin::show_job(&state.pool, &id)
+) -> ApiResult<Json<JobDetail>> {
+    reads::show_job(&state.pool, &id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
 }
 
+/// `{"requeued": [job id]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequeuedOut {
+    /// The job requeued.
+    requeued: Vec<String>,
+}
+
 /// `POST /api/admin/jobs/<id>/requeue/`.
-#[utoipa::path(post, path = "/api/admin/jobs/{id}/requeue/", tag = "admin", params(("id" = String, Path)), request_body = ActionIn, responses((status = 200, description = "Requeued"), (status = 409, description = "not failed or cancelled")))]
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/requeue/", tag = "admin", params(("id" = String, Path)), request_body = ActionIn, responses((status = 200, body = RequeuedOut, description = "Requeued"), (status = 409, description = "not failed or cancelled")))]
 pub async fn requeue_job(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RequeuedOut>> {
     let actor = actor(&user, &body)?;
-    ops::requeue(&state.pool, &id, &actor)
+    audit::requeue_job(&state.pool, &id, &actor)
         .await
         .map_err(op_error)?;
-    Ok(Json(json!({ "requeued": [id] })))
+    Ok(Json(RequeuedOut { requeued: vec![id] }))
+}
+
+/// `{"cancelled": job id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelledOut {
+    /// The job cancelled.
+    cancelled: String,
 }
 
 /// `POST /api/admin/jobs/<id>/cancel/`.
-#[utoipa::path(post, path = "/api/admin/jobs/{id}/cancel/", tag = "admin", params(("id" = String, Path)), request_body = ActionIn, responses((status = 200, description = "Cancelled"), (status = 409, description = "running or finished")))]
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/cancel/", tag = "admin", params(("id" = String, Path)), request_body = ActionIn, responses((status = 200, body = CancelledOut, description = "Cancelled"), (status = 409, description = "running or finished")))]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CancelledOut>> {
     let actor = actor(&user, &body)?;
-    ops::cancel(&state.pool, &id, &actor)
+    audit::cancel_job(&state.pool, &id, &actor)
         .await
         .map_err(op_error)?;
-    Ok(Json(json!({ "cancelled": id })))
+    Ok(Json(CancelledOut { cancelled: id }))
+}
+
+/// `{"order": public id, "requeued": [job id, ...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderRequeuedOut {
+    /// The order's public id.
+    order: String,
+    /// The jobs requeued (none if none had failed).
+    requeued: Vec<String>,
 }
 
 /// `POST /api/admin/orders/<public_id>/requeue/`: every failed job of the order.
-#[utoipa::path(post, path = "/api/admin/orders/{public_id}/requeue/", tag = "admin", params(("public_id" = String, Path)), request_body = ActionIn, responses((status = 200, description = "Requeued job ids")))]
+#[utoipa::path(post, path = "/api/admin/orders/{public_id}/requeue/", tag = "admin", params(("public_id" = String, Path)), request_body = ActionIn, responses((status = 200, body = OrderRequeuedOut, description = "Requeued job ids")))]
 pub async fn requeue_order(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(public_id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OrderRequeuedOut>> {
     let actor = actor(&user, &body)?;
-    let order = admin::order_id(&state.pool, &public_id)
+    let order = reads::order_id(&state.pool, &public_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let ids = ops::requeue_order(&state.pool, order, &actor)
+    let ids = audit::requeue_order_jobs(&state.pool, order, &actor)
         .await
         .map_err(op_error)?;
-    Ok(Json(json!({ "order": public_id, "requeued": ids })))
+    Ok(Json(OrderRequeuedOut {
+        order: public_id,
+        requeued: ids,
+    }))
 }
 
 /// `POST /api/admin/orders/<public_id>/refund/` `{amount_cents?, reason}`: queues a refund
@@ -134,7 +166,7 @@ pub async fn requeue_order(
 #[utoipa::path(post, path = "/api/admin/orders/{public_id}/refund/", tag = "admin", params(("public_id" = String, Path)), request_body = RefundInput, responses((status = 202, body = RefundOut, description = "Queued: the refund_payment job asks Stripe"), (status = 404, description = "not_found"), (status = 409, description = "not_refundable, refund_exceeds_payment"), (status = 422, description = "validation_failed: reason, amount_cents")))]
 pub async fn refund_order(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(public_id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(axum::http::StatusCode, Json<RefundOut>)> {
@@ -144,55 +176,64 @@ pub async fn refund_order(
 }
 
 /// `GET /api/admin/orders/<public_id>/timeline/`.
-#[utoipa::path(get, path = "/api/admin/orders/{public_id}/timeline/", tag = "admin", params(("public_id" = String, Path)), responses((status = 200, description = "Everything that happened to the order, in time order")))]
+#[utoipa::path(get, path = "/api/admin/orders/{public_id}/timeline/", tag = "admin", params(("public_id" = String, Path)), responses((status = 200, body = OrderTimeline, description = "Everything that happened to the order, in time order")))]
 pub async fn timeline(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Path(public_id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
-    admin::timeline(&state.pool, &public_id)
+) -> ApiResult<Json<OrderTimeline>> {
+    reads::timeline(&state.pool, &public_id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
 }
 
 /// `GET /api/admin/webhooks/?provider=&status=&type=&since=`.
-#[utoipa::path(get, path = "/api/admin/webhooks/", tag = "admin", responses((status = 200, description = "Stored deliveries, rejected ones included")))]
+#[utoipa::path(get, path = "/api/admin/webhooks/", tag = "admin", params(WebhookFilter), responses((status = 200, body = WebhookList, description = "Stored deliveries, rejected ones included")))]
 pub async fn webhooks(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Query(f): Query<WebhookFilter>,
-) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
-    Ok(Json(admin::list_webhooks(&state.pool, &f).await?))
+) -> ApiResult<Json<WebhookList>> {
+    Ok(Json(reads::list_webhooks(&state.pool, &f).await?))
 }
 
 /// `GET /api/admin/webhooks/<id>/`.
-#[utoipa::path(get, path = "/api/admin/webhooks/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, description = "A delivery with headers (signatures redacted) and its exact body")))]
+#[utoipa::path(get, path = "/api/admin/webhooks/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, body = WebhookDetail, description = "A delivery with headers (signatures redacted) and its exact body")))]
 pub async fn webhook(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
-    admin::show_webhook(&state.pool, id)
+) -> ApiResult<Json<WebhookDetail>> {
+    reads::show_webhook(&state.pool, id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
 }
 
+/// `{"job_id": ..., "replayed": stored event id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayedOut {
+    /// The job that processes the event again.
+    job_id: String,
+    /// The stored event.
+    replayed: Uuid,
+}
+
 /// `POST /api/admin/webhooks/<id>/replay/`.
-#[utoipa::path(post, path = "/api/admin/webhooks/{id}/replay/", tag = "admin", params(("id" = Uuid, Path)), request_body = ActionIn, responses((status = 200, description = "Replay enqueued"), (status = 409, description = "a rejected delivery")))]
+#[utoipa::path(post, path = "/api/admin/webhooks/{id}/replay/", tag = "admin", params(("id" = Uuid, Path)), request_body = ActionIn, responses((status = 200, body = ReplayedOut, description = "Replay enqueued"), (status = 409, description = "a rejected delivery")))]
 pub async fn replay(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(id): Path<Uuid>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReplayedOut>> {
     let actor = actor(&user, &body)?;
     match ingest::replay(&state.pool, id, &actor).await {
-        Ok(job) => Ok(Json(json!({ "replayed": id, "job_id": job }))),
+        Ok(job) => Ok(Json(ReplayedOut {
+            job_id: job,
+            replayed: id,
+        })),
         Err(ReplayError::NotFound(_)) => Err(ApiError::NotFound),
         Err(e @ ReplayError::Rejected(..)) => Err(ApiError::conflict(e.to_string())),
         Err(ReplayError::Db(e)) => Err(e.into()),
@@ -209,21 +250,33 @@ pub struct RoleIn {
     reason: Option<String>,
 }
 
+/// `{"previous_role": ..., "role": ..., "user": clerk user id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RoleOut {
+    /// The role before (null for a user without a profile yet).
+    previous_role: Option<String>,
+    /// The role now.
+    role: String,
+    /// The Clerk user id.
+    user: String,
+}
+
 /// `POST /api/admin/users/<clerk user id>/role/`: the twin of `granary-worker users set-role`.
-#[utoipa::path(post, path = "/api/admin/users/{clerk_user_id}/role/", tag = "admin", params(("clerk_user_id" = String, Path)), request_body = RoleIn, responses((status = 200, description = "The role is set; the previous one is returned"), (status = 400, description = "not a role")))]
+#[utoipa::path(post, path = "/api/admin/users/{clerk_user_id}/role/", tag = "admin", params(("clerk_user_id" = String, Path)), request_body = RoleIn, responses((status = 200, body = RoleOut, description = "The role is set; the previous one is returned"), (status = 400, description = "not a role")))]
 pub async fn set_role(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(clerk_user_id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoleOut>> {
     let (actor, input) = action::<RoleIn>(&user, &body)?;
     let previous =
-        granary_jobs::account::profile::set_role(&state.pool, &clerk_user_id, &input.role, &actor)
-            .await?;
-    Ok(Json(
-        json!({ "user": clerk_user_id, "role": input.role, "previous_role": previous }),
-    ))
+        granary_jobs::profiles::set_role(&state.pool, &clerk_user_id, &input.role, &actor).await?;
+    Ok(Json(RoleOut {
+        previous_role: previous,
+        role: input.role,
+        user: clerk_user_id,
+    }))
 }
 
 /// `{"add": 3, "extend_seconds": 604800, "reason": "..."}`.
@@ -242,7 +295,7 @@ pub struct ResetIn {
 #[utoipa::path(post, path = "/api/admin/grants/{id}/reset/", tag = "admin", params(("id" = Uuid, Path)), request_body = ResetIn, responses((status = 200, description = "The grant after the reset", body = downloads::GrantState), (status = 404, description = "no such grant"), (status = 409, description = "the grant is revoked")))]
 pub async fn reset_grant(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(id): Path<Uuid>,
     body: Bytes,
 ) -> ApiResult<Json<downloads::GrantState>> {
@@ -260,7 +313,7 @@ pub async fn reset_grant(
 #[utoipa::path(post, path = "/api/admin/grants/{id}/revoke/", tag = "admin", params(("id" = Uuid, Path)), request_body = ActionIn, responses((status = 200, description = "The grant, revoked", body = downloads::GrantState), (status = 404, description = "no such grant"), (status = 409, description = "already revoked")))]
 pub async fn revoke_grant(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     Path(id): Path<Uuid>,
     body: Bytes,
 ) -> ApiResult<Json<downloads::GrantState>> {
@@ -279,15 +332,25 @@ pub struct ReconcileIn {
     since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// `{"runs": [queued sweep, ...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SweepsOut {
+    /// The queued sweeps, one per provider.
+    #[schema(value_type = Vec<Object>)]
+    runs: Vec<granary_jobs::operator::reconcile::Queued>,
+}
+
 /// `POST /api/admin/reconcile/`: queues sweeps now (the twin of `granary-worker reconcile`);
 /// read each with `GET /api/admin/reconcile/<run id>/`.
-#[utoipa::path(post, path = "/api/admin/reconcile/", tag = "admin", request_body = ReconcileIn, responses((status = 202, description = "The queued sweeps"), (status = 400, description = "unknown provider, or none configured")))]
+#[utoipa::path(post, path = "/api/admin/reconcile/", tag = "admin", request_body = ReconcileIn, responses((status = 202, body = SweepsOut, description = "The queued sweeps"), (status = 400, description = "unknown provider, or none configured")))]
 pub async fn reconcile(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     body: Bytes,
-) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
-    use granary_jobs::reconcile::{self, Provider, Trigger};
+) -> ApiResult<(axum::http::StatusCode, Json<SweepsOut>)> {
+    use granary_jobs::{
+        operator::reconcile, operator::reconcile::Provider, operator::reconcile::Trigger,
+    };
     let (_, input) = action::<ReconcileIn>(&user, &body)?;
     let providers = match input.provider.as_deref().unwrap_or("all") {
         "all" => reconcile::configured(&state.config),
@@ -314,22 +377,38 @@ pub async fn reconcile(
     for p in providers {
         runs.push(reconcile::enqueue(&state.pool, p, Trigger::Operator, Some(since)).await?);
     }
-    Ok((
-        axum::http::StatusCode::ACCEPTED,
-        Json(json!({ "runs": runs })),
-    ))
+    Ok((axum::http::StatusCode::ACCEPTED, Json(SweepsOut { runs })))
 }
 
 /// `GET /api/admin/reconcile/<run id>/`: a sweep, with what it found and what applying it did.
 #[utoipa::path(get, path = "/api/admin/reconcile/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, description = "The sweep"), (status = 404, description = "no such sweep")))]
 pub async fn reconcile_run(
     State(state): State<AppState>,
-    user: AuthUser,
+    _: Admin,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<granary_jobs::reconcile::Run>> {
-    user.require_admin()?;
-    granary_jobs::reconcile::run(&state.pool, id)
+) -> ApiResult<Json<granary_jobs::operator::reconcile::Run>> {
+    granary_jobs::operator::reconcile::run(&state.pool, id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(jobs))
+        .routes(routes!(job))
+        .routes(routes!(requeue_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(requeue_order))
+        .routes(routes!(refund_order))
+        .routes(routes!(timeline))
+        .routes(routes!(webhooks))
+        .routes(routes!(webhook))
+        .routes(routes!(replay))
+        .routes(routes!(set_role))
+        .routes(routes!(reset_grant))
+        .routes(routes!(revoke_grant))
+        .routes(routes!(reconcile))
+        .routes(routes!(reconcile_run))
 }

@@ -6,6 +6,8 @@ use axum::{
 };
 use granary_jobs::catalog::{self, ProductOut};
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{ApiError, ApiResult, AppState};
 
 /// `GET /api/products/`: published products with a purchasable price, by name.
@@ -24,4 +26,11 @@ pub async fn detail(
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(detail))
 }

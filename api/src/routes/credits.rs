@@ -8,14 +8,19 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use granary_jobs::{
-    credits::{self, ConsumeError, ConsumeInput, Consumed, CreditsOut},
-    queue::ops::Actor,
+    billing::credits, billing::credits::ConsumeError, billing::credits::ConsumeInput,
+    billing::credits::Consumed, billing::credits::CreditsOut, platform::audit::Actor,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
-    ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson, request_id::current_request_id,
+    ApiError, ApiResult, AppState,
+    auth::{Admin, AuthUser},
+    extract::ApiJson,
+    request_id::current_request_id,
 };
 
 /// Who is debiting: a signed-in user (their own credits), or the shop's service naming a user.
@@ -107,10 +112,9 @@ pub struct AdjustIn {
 #[utoipa::path(post, path = "/api/admin/credits/adjust/", tag = "admin", request_body = AdjustIn, responses((status = 200, description = "{clerk_user_id, unit, balance}"), (status = 404, description = "no such user"), (status = 409, description = "more than the balance")))]
 pub async fn adjust(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Admin,
     ApiJson(b): ApiJson<AdjustIn>,
 ) -> ApiResult<Json<Value>> {
-    user.require_admin()?;
     let actor = Actor {
         name: format!("admin:{}", user.clerk_user_id),
         reason: b.reason,
@@ -119,4 +123,12 @@ pub async fn adjust(
     Ok(Json(
         json!({"clerk_user_id": b.clerk_user_id, "unit": b.unit.trim().to_lowercase(), "balance": balance}),
     ))
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(summary))
+        .routes(routes!(consume))
+        .routes(routes!(adjust))
 }

@@ -12,8 +12,10 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use granary_jobs::account::downloads::{self, AccessOut, Requester};
+use granary_jobs::{downloads, downloads::AccessOut, downloads::Requester};
 use serde::Deserialize;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
 
@@ -111,7 +113,7 @@ pub async fn file(
     }
     // A grant revoked (a refund, an operator) or expired since the URL was signed stops here.
     if let Some(g) = q.grant
-        && !granary_jobs::account::downloads::grant_is_live(&state.pool, g).await?
+        && !granary_jobs::downloads::grant_is_live(&state.pool, g).await?
     {
         return Err(not_allowed());
     }
@@ -124,7 +126,9 @@ pub async fn file(
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(granary_jobs::storage::content_type_for(ext.as_deref())),
+        HeaderValue::from_static(granary_jobs::platform::storage::content_type_for(
+            ext.as_deref(),
+        )),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -135,4 +139,11 @@ pub async fn file(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(res)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(access))
+        .routes(routes!(file))
 }

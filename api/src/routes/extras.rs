@@ -3,12 +3,11 @@
 //! placeholders (none configured; no invented usage).
 
 use axum::{Json, extract::State};
-use granary_jobs::{
-    account::{billing, profile},
-    credits,
-};
+use granary_jobs::{billing, billing::credits, profiles};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiError, ApiResult, AppState, auth::AuthUser};
 
@@ -41,7 +40,7 @@ pub async fn supabase_profile(
             user.claims.extra.get(&state.config.clerk.billing_claim),
         )
         .await?;
-        profile::profile(&state.pool, user.profile_id, &features).await
+        profiles::profile(&state.pool, user.profile_id, &features).await
     };
     Ok(Json(match read.await {
         Ok(p) => ProfileProbe {
@@ -67,7 +66,7 @@ pub struct ProfileProbe {
     /// What was read, and from where, or why it could not be.
     pub detail: String,
     /// The caller's profile, as `GET /api/me/` shows it.
-    pub profile: Option<profile::ProfileOut>,
+    pub profile: Option<profiles::ProfileOut>,
     /// The table it was read from.
     pub source_table: &'static str,
 }
@@ -105,9 +104,17 @@ pub async fn ai_usage(State(state): State<AppState>, user: AuthUser) -> ApiResul
         "period_start": null,
         "period_end": period_end,
         "period_source": if period_end.is_some() { "subscription" } else { "none" },
-        "plan_tier": profile::plan_tier(&features),
+        "plan_tier": profiles::plan_tier(&features),
         "buckets": buckets,
         "billing_sync": null,
         "notes": notes,
     })))
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(supabase_profile))
+        .routes(routes!(ai_providers))
+        .routes(routes!(ai_usage))
 }

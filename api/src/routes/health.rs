@@ -6,6 +6,8 @@ use axum::{Json, extract::State, http::StatusCode};
 use granary_jobs::queue::stats::{self, QueueDepth};
 use serde::Serialize;
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::AppState;
 
 /// The health report.
@@ -88,4 +90,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             queue,
         }),
     )
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }

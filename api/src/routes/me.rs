@@ -5,12 +5,11 @@ use axum::{
     Json,
     extract::{Query, State},
 };
-use granary_jobs::account::{
-    billing,
-    profile::{self, MeOut, ProfileOut},
-};
+use granary_jobs::{billing, profiles, profiles::MeOut, profiles::ProfileOut};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     ApiResult, AppState,
@@ -38,7 +37,7 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
         .map(str::to_string);
     let mut conn = state.pool.acquire().await?;
     Ok(Json(
-        profile::me(&mut conn, user.profile_id, org_id, features).await?,
+        profiles::me(&mut conn, user.profile_id, org_id, features).await?,
     ))
 }
 
@@ -47,7 +46,7 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
 pub async fn profile(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<ProfileOut>> {
     let features = features(&state, &user).await?;
     Ok(Json(
-        profile::profile(&state.pool, user.profile_id, &features).await?,
+        profiles::profile(&state.pool, user.profile_id, &features).await?,
     ))
 }
 
@@ -80,4 +79,13 @@ pub async fn billing_features(
         }
         None => json!({ "enabled_features": features }),
     }))
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(profile))
+        .routes(routes!(me_clerk))
+        .routes(routes!(billing_features))
 }

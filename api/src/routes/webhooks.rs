@@ -10,12 +10,13 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use granary_jobs::webhooks::{
-    Provider,
-    ingest::{self, Stored},
-    verify::{self, Rejection, Verified},
+use granary_jobs::{
+    providers::Provider, providers::verify, providers::verify::Rejection,
+    providers::verify::Verified, webhooks::ingest, webhooks::ingest::Stored,
 };
 use serde_json::json;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{ApiError, AppState, error::error_body};
 
@@ -51,7 +52,7 @@ async fn receive(
     match verified {
         Ok(v) => match state.ingest.store(provider, &v, headers, body).await {
             Ok(Stored::New(id)) => {
-                granary_jobs::metrics::webhook(provider.as_str(), "accepted");
+                granary_jobs::platform::metrics::webhook(provider.as_str(), "accepted");
                 tracing::info!(event_id = %v.event_id, event_type = %v.event_type, webhook_event_id = %id, "webhook stored");
                 (
                     StatusCode::OK,
@@ -60,7 +61,7 @@ async fn receive(
                     .into_response()
             }
             Ok(Stored::Duplicate) => {
-                granary_jobs::metrics::webhook(provider.as_str(), "duplicate");
+                granary_jobs::platform::metrics::webhook(provider.as_str(), "duplicate");
                 tracing::info!(event_id = %v.event_id, "duplicate delivery; already stored");
                 (
                     StatusCode::OK,
@@ -70,12 +71,12 @@ async fn receive(
             }
             // Not stored means not acknowledged: a 5xx makes the provider deliver again.
             Err(e) => {
-                granary_jobs::metrics::webhook(provider.as_str(), "unavailable");
+                granary_jobs::platform::metrics::webhook(provider.as_str(), "unavailable");
                 ApiError::from(e).into_response()
             }
         },
         Err(rejection) => {
-            granary_jobs::metrics::webhook(provider.as_str(), "rejected");
+            granary_jobs::platform::metrics::webhook(provider.as_str(), "rejected");
             tracing::warn!(reason = rejection.code, detail = %rejection.detail, "webhook rejected");
             if let Err(e) = ingest::store_rejected(
                 &state.pool,
@@ -94,4 +95,11 @@ async fn receive(
             error_body(status, rejection.code, &rejection.detail)
         }
     }
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(clerk))
+        .routes(routes!(stripe))
 }

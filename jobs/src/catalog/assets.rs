@@ -1,7 +1,8 @@
 //! The asset state machine: an asset points at an uploaded object and is `pending` until
 //! `finalize_asset` copies it to permanent storage (`ready`, or `failed` with the reason); a
 //! new `file_path` makes it `pending` again with a finalize job of its own. Deleting is soft
-//! (grants may refer to it).
+//! (grants may refer to it). Once ready, `issue_grants` gives the asset to the paid orders that
+//! wait for it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,9 +11,10 @@ use uuid::Uuid;
 
 use crate::{
     error::{DomainError, DomainResult, Fields},
-    fulfillment::FinalizeAsset,
     model::AssetStatus,
-    queue,
+    orders::fulfillment::IssueGrants,
+    platform::storage::Storage,
+    queue::{self, Job, JobContext, JobError, JobRefs},
 };
 
 /// A digital asset as sellers see it.
@@ -224,5 +226,109 @@ async fn claim(conn: &mut PgConnection, product_id: Uuid, file_path: &str) -> Do
             "names an object another seller's asset already registered",
         ));
     }
+    Ok(())
+}
+
+/// `finalize_asset`: copy an uploaded object to its permanent key and mark the asset ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalizeAsset {
+    /// `digital_assets.id`.
+    pub asset_id: Uuid,
+    /// The staging key this job finalizes (a later replacement has its own job).
+    pub file_path: String,
+}
+
+impl Job for FinalizeAsset {
+    /// Hashing and copying a large upload takes a while.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+    const QUEUE: &'static str = "finalize_asset";
+
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("{}:{}", self.asset_id, self.file_path))
+    }
+
+    fn refs(&self) -> JobRefs {
+        JobRefs {
+            asset_id: Some(self.asset_id),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs `finalize_asset`.
+pub async fn finalize_asset(ctx: JobContext, job: FinalizeAsset) -> Result<(), JobError> {
+    let Some(asset) = sqlx::query!(r#"SELECT file_path, status AS "status: AssetStatus", storage_key FROM digital_assets WHERE id = $1 AND deleted_at IS NULL"#, job.asset_id)
+        .fetch_optional(&ctx.pool)
+        .await?
+    else {
+        return Ok(()); // deleted meanwhile
+    };
+    if asset.file_path != job.file_path {
+        return Ok(()); // replaced meanwhile; the replacement has its own job
+    }
+    if asset.status == AssetStatus::Ready && asset.storage_key.is_some() {
+        return Ok(()); // done before; the staging object may be gone, which is fine
+    }
+    let storage =
+        Storage::from_config(&ctx.config).map_err(|e| JobError::Retry(anyhow::anyhow!(e)))?;
+    let finalized = match storage.finalize(&job.file_path).await {
+        Ok(f) => f,
+        Err(e) => {
+            // A link or a FIFO in place of the upload: the seller sees why on the asset.
+            if e.kind() == opendal::ErrorKind::PermissionDenied {
+                sqlx::query!(
+                    "UPDATE digital_assets SET last_error = $2 WHERE id = $1",
+                    job.asset_id,
+                    e.to_string()
+                )
+                .execute(&ctx.pool)
+                .await?;
+            }
+            return Err(JobError::Retry(anyhow::anyhow!(e).context(format!(
+                "reading {} from {} storage",
+                job.file_path, storage.backend
+            ))));
+        }
+    };
+    let Some(f) = finalized else {
+        let why = format!(
+            "no object at `{}` in {} storage: upload it there, then the next retry (or a requeue) finalizes it",
+            job.file_path, storage.backend
+        );
+        sqlx::query!(
+            "UPDATE digital_assets SET last_error = $2 WHERE id = $1",
+            job.asset_id,
+            why
+        )
+        .execute(&ctx.pool)
+        .await?;
+        return Err(JobError::Retry(anyhow::anyhow!(why)));
+    };
+    let mut tx = ctx.pool.begin().await?;
+    let updated = sqlx::query!(
+        r#"UPDATE digital_assets SET status = 'ready', storage_key = $3, sha256 = $4, size_bytes = $5, content_type = $6,
+               last_error = NULL, finalized_at = now()
+           WHERE id = $1 AND file_path = $2"#,
+        job.asset_id,
+        job.file_path,
+        f.storage_key,
+        f.sha256,
+        f.size,
+        f.content_type
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        queue::enqueue(
+            &mut tx,
+            &IssueGrants {
+                asset_id: job.asset_id,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(asset_id = %job.asset_id, key = %f.storage_key, size = f.size, "asset finalized");
     Ok(())
 }

@@ -122,7 +122,7 @@ pub struct ProductOut {
     /// Features granted to buyers.
     pub feature_keys: Vec<String>,
     /// Credits granted per unit bought (a pack) or, for a subscription plan, per billing period.
-    pub credit_grants: Vec<crate::credits::CreditGrant>,
+    pub credit_grants: Vec<crate::billing::credits::CreditGrant>,
     /// Download grant expiry (days), when set.
     pub download_expiry_days: Option<i32>,
     /// Download limit, when set.
@@ -319,20 +319,7 @@ pub async fn load_products(
     )
     .fetch_all(db)
     .await?;
-    let prices: Vec<PriceOut> = sqlx::query_as!(
-        PriceRow,
-        r#"SELECT id, product_id, name, amount_cents, currency, billing_period, is_default, is_active,
-                  clerk_plan_id, clerk_price_id, metadata, created_at, updated_at
-           FROM prices WHERE product_id = ANY($1) AND deleted_at IS NULL AND (is_active OR NOT $2)
-           ORDER BY is_default DESC, created_at"#,
-        ids,
-        active_only
-    )
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(PriceOut::from)
-    .collect();
+    let prices = load_prices(db, ids, active_only).await?;
     let assets = sqlx::query!(
         r#"SELECT id, product_id, title, size_bytes FROM digital_assets
            WHERE product_id = ANY($1) AND is_active AND deleted_at IS NULL ORDER BY created_at"#,
@@ -387,6 +374,29 @@ pub async fn load_products(
     Ok(out)
 }
 
+/// The prices of products `ids` that are not deleted (only active ones when `active_only`),
+/// default first, then oldest first.
+async fn load_prices(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    active_only: bool,
+) -> sqlx::Result<Vec<PriceOut>> {
+    let prices: Vec<PriceOut> = sqlx::query_as!(
+        PriceRow,
+        r#"SELECT id, product_id, name, amount_cents, currency, billing_period, is_default, is_active,
+                  clerk_plan_id, clerk_price_id, metadata, created_at, updated_at
+           FROM prices WHERE product_id = ANY($1) AND deleted_at IS NULL AND (is_active OR NOT $2)
+           ORDER BY is_default DESC, created_at"#,
+        ids,
+        active_only
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(PriceOut::from)
+    .collect();
+    Ok(prices)
+}
 /// The public catalog: published products with at least one purchasable price, by name (as the
 /// starter orders them), at most 500.
 pub async fn list_public(db: impl PgExecutor<'_> + Copy) -> sqlx::Result<Vec<ProductOut>> {

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::ServiceOfferOut;
 use crate::{
-    bounds,
     error::{DomainError, DomainResult, Fields},
+    platform::bounds,
 };
 
 /// Offer body. PUT gives defaults to absent fields; PATCH changes only those given.

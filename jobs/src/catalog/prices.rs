@@ -7,8 +7,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::BILLING_PERIODS;
-use crate::bounds::{self, is_currency};
 use crate::error::{ConstraintExt, DomainError, DomainResult, Fields};
+use crate::{platform::bounds, platform::bounds::is_currency};
 
 /// Price create/update body, as the starter's frontend sends it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{is_feature_key, is_slug, normalize_feature_keys, slugify};
 use crate::{
-    bounds,
     error::{ConstraintExt, DomainError, DomainResult, Fields},
+    platform::bounds,
 };
 
 /// Product create/update body: the starter's fields plus Granary's download policy.
@@ -31,7 +31,7 @@ pub struct ProductInput {
     pub feature_keys: Option<Vec<String>>,
     /// Credits granted per unit bought, or per billing period for a subscription plan:
     /// `[{"unit": "tokens", "amount": 100000}]`.
-    pub credit_grants: Option<Vec<crate::credits::CreditGrant>>,
+    pub credit_grants: Option<Vec<crate::billing::credits::CreditGrant>>,
     /// The price storefronts sell; must be one of this product's.
     pub active_price: Option<Uuid>,
     /// Days a download grant lasts.
@@ -94,7 +94,7 @@ impl ProductInput {
             );
         }
         if let Some(grants) = self.credit_grants.as_mut() {
-            crate::credits::check_grants(grants, &mut f);
+            crate::billing::credits::check_grants(grants, &mut f);
         }
         f.text(
             self.description.as_deref(),

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::{reported, verify};
+use crate::providers::{reported, verify};
 
 const STRIPE_SECRET: &str = "whsec_property_tests_0123456789";
 const CLERK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -192,7 +192,7 @@ proptest! {
             Ok(m) => {
                 prop_assert_eq!(amount.as_i64(), Some(m.amount_cents));
                 prop_assert!(m.amount_cents >= 0);
-                prop_assert!(crate::bounds::is_currency(&m.currency));
+                prop_assert!(crate::platform::bounds::is_currency(&m.currency));
             }
             Err(e) => prop_assert!(e.starts_with('`'), "{}", e),
         }
@@ -208,6 +208,6 @@ proptest! {
         ],
     ) {
         // A value or an error string; a panic fails the run.
-        let _ = crate::subscriptions::updates_from_event(ty, &data);
+        let _ = crate::billing::subscriptions::updates_from_event(ty, &data);
     }
 }

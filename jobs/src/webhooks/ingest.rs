@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Provider, verify::Verified};
-use crate::queue::{self, ops::Actor};
+use crate::providers::{Provider, verify::Verified};
+use crate::{model::WebhookStatus, platform::audit::Actor, queue};
 
 /// How much of a rejected body is kept (the whole body of an accepted one always is).
 pub const REJECTED_BODY_LIMIT: usize = 8 * 1024;
@@ -236,13 +236,13 @@ pub enum ReplayError {
 pub async fn replay(pool: &PgPool, id: Uuid, actor: &Actor) -> Result<String, ReplayError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
-        "SELECT status, rejection_reason FROM webhook_events WHERE id = $1 FOR UPDATE",
+        r#"SELECT status AS "status: WebhookStatus", rejection_reason FROM webhook_events WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ReplayError::NotFound(id))?;
-    if row.status == "rejected" {
+    if row.status == WebhookStatus::Rejected {
         return Err(ReplayError::Rejected(
             id,
             row.rejection_reason.unwrap_or_default(),
@@ -261,9 +261,9 @@ pub async fn replay(pool: &PgPool, id: Uuid, actor: &Actor) -> Result<String, Re
         },
     )
     .await?;
-    crate::audit::record(
+    crate::platform::audit::record(
         &mut *tx,
-        &crate::audit::Action {
+        &crate::platform::audit::Action {
             actor: &actor.name,
             action: "webhook.replay",
             target_type: "webhook_event",

@@ -34,7 +34,7 @@ use std::{
 
 use granary_jobs::{
     Config,
-    queue::{Job, JobContext, JobError, NewJob, Registry, Wake, enqueue, enqueue::insert, runtime},
+    queue::{Job, JobContext, JobError, NewJob, Registry, Wake, enqueue, enqueue::insert},
 };
 use granary_tests::{
     TestDb, base_env, db::server_options, free_port, resend::ResendStandIn, shop::Shop, sign,
@@ -346,9 +346,15 @@ async fn runtime_for(
             Ok::<(), JobError>(())
         }
     });
-    let pool = granary_jobs::db::pool(&config, 20 + registry.held_connections()).expect("pool");
+    let pool =
+        granary_jobs::platform::db::pool(&config, 20 + registry.held_connections()).expect("pool");
     let token = CancellationToken::new();
-    let handle = tokio::spawn(runtime::run(pool, config, registry, token.clone()));
+    let handle = tokio::spawn(granary_jobs::registry::run(
+        pool,
+        config,
+        registry,
+        token.clone(),
+    ));
     (token, handle)
 }
 
@@ -616,14 +622,15 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
 async fn handlers_only(orders: usize) -> (f64, String) {
     use granary_jobs::{
         emails::{self, SendEmail},
-        fulfillment,
         orders::FulfillOrder,
+        orders::fulfillment,
+        providers::Provider,
+        providers::verify::Verified,
         queue::enqueue::deferring_wakes,
-        webhooks::{
-            Provider, apply,
-            ingest::{Batcher, ProcessWebhookEvent, Stored},
-            verify::Verified,
-        },
+        webhooks::apply,
+        webhooks::ingest::Batcher,
+        webhooks::ingest::ProcessWebhookEvent,
+        webhooks::ingest::Stored,
     };
     let db = TestDb::new().await;
     let resend = ResendStandIn::start().await;
@@ -640,7 +647,7 @@ async fn handlers_only(orders: usize) -> (f64, String) {
     let mut env = base_env(&db.url);
     env.extend(resend.env().map(|(k, v)| (k.to_string(), v)));
     let config = Arc::new(Config::from_map(&env).expect("config"));
-    let pool = granary_jobs::db::pool(&config, 20).expect("pool");
+    let pool = granary_jobs::platform::db::pool(&config, 20).expect("pool");
     let batcher = Arc::new(Batcher::new(pool.clone()));
     let work: Arc<Vec<(String, uuid::Uuid)>> =
         Arc::new(public_ids.iter().map(|p| (p.clone(), ids[p])).collect());
@@ -1032,10 +1039,13 @@ async fn console_pages(bin: &std::path::Path, rows: usize) -> Vec<String> {
     fill_jobs(&db.pool, rows).await;
     eprintln!("{rows} jobs written in {:.0} s", t.elapsed().as_secs_f64());
     let svc = start_services(bin, &db, &[("THROTTLE_ANON", "0".to_string())], false).await;
-    let (token, _) =
-        granary_jobs::console::create_login_link(&db.pool, "bench", Duration::from_secs(60))
-            .await
-            .expect("login link");
+    let (token, _) = granary_jobs::operator::console::create_login_link(
+        &db.pool,
+        "bench",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("login link");
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -1133,7 +1143,7 @@ async fn console_pages(bin: &std::path::Path, rows: usize) -> Vec<String> {
 
 #[tokio::main]
 async fn main() {
-    // BENCH_LOG=granary_jobs=debug shows the runtime's claims and flushes as they happen.
+    // BENCH_LOG=granary_queue=debug shows the runtime's claims and flushes as they happen.
     if let Ok(filter) = std::env::var("BENCH_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -1,5 +1,5 @@
 //! `docs/configuration.md` documents exactly the variables the code reads: every name the
-//! configuration reader takes (the string literals of `jobs/src/config/`), every
+//! configuration reader takes (the string literals of `jobs/src/platform/config/`), every
 //! `std::env::var` of the three crates, and `RUST_LOG` where the log filter reads it. A
 //! variable added without a line in the docs fails here, and so does a documented variable
 //! that nothing reads any more.
@@ -47,7 +47,7 @@ fn read_by_code() -> BTreeSet<String> {
     let root = root();
     let mut names = BTreeSet::new();
     let mut config = Vec::new();
-    rust_files(&root.join("jobs/src/config"), &mut config);
+    rust_files(&root.join("jobs/src/platform/config"), &mut config);
     for file in &config {
         let src = std::fs::read_to_string(file).expect("read config source");
         names.extend(

@@ -274,7 +274,7 @@ async fn postgres_restarted_during_a_webhook_burst_loses_no_acknowledged_deliver
         .connect(&url)
         .await
         .unwrap();
-    granary_jobs::db::migrate(&setup).await.unwrap();
+    granary_jobs::platform::db::migrate(&setup).await.unwrap();
     let ids = Shop::seed(&setup)
         .await
         .orders(&setup, "pgr", N, false)

@@ -166,28 +166,34 @@ async fn cors_allows_configured_origins_only() {
 async fn migrations_apply_to_an_empty_database_and_rerun_as_a_no_op() {
     let db = TestDb::empty().await;
     assert!(
-        !granary_jobs::db::pending_migrations(&db.pool)
+        !granary_jobs::platform::db::pending_migrations(&db.pool)
             .await
             .unwrap()
             .is_empty()
     );
-    assert!(granary_jobs::db::ensure_migrated(&db.pool).await.is_err());
-    granary_jobs::db::migrate(&db.pool)
+    assert!(
+        granary_jobs::platform::db::ensure_migrated(&db.pool)
+            .await
+            .is_err()
+    );
+    granary_jobs::platform::db::migrate(&db.pool)
         .await
         .expect("first run");
     let applied = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await;
-    granary_jobs::db::migrate(&db.pool)
+    granary_jobs::platform::db::migrate(&db.pool)
         .await
         .expect("second run is a no-op");
     let again = count(&db.pool, "SELECT count(*) FROM _sqlx_migrations").await;
     assert_eq!(applied, again);
     assert!(
-        granary_jobs::db::pending_migrations(&db.pool)
+        granary_jobs::platform::db::pending_migrations(&db.pool)
             .await
             .unwrap()
             .is_empty()
     );
-    granary_jobs::db::ensure_migrated(&db.pool).await.unwrap();
+    granary_jobs::platform::db::ensure_migrated(&db.pool)
+        .await
+        .unwrap();
     // Every table of the data model exists.
     for table in [
         "profiles",
@@ -303,7 +309,7 @@ async fn upgrading_from_apalis_postgres_moves_every_job_with_its_history() {
     let p = &db.pool;
     // The old order: apalis-postgres's migrations, then Granary's up to the runtime change.
     apalis_postgres::PostgresStorage::setup(p).await.unwrap();
-    granary_jobs::db::MIGRATOR
+    granary_jobs::platform::db::MIGRATOR
         .run_to(20261202000001, p)
         .await
         .unwrap();
@@ -377,7 +383,9 @@ async fn upgrading_from_apalis_postgres_moves_every_job_with_its_history() {
         }
     }
 
-    granary_jobs::db::migrate(p).await.expect("the upgrade");
+    granary_jobs::platform::db::migrate(p)
+        .await
+        .expect("the upgrade");
 
     let moved: Vec<(String, String, i32, i32, serde_json::Value, Option<String>)> = sqlx::query_as(
         "SELECT id, state, attempt, max_attempts, args, last_error FROM jobs ORDER BY id",
@@ -425,7 +433,9 @@ async fn upgrading_from_apalis_postgres_moves_every_job_with_its_history() {
         0,
         "the old schema is gone"
     );
-    granary_jobs::db::ensure_migrated(p).await.unwrap();
+    granary_jobs::platform::db::ensure_migrated(p)
+        .await
+        .unwrap();
     // What was waiting runs: the pending, the due retry, and the one that was running.
     let claimed = granary_jobs::queue::backend::claim(p, "probe", "probe@new:2:0", 10)
         .await

@@ -42,7 +42,7 @@ async fn one_grep_for_the_order_follows_it_from_webhook_to_receipt() {
     let log = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
-        .with_env_filter("granary_jobs=info")
+        .with_env_filter("granary_jobs=info,granary_queue=info")
         .with_ansi(false)
         .finish();
     let _scoped = ::tracing::subscriber::set_default(subscriber);

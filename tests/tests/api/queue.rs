@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use granary_jobs::queue::{
-    Enqueued, backoff, enqueue,
-    ops::{self, Actor, OpError},
-    probe::Probe,
-    runtime,
+use granary_jobs::{
+    platform::audit,
+    platform::audit::Actor,
+    queue::{Enqueued, backoff, enqueue, ops, ops::OpError, probe::Probe, runtime},
 };
 use granary_tests::{TestApp, base_env, count, wait_for_count, worker::WorkerProcess};
 use sqlx::PgPool;
@@ -370,7 +369,9 @@ async fn requeue_and_cancel_behave_and_are_audited() {
     .await;
 
     // Only failed or cancelled jobs can be requeued; only waiting or failed ones cancelled.
-    ops::requeue(&app.db_pool, &id, &actor()).await.unwrap();
+    audit::requeue_job(&app.db_pool, &id, &actor())
+        .await
+        .unwrap();
     wait_for_count(
         &app.db_pool,
         "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'requeued'",
@@ -392,15 +393,15 @@ async fn requeue_and_cancel_behave_and_are_audited() {
     );
     assert_eq!(rows[5].outcome, "succeeded");
     assert!(matches!(
-        ops::requeue(&app.db_pool, &id, &actor()).await,
+        audit::requeue_job(&app.db_pool, &id, &actor()).await,
         Err(OpError::WrongState { .. })
     ));
     assert!(matches!(
-        ops::cancel(&app.db_pool, &id, &actor()).await,
+        audit::cancel_job(&app.db_pool, &id, &actor()).await,
         Err(OpError::WrongState { .. })
     ));
     assert!(matches!(
-        ops::requeue(&app.db_pool, "01HNOSUCHJOB0000000000000A", &actor()).await,
+        audit::requeue_job(&app.db_pool, "01HNOSUCHJOB0000000000000A", &actor()).await,
         Err(OpError::NotFound(_))
     ));
 
@@ -414,11 +415,11 @@ async fn requeue_and_cancel_behave_and_are_audited() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    ops::cancel(&app.db_pool, later.id(), &actor())
+    audit::cancel_job(&app.db_pool, later.id(), &actor())
         .await
         .unwrap();
     assert_eq!(job_state(&app.db_pool, later.id()).await, "cancelled");
-    ops::requeue(&app.db_pool, later.id(), &actor())
+    audit::requeue_job(&app.db_pool, later.id(), &actor())
         .await
         .unwrap();
     wait_for_count(
@@ -491,7 +492,9 @@ async fn requeue_by_order_requeues_exactly_that_orders_failed_jobs() {
     )
     .await;
 
-    let mut requeued = ops::requeue_order(p, orders[0], &actor()).await.unwrap();
+    let mut requeued = audit::requeue_order_jobs(p, orders[0], &actor())
+        .await
+        .unwrap();
     requeued.sort();
     let mut want = vec![a1, a2];
     want.sort();

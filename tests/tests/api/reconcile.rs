@@ -133,10 +133,13 @@ async fn a_payment_the_webhook_missed_is_fulfilled_by_a_sweep_once_even_when_the
         .await,
         2
     );
-    let timeline = granary_jobs::admin::timeline(&app.pool, &ids[0])
-        .await
-        .unwrap()
-        .unwrap();
+    let timeline = serde_json::to_value(
+        granary_jobs::operator::reads::timeline(&app.pool, &ids[0])
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         timeline["events"].as_array().unwrap().iter().any(|e| {
             e["kind"] == "webhook.received" && e["detail"]["found_by"] == "reconciliation"
@@ -422,10 +425,13 @@ async fn payment_intent_succeeded_alone_pays_and_with_its_checkout_session_pays_
         .await,
         1
     );
-    let timeline = granary_jobs::admin::timeline(&app.pool, &ids[2])
-        .await
-        .unwrap()
-        .unwrap();
+    let timeline = serde_json::to_value(
+        granary_jobs::operator::reads::timeline(&app.pool, &ids[2])
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         timeline["events"].as_array().unwrap().iter().any(|e| {
             e["kind"] == "webhook.received"
@@ -774,10 +780,13 @@ async fn grants_are_reset_and_revoked_and_roles_set_from_the_cli_and_over_http_a
             ),
         ]
     );
-    let timeline = granary_jobs::admin::timeline(&app.pool, &ids[0])
-        .await
-        .unwrap()
-        .unwrap();
+    let timeline = serde_json::to_value(
+        granary_jobs::operator::reads::timeline(&app.pool, &ids[0])
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         timeline["events"]
             .as_array()

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use granary_jobs::storage::Storage;
+use granary_jobs::platform::storage::Storage;
 use granary_tests::TestApp;
 use serde_json::json;
 use sha2::{Digest, Sha256};

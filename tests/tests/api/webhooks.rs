@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use granary_jobs::queue::ops::Actor;
+use granary_jobs::platform::audit::Actor;
 use granary_tests::{
     TestApp, count,
     sign::{self, CLERK_SECRET, STRIPE_SECRET},
@@ -1216,10 +1216,13 @@ async fn a_stripe_session_that_proves_no_payment_is_refused_visibly_and_never_fu
         .fetch_one(&app.db_pool)
         .await
         .unwrap();
-    let timeline = granary_jobs::admin::timeline(&app.db_pool, &public_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let timeline = serde_json::to_value(
+        granary_jobs::operator::reads::timeline(&app.db_pool, &public_id)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         timeline["events"]
             .as_array()
@@ -1250,11 +1253,11 @@ async fn a_stripe_session_that_proves_no_payment_is_refused_visibly_and_never_fu
     }
 }
 
-async fn doctor(app: &TestApp) -> granary_jobs::doctor::Report {
-    granary_jobs::doctor::run(
+async fn doctor(app: &TestApp) -> granary_jobs::operator::doctor::Report {
+    granary_jobs::operator::doctor::run(
         &app.config,
         &app.db_pool,
-        granary_jobs::doctor::Options {
+        granary_jobs::operator::doctor::Options {
             live: false,
             unfulfilled_after: Duration::from_secs(3600),
             pending_after: Duration::from_secs(3600),

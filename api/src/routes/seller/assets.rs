@@ -11,7 +11,9 @@ use granary_jobs::catalog::assets::{self, AssetInput, AssetOut};
 use uuid::Uuid;
 
 use super::{owned_asset, owned_product};
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{ApiError, ApiResult, AppState, auth::Seller, extract::ApiJson};
 
 async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<AssetOut>> {
     assets::list(&state.pool, None, Some(id))
@@ -25,7 +27,7 @@ async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<AssetOut>> {
 #[utoipa::path(get, path = "/api/seller/products/{product_id}/assets/", tag = "seller", params(("product_id" = Uuid, Path)), responses((status = 200, body = [AssetOut])))]
 pub async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<AssetOut>>> {
     let product_id = owned_product(&state, &user, product_id).await?;
@@ -38,7 +40,7 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/seller/products/{product_id}/assets/", tag = "seller", params(("product_id" = Uuid, Path)), request_body = AssetInput, responses((status = 201, body = AssetOut), (status = 503, description = "storage_unavailable")))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
     ApiJson(b): ApiJson<AssetInput>,
 ) -> ApiResult<(StatusCode, Json<AssetOut>)> {
@@ -54,7 +56,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/seller/assets/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 200, body = AssetOut)))]
 pub async fn get(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<AssetOut>> {
     let id = owned_asset(&state, &user, id).await?;
@@ -65,7 +67,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/seller/assets/{id}/", tag = "seller", params(("id" = Uuid, Path)), request_body = AssetInput, responses((status = 200, body = AssetOut)))]
 pub async fn update(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
     ApiJson(b): ApiJson<AssetInput>,
 ) -> ApiResult<Json<AssetOut>> {
@@ -83,10 +85,17 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/seller/assets/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 204)))]
 pub async fn delete(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     let id = owned_asset(&state, &user, id).await?;
     assets::delete(&state.pool, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
 }

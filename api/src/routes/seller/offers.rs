@@ -12,13 +12,15 @@ use granary_jobs::catalog::{
 use uuid::Uuid;
 
 use super::owned_product;
-use crate::{ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{ApiResult, AppState, auth::Seller, extract::ApiJson};
 
 /// `GET /api/seller/products/<product_id>/service-offer/`.
 #[utoipa::path(get, path = "/api/seller/products/{product_id}/service-offer/", tag = "seller", params(("product_id" = Uuid, Path)), responses((status = 200, body = ServiceOfferOut), (status = 404, description = "none yet")))]
 pub async fn get(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
 ) -> ApiResult<Json<ServiceOfferOut>> {
     let product_id = owned_product(&state, &user, product_id).await?;
@@ -29,7 +31,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/api/seller/products/{product_id}/service-offer/", tag = "seller", params(("product_id" = Uuid, Path)), request_body = OfferInput, responses((status = 200, body = ServiceOfferOut), (status = 400, description = "not a service product")))]
 pub async fn put(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
     ApiJson(b): ApiJson<OfferInput>,
 ) -> ApiResult<Json<ServiceOfferOut>> {
@@ -44,7 +46,7 @@ pub async fn put(
 #[utoipa::path(patch, path = "/api/seller/products/{product_id}/service-offer/", tag = "seller", params(("product_id" = Uuid, Path)), request_body = OfferInput, responses((status = 200, body = ServiceOfferOut), (status = 400, description = "not a service product")))]
 pub async fn patch(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
     ApiJson(b): ApiJson<OfferInput>,
 ) -> ApiResult<Json<ServiceOfferOut>> {
@@ -53,4 +55,9 @@ pub async fn patch(
     let out = offers::patch(&mut tx, product_id, &b).await?;
     tx.commit().await?;
     Ok(Json(out))
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get, put, patch))
 }

@@ -12,7 +12,9 @@ use granary_jobs::catalog::{
 use uuid::Uuid;
 
 use super::{owned_price, owned_product};
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{ApiError, ApiResult, AppState, auth::Seller, extract::ApiJson};
 
 async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<PriceOut>> {
     catalog::price(&state.pool, id)
@@ -25,7 +27,7 @@ async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<PriceOut>> {
 #[utoipa::path(get, path = "/api/seller/products/{product_id}/prices/", tag = "seller", params(("product_id" = Uuid, Path)), responses((status = 200, body = [PriceOut])))]
 pub async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<PriceOut>>> {
     let product_id = owned_product(&state, &user, product_id).await?;
@@ -42,7 +44,7 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/seller/products/{product_id}/prices/", tag = "seller", params(("product_id" = Uuid, Path)), request_body = PriceInput, responses((status = 201, body = PriceOut), (status = 422, description = "validation_failed")))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(product_id): Path<Uuid>,
     ApiJson(b): ApiJson<PriceInput>,
 ) -> ApiResult<(StatusCode, Json<PriceOut>)> {
@@ -57,7 +59,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/seller/prices/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 200, body = PriceOut)))]
 pub async fn get(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<PriceOut>> {
     let id = owned_price(&state, &user, id).await?;
@@ -68,7 +70,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/seller/prices/{id}/", tag = "seller", params(("id" = Uuid, Path)), request_body = PriceInput, responses((status = 200, body = PriceOut)))]
 pub async fn update(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
     ApiJson(b): ApiJson<PriceInput>,
 ) -> ApiResult<Json<PriceOut>> {
@@ -83,7 +85,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/seller/prices/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 204)))]
 pub async fn delete(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     let id = owned_price(&state, &user, id).await?;
@@ -91,4 +93,11 @@ pub async fn delete(
     prices::delete(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
 }

@@ -12,7 +12,9 @@ use granary_jobs::catalog::{
 use uuid::Uuid;
 
 use super::owned_product;
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{ApiError, ApiResult, AppState, auth::Seller, extract::ApiJson};
 
 async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<ProductOut>> {
     catalog::load_products(&state.pool, &[id], false)
@@ -24,11 +26,7 @@ async fn one(state: &AppState, id: Uuid) -> ApiResult<Json<ProductOut>> {
 
 /// `GET /api/seller/products/`.
 #[utoipa::path(get, path = "/api/seller/products/", tag = "seller", responses((status = 200, body = [ProductOut])))]
-pub async fn list(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> ApiResult<Json<Vec<ProductOut>>> {
-    user.require_seller()?;
+pub async fn list(State(state): State<AppState>, user: Seller) -> ApiResult<Json<Vec<ProductOut>>> {
     let ids = sqlx::query_scalar!(
         "SELECT id FROM products WHERE deleted_at IS NULL AND (seller_profile_id = $1 OR $2) ORDER BY created_at DESC",
         user.profile_id,
@@ -45,10 +43,9 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/seller/products/", tag = "seller", request_body = ProductInput, responses((status = 201, body = ProductOut), (status = 409, description = "slug taken"), (status = 422, description = "validation_failed")))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     ApiJson(b): ApiJson<ProductInput>,
 ) -> ApiResult<(StatusCode, Json<ProductOut>)> {
-    user.require_seller()?;
     let mut tx = state.pool.begin().await?;
     let id = products::create(&mut tx, user.profile_id, b).await?;
     tx.commit().await?;
@@ -59,7 +56,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/seller/products/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 200, body = ProductOut), (status = 404, description = "not_found")))]
 pub async fn get(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<ProductOut>> {
     let id = owned_product(&state, &user, id).await?;
@@ -70,7 +67,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/seller/products/{id}/", tag = "seller", params(("id" = Uuid, Path)), request_body = ProductInput, responses((status = 200, body = ProductOut)))]
 pub async fn update(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
     ApiJson(b): ApiJson<ProductInput>,
 ) -> ApiResult<Json<ProductOut>> {
@@ -85,7 +82,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/seller/products/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 204)))]
 pub async fn delete(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     let id = owned_product(&state, &user, id).await?;
@@ -93,4 +90,11 @@ pub async fn delete(
     products::delete(&mut tx, id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update, delete))
 }

@@ -5,21 +5,22 @@ use axum::{
     extract::{Path, Query, State},
 };
 use granary_jobs::{
-    account::work_orders::{self, Scope, WorkOrderOut, WorkOrderUpdate},
-    model::WorkOrderStatus,
+    bookings::work_orders, bookings::work_orders::Scope, bookings::work_orders::WorkOrderOut,
+    bookings::work_orders::WorkOrderUpdate, model::WorkOrderStatus,
 };
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{ApiError, ApiResult, AppState, auth::AuthUser, extract::ApiJson};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-fn scope(user: &AuthUser) -> ApiResult<Scope> {
-    user.require_seller()?;
-    Ok(Scope {
+use crate::{ApiError, ApiResult, AppState, auth::Seller, extract::ApiJson};
+
+fn scope(user: &Seller) -> Scope {
+    Scope {
         seller: Some(user.profile_id),
         admin: user.is_admin(),
         ..Default::default()
-    })
+    }
 }
 
 /// `?status=`.
@@ -33,12 +34,12 @@ pub struct WorkOrderQuery {
 #[utoipa::path(get, path = "/api/seller/work-orders/", tag = "seller", params(WorkOrderQuery), responses((status = 200, body = [WorkOrderOut])))]
 pub async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Query(q): Query<WorkOrderQuery>,
 ) -> ApiResult<Json<Vec<WorkOrderOut>>> {
     let s = Scope {
         status: q.status,
-        ..scope(&user)?
+        ..scope(&user)
     };
     Ok(Json(work_orders::list(&state.pool, &s).await?))
 }
@@ -47,12 +48,12 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/seller/work-orders/{id}/", tag = "seller", params(("id" = Uuid, Path)), responses((status = 200, body = WorkOrderOut), (status = 404, description = "not_found")))]
 pub async fn get(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<WorkOrderOut>> {
     let s = Scope {
         id: Some(id),
-        ..scope(&user)?
+        ..scope(&user)
     };
     work_orders::list(&state.pool, &s)
         .await?
@@ -66,13 +67,13 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/seller/work-orders/{id}/", tag = "seller", params(("id" = Uuid, Path)), request_body = WorkOrderUpdate, responses((status = 200, body = WorkOrderOut), (status = 409, description = "illegal move"), (status = 422, description = "validation_failed")))]
 pub async fn update(
     State(state): State<AppState>,
-    user: AuthUser,
+    user: Seller,
     Path(id): Path<Uuid>,
     ApiJson(b): ApiJson<WorkOrderUpdate>,
 ) -> ApiResult<Json<WorkOrderOut>> {
     let s = Scope {
         id: Some(id),
-        ..scope(&user)?
+        ..scope(&user)
     };
     let mut tx = state.pool.begin().await?;
     let out = work_orders::update(
@@ -85,4 +86,11 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     Ok(Json(out))
+}
+
+/// This module's routes, each declared once: its path and method are its `#[utoipa::path]`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get, update))
 }

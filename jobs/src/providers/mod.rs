@@ -1,0 +1,28 @@
+//! Stripe and Clerk: webhook signatures, what their events report about money, and the API
+//! calls Granary makes.
+
+pub mod clerk;
+pub mod reported;
+pub mod stripe;
+pub mod verify;
+
+/// Who sent a webhook (`webhook_events.provider`, `reconcile_runs.provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// Clerk (Billing and users), signed by Svix.
+    Clerk,
+    /// Stripe.
+    Stripe,
+}
+
+impl Provider {
+    /// The name stored in `webhook_events.provider`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clerk => "clerk",
+            Self::Stripe => "stripe",
+        }
+    }
+}
