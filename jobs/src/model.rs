@@ -196,6 +196,15 @@ pub enum WebhookStatus {
 }
 
 impl WebhookStatus {
+    /// Every state, in the order the operator's filters list them.
+    pub const ALL: [Self; 5] = [
+        Self::Received,
+        Self::Processed,
+        Self::Ignored,
+        Self::Failed,
+        Self::Rejected,
+    ];
+
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,9 +10,7 @@ use crate::{
     billing::subscriptions,
     catalog, emails,
     operator::reconcile,
-    orders,
-    orders::fulfillment,
-    orders::refunds,
+    orders::{self, fulfillment, refunds},
     queue::{Registry, probe, runtime},
     webhooks::{apply, ingest::ProcessWebhookEvent},
 };

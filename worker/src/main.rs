@@ -9,10 +9,20 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::PossibleValuesParser};
 use granary_jobs::{
-    Config, operator::doctor, operator::reads, operator::reads::JobFilter,
-    operator::reads::WebhookFilter, platform::audit, platform::audit::Actor, platform::db,
+    Config,
+    model::{RunStatus, WebhookStatus},
+    operator::{
+        doctor,
+        reads::{self, JobFilter, WebhookFilter},
+    },
+    platform::{
+        audit::{self, Actor},
+        db,
+    },
+    providers::Provider,
+    queue::JobState,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -136,7 +146,7 @@ enum JobsCmd {
     /// List jobs with counts per state and queue.
     List {
         /// pending, running, retrying, failed, cancelled, completed.
-        #[arg(long, value_parser = ["pending", "running", "retrying", "failed", "cancelled", "completed"])]
+        #[arg(long, value_parser = PossibleValuesParser::new(JobState::ALL.map(JobState::as_str)))]
         state: Option<String>,
         /// Job kind (queue).
         #[arg(long)]
@@ -253,10 +263,10 @@ enum WebhooksCmd {
     /// List stored deliveries (rejected ones included).
     List {
         /// clerk or stripe.
-        #[arg(long, value_parser = ["clerk", "stripe"])]
+        #[arg(long, value_parser = PossibleValuesParser::new(Provider::ALL.map(Provider::as_str)))]
         provider: Option<String>,
         /// received, processed, ignored, failed, rejected.
-        #[arg(long, value_parser = ["received", "processed", "ignored", "failed", "rejected"])]
+        #[arg(long, value_parser = PossibleValuesParser::new(WebhookStatus::ALL.map(WebhookStatus::as_str)))]
         status: Option<String>,
         /// Event type.
         #[arg(long = "type")]
@@ -460,15 +470,14 @@ async fn reconcile_now(
     wait: u64,
     as_json: bool,
 ) -> anyhow::Result<bool> {
-    use granary_jobs::{
-        operator::reconcile, operator::reconcile::Provider, operator::reconcile::Trigger,
-    };
+    use granary_jobs::operator::reconcile::{self, Trigger};
     let since = parse_time(since)?;
     let providers = match provider {
         "all" => reconcile::configured(config),
-        "stripe" => vec![Provider::Stripe],
-        "clerk" => vec![Provider::Clerk],
-        other => anyhow::bail!("`{other}`: use stripe, clerk or all"),
+        other => match Provider::parse(other) {
+            Some(p) => vec![p],
+            None => anyhow::bail!("`{other}`: use stripe, clerk or all"),
+        },
     };
     anyhow::ensure!(
         !providers.is_empty(),
@@ -488,7 +497,7 @@ async fn reconcile_now(
         let run = reconcile::wait_for(pool, run_id, Duration::from_secs(wait))
             .await?
             .context("the sweep's run row vanished")?;
-        if run.status != "succeeded" {
+        if run.status != RunStatus::Succeeded.as_str() {
             ok = false;
         }
         if !as_json {

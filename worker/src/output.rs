@@ -1,10 +1,9 @@
 //! Human-readable tables for the operator commands (`--json` prints the raw documents).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use granary_jobs::{
-    operator::doctor::Level,
-    operator::doctor::Report,
-    operator::reads::{JobDetail, JobList, OrderTimeline, WebhookDetail, WebhookList},
+use granary_jobs::operator::{
+    doctor::{Level, Report},
+    reads::{JobDetail, JobList, OrderTimeline, WebhookDetail, WebhookList},
 };
 use serde_json::Value;
 

@@ -10,10 +10,8 @@ use axum::{
 };
 use granary_jobs::{
     operator::reads,
-    platform::audit,
-    platform::audit::Actor,
-    queue::JobState,
-    queue::ops::OpError,
+    platform::audit::{self, Actor},
+    queue::{JobState, ops::OpError},
     webhooks::ingest::{self, ReplayError},
 };
 use serde::Deserialize;

@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
-use granary_jobs::{operator::console, operator::console::Session};
+use granary_jobs::operator::console::{self, Session};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 

@@ -9,7 +9,12 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use granary_jobs::{
-    operator::doctor, operator::reads, operator::reads::JobFilter, operator::reads::WebhookFilter,
+    model::WebhookStatus,
+    operator::{
+        doctor,
+        reads::{self, JobFilter, WebhookFilter},
+    },
+    providers::Provider,
     queue::JobState,
 };
 use maud::{Markup, html};
@@ -60,12 +65,6 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
         .collect();
     queues.sort_unstable();
     queues.dedup();
-    let count = |q: &str, s: JobState| {
-        counts
-            .iter()
-            .find(|c| c.queue == q && c.state == s.as_str())
-            .map_or(0, |c| c.count)
-    };
     let completed = counts
         .iter()
         .find(|c| c.state == JobState::Completed.as_str())
@@ -88,54 +87,81 @@ async fn overview_body(state: &AppState) -> Result<Markup, sqlx::Error> {
                 div.card { div.big { "≈" (completed) } div { "completed (estimated)" } }
             }
             h2 { "Queues" }
-            table {
-                thead { tr { th { "queue" } @for s in JobState::WATCHED { th.num { (s) } } } }
-                tbody {
-                    @for q in &queues {
-                        tr {
-                            td { a href={ "/console/jobs?kind=" (q) } { (q) } }
-                            @for s in JobState::WATCHED {
-                                @let n = count(q, s);
-                                td.num.alert[n > 0 && s.is_stopped()] {
-                                    @if n > 0 { a href={ "/console/jobs?kind=" (q) "&state=" (s) } { (n) } } @else { "0" }
-                                }
+            (queue_table(&queues, &counts))
+            h2 { "Throughput" }
+            (views::chart("Last hour, per minute", &hour, |t| t.format("%H:%M").to_string()))
+            (views::chart("Last day, per hour", &day, |t| t.format("%d %H:00").to_string()))
+            h2 { "Live workers" }
+            (workers_table(&workers))
+            h2 { "Doctor" }
+            (doctor_findings(&findings))
+        }
+    })
+}
+
+/// The overview's jobs per queue and watched state.
+fn queue_table(queues: &[&str], counts: &[granary_jobs::queue::stats::JobCount]) -> Markup {
+    let count = |q: &str, s: JobState| {
+        counts
+            .iter()
+            .find(|c| c.queue == q && c.state == s.as_str())
+            .map_or(0, |c| c.count)
+    };
+    html! {
+        table {
+            thead { tr { th { "queue" } @for s in JobState::WATCHED { th.num { (s) } } } }
+            tbody {
+                @for q in queues {
+                    tr {
+                        td { a href={ "/console/jobs?kind=" (q) } { (q) } }
+                        @for s in JobState::WATCHED {
+                            @let n = count(q, s);
+                            td.num.alert[n > 0 && s.is_stopped()] {
+                                @if n > 0 { a href={ "/console/jobs?kind=" (q) "&state=" (s) } { (n) } } @else { "0" }
                             }
                         }
                     }
                 }
             }
-            h2 { "Throughput" }
-            (views::chart("Last hour, per minute", &hour, |t| t.format("%H:%M").to_string()))
-            (views::chart("Last day, per hour", &day, |t| t.format("%d %H:00").to_string()))
-            h2 { "Live workers" }
-            @if workers.is_empty() {
-                p.alert { "No worker has reported within the rescue bound. Start one: granary-worker run" }
-            } @else {
-                table {
-                    thead { tr { th { "worker" } th { "queue" } th.num { "running" } th { "started" } th { "last seen" } } }
-                    tbody {
-                        @for w in &workers {
-                            tr { td { code { (w.id) } } td { (w.queue) } td.num { (w.running) } td { (views::fmt(w.started_at)) } td { (views::fmt(w.last_seen)) } }
-                        }
+        }
+    }
+}
+
+/// The overview's live workers.
+fn workers_table(workers: &[reads::LiveWorker]) -> Markup {
+    html! {
+        @if workers.is_empty() {
+            p.alert { "No worker has reported within the rescue bound. Start one: granary-worker run" }
+        } @else {
+            table {
+                thead { tr { th { "worker" } th { "queue" } th.num { "running" } th { "started" } th { "last seen" } } }
+                tbody {
+                    @for w in workers {
+                        tr { td { code { (w.id) } } td { (w.queue) } td.num { (w.running) } td { (views::fmt(w.started_at)) } td { (views::fmt(w.last_seen)) } }
                     }
                 }
-            }
-            h2 { "Doctor" }
-            @if findings.is_empty() {
-                p { "Every check passes. " a href="/console/doctor" { "All checks" } }
-            } @else {
-                ul.findings {
-                    @for c in &findings {
-                        li class={ "level-" (format!("{:?}", c.level).to_lowercase()) } {
-                            strong { (c.name) } ": " (c.detail)
-                            @if !c.fix.is_empty() { br; span.muted { "Fix: " (c.fix) } }
-                        }
-                    }
-                }
-                p { a href="/console/doctor" { "All checks" } }
             }
         }
-    })
+    }
+}
+
+/// The overview's doctor findings (the checks that are not ok).
+fn doctor_findings(findings: &[&doctor::Check]) -> Markup {
+    html! {
+        @if findings.is_empty() {
+            p { "Every check passes. " a href="/console/doctor" { "All checks" } }
+        } @else {
+            ul.findings {
+                @for c in findings {
+                    li class={ "level-" (format!("{:?}", c.level).to_lowercase()) } {
+                        strong { (c.name) } ": " (c.detail)
+                        @if !c.fix.is_empty() { br; span.muted { "Fix: " (c.fix) } }
+                    }
+                }
+            }
+            p { a href="/console/doctor" { "All checks" } }
+        }
+    }
 }
 
 /// `GET /console/`.
@@ -295,23 +321,7 @@ pub async fn jobs(
                 }
             }
         }
-        table.jobs {
-            thead { tr { th { "job" } th { "kind" } th { "state" } th.num { "attempts" } th { "last error" } th { "order" } th { "created" } } }
-            tbody {
-                @for j in &listed.jobs {
-                    tr {
-                        td { a href={ "/console/jobs/" (j.id) } { code { (j.id) } } }
-                        td { (j.kind) }
-                        td { (badge(j.state.as_str())) }
-                        td.num { (j.attempts) "/" (j.max_attempts) }
-                        td.error { @if let Some(e) = &j.last_error { span title=(e) { (short(e, 140)) } } }
-                        td { @if let Some(o) = &j.order { a href={ "/console/orders/" (o) } { (o) } } }
-                        td { (when(j.created_at)) }
-                    }
-                }
-                @if listed.jobs.is_empty() { tr { td colspan="7" { "No job matches." } } }
-            }
-        }
+        (jobs_table(&listed.jobs))
         nav.paging {
             @if f.before.is_some() { a href={ "/console/jobs?" (q.query_string(None)) } { "← Newest" } }
             @if let Some(next) = listed.next_before.as_deref() {
@@ -327,6 +337,29 @@ pub async fn jobs(
         }
     };
     page("Jobs", Some(&op), body).into_response()
+}
+
+/// The jobs page's table.
+fn jobs_table(jobs: &[reads::JobSummary]) -> Markup {
+    html! {
+        table.jobs {
+            thead { tr { th { "job" } th { "kind" } th { "state" } th.num { "attempts" } th { "last error" } th { "order" } th { "created" } } }
+            tbody {
+                @for j in jobs {
+                    tr {
+                        td { a href={ "/console/jobs/" (j.id) } { code { (j.id) } } }
+                        td { (j.kind) }
+                        td { (badge(j.state.as_str())) }
+                        td.num { (j.attempts) "/" (j.max_attempts) }
+                        td.error { @if let Some(e) = &j.last_error { span title=(e) { (short(e, 140)) } } }
+                        td { @if let Some(o) = &j.order { a href={ "/console/orders/" (o) } { (o) } } }
+                        td { (when(j.created_at)) }
+                    }
+                }
+                @if jobs.is_empty() { tr { td colspan="7" { "No job matches." } } }
+            }
+        }
+    }
 }
 
 /// `GET /console/jobs/{id}`.
@@ -558,13 +591,35 @@ pub async fn webhooks(
     let now = chrono::Utc::now();
     let body = html! {
         form.filters method="get" action="/console/webhooks" {
-            label { "Provider " select name="provider" { option value="" { "any" } @for p in ["clerk", "stripe"] { option value=(p) selected[sel(&f.provider, p)] { (p) } } } }
-            label { "Status " select name="status" { option value="" { "any" } @for s in ["received", "processed", "ignored", "failed", "rejected"] { option value=(s) selected[sel(&f.status, s)] { (s) } } } }
+            label { "Provider " select name="provider" { option value="" { "any" } @for p in Provider::ALL.map(Provider::as_str) { option value=(p) selected[sel(&f.provider, p)] { (p) } } } }
+            label { "Status " select name="status" { option value="" { "any" } @for s in WebhookStatus::ALL.map(WebhookStatus::as_str) { option value=(s) selected[sel(&f.status, s)] { (s) } } } }
             label { "Type " input type="text" name="type" value=[f.event_type.as_deref()] placeholder="e.g. checkout.session.completed"; }
             label { "Since " input type="datetime-local" name="since" value=[q.since.as_deref()]; }
             button type="submit" { "Filter" }
             a href="/console/webhooks" { "Clear" }
         }
+        (webhooks_table(rows))
+        nav.paging {
+            @if offset > 0 { a href={ "/console/webhooks?" (more((offset - 50).max(0))) } { "← Newer" } }
+            @if rows.len() == 50 { a href={ "/console/webhooks?" (more(offset + 50)) } { "Older →" } }
+        }
+        form.bulk method="post" action="/console/webhooks-replay-failed" {
+            (csrf(&op))
+            "Every failed event received from "
+            input type="datetime-local" name="since" required value=(  (now - chrono::Duration::hours(24)).format("%Y-%m-%dT%H:%M").to_string());
+            " to "
+            input type="datetime-local" name="until" required value=((now + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M").to_string());
+            " (UTC): "
+            (reason())
+            button type="submit" { "Replay" }
+        }
+    };
+    page("Webhooks", Some(&op), body).into_response()
+}
+
+/// The webhooks page's table.
+fn webhooks_table(rows: &[reads::WebhookSummary]) -> Markup {
+    html! {
         table {
             thead { tr { th { "received" } th { "provider" } th { "type" } th { "status" } th { "event id" } th { "error or reason" } } }
             tbody {
@@ -587,22 +642,7 @@ pub async fn webhooks(
                 @if rows.is_empty() { tr { td colspan="6" { "No delivery matches." } } }
             }
         }
-        nav.paging {
-            @if offset > 0 { a href={ "/console/webhooks?" (more((offset - 50).max(0))) } { "← Newer" } }
-            @if rows.len() == 50 { a href={ "/console/webhooks?" (more(offset + 50)) } { "Older →" } }
-        }
-        form.bulk method="post" action="/console/webhooks-replay-failed" {
-            (csrf(&op))
-            "Every failed event received from "
-            input type="datetime-local" name="since" required value=(  (now - chrono::Duration::hours(24)).format("%Y-%m-%dT%H:%M").to_string());
-            " to "
-            input type="datetime-local" name="until" required value=((now + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M").to_string());
-            " (UTC): "
-            (reason())
-            button type="submit" { "Replay" }
-        }
-    };
-    page("Webhooks", Some(&op), body).into_response()
+    }
 }
 
 /// `GET /console/webhooks/{id}`: the exact stored body and the headers, signatures redacted.

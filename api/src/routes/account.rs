@@ -8,12 +8,14 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
 };
 use granary_jobs::{
-    billing, billing::EntitlementOut, billing::SubscriptionOut, billing::SyncStatus, bookings,
-    bookings::BookingInput, bookings::BookingOut, bookings::work_orders,
-    bookings::work_orders::Scope, bookings::work_orders::WorkOrderOut, downloads,
-    downloads::GrantOut, orders::buyer, orders::buyer::ConfirmInput, orders::buyer::Confirmed,
-    orders::buyer::CreateInput, orders::buyer::Created, orders::buyer::OrderOut, profiles,
-    profiles::CustomerInput, profiles::CustomerOut, profiles::EmailTestOut,
+    billing::{self, EntitlementOut, SubscriptionOut, SyncStatus},
+    bookings::{
+        self, BookingInput, BookingOut,
+        work_orders::{self, Scope, WorkOrderOut},
+    },
+    downloads::{self, GrantOut},
+    orders::buyer::{self, ConfirmInput, Confirmed, CreateInput, Created, OrderOut},
+    profiles::{self, CustomerInput, CustomerOut, EmailTestOut},
 };
 use serde::Deserialize;
 

@@ -8,16 +8,12 @@ use axum::{
 };
 use granary_jobs::{
     downloads,
-    operator::reads,
     operator::reads::{
-        JobDetail, JobFilter, JobList, OrderTimeline, WebhookDetail, WebhookFilter, WebhookList,
+        self, JobDetail, JobFilter, JobList, OrderTimeline, WebhookDetail, WebhookFilter,
+        WebhookList,
     },
-    orders::refunds,
-    orders::refunds::RefundInput,
-    orders::refunds::RefundOut,
-    orders::refunds::Scope,
-    platform::audit,
-    platform::audit::Actor,
+    orders::refunds::{self, RefundInput, RefundOut, Scope},
+    platform::audit::{self, Actor},
     queue::ops::OpError,
     webhooks::ingest::{self, ReplayError},
 };
@@ -348,9 +344,7 @@ pub async fn reconcile(
     user: Admin,
     body: Bytes,
 ) -> ApiResult<(axum::http::StatusCode, Json<SweepsOut>)> {
-    use granary_jobs::{
-        operator::reconcile, operator::reconcile::Provider, operator::reconcile::Trigger,
-    };
+    use granary_jobs::operator::reconcile::{self, Provider, Trigger};
     let (_, input) = action::<ReconcileIn>(&user, &body)?;
     let providers = match input.provider.as_deref().unwrap_or("all") {
         "all" => reconcile::configured(&state.config),

@@ -8,8 +8,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use granary_jobs::{
-    billing::credits, billing::credits::ConsumeError, billing::credits::ConsumeInput,
-    billing::credits::Consumed, billing::credits::CreditsOut, platform::audit::Actor,
+    billing::credits::{self, ConsumeError, ConsumeInput, Consumed, CreditsOut},
+    platform::audit::Actor,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use granary_jobs::{downloads, downloads::AccessOut, downloads::Requester};
+use granary_jobs::downloads::{self, AccessOut, Requester};
 use serde::Deserialize;
 
 use utoipa_axum::{router::OpenApiRouter, routes};

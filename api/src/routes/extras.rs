@@ -3,7 +3,10 @@
 //! placeholders (none configured; no invented usage).
 
 use axum::{Json, extract::State};
-use granary_jobs::{billing, billing::credits, profiles};
+use granary_jobs::{
+    billing::{self, credits},
+    profiles,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 

@@ -5,7 +5,10 @@ use axum::{
     Json,
     extract::{Query, State},
 };
-use granary_jobs::{billing, profiles, profiles::MeOut, profiles::ProfileOut};
+use granary_jobs::{
+    billing,
+    profiles::{self, MeOut, ProfileOut},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -11,8 +11,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use granary_jobs::{
-    providers::Provider, providers::verify, providers::verify::Rejection,
-    providers::verify::Verified, webhooks::ingest, webhooks::ingest::Stored,
+    providers::{
+        Provider,
+        verify::{self, Rejection, Verified},
+    },
+    webhooks::ingest::{self, Stored},
 };
 use serde_json::json;
 

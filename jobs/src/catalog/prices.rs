@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::BILLING_PERIODS;
 use crate::error::{ConstraintExt, DomainError, DomainResult, Fields};
-use crate::{platform::bounds, platform::bounds::is_currency};
+use crate::platform::bounds::{self, is_currency};
 
 /// Price create/update body, as the starter's frontend sends it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -10,8 +10,7 @@ use sqlx::PgPool;
 use crate::{
     Config,
     config::{ConfigError, StorageConfig},
-    platform::db,
-    platform::storage::Storage,
+    platform::{db, storage::Storage},
 };
 
 /// How serious a finding is.

@@ -13,11 +13,12 @@ use uuid::Uuid;
 
 use crate::{
     error::{DomainError, DomainResult, Fields},
-    platform::audit,
-    platform::audit::Actor,
-    platform::http,
-    providers::stripe,
-    providers::stripe::StripeApiError,
+    model::{OrderStatus, RefundStatus},
+    platform::{
+        audit::{self, Actor},
+        http,
+    },
+    providers::stripe::{self, StripeApiError},
     queue::{self, Job, JobContext, JobError, JobRefs},
 };
 
@@ -72,7 +73,7 @@ pub struct RefundOut {
     /// ISO currency.
     pub currency: String,
     /// `queued`: the `refund_payment` job asks Stripe.
-    pub status: String,
+    pub status: RefundStatus,
     /// What can still be refunded after this one.
     pub refundable_after_cents: i64,
 }
@@ -101,7 +102,7 @@ pub async fn request(
     let reason = checked_reason(&input, actor)?;
     let mut tx = pool.begin().await?;
     let order = sqlx::query!(
-        r#"SELECT o.id, o.status, o.currency,
+        r#"SELECT o.id, o.status AS "status: OrderStatus", o.currency,
                   NOT EXISTS (SELECT 1 FROM order_items oi JOIN products p ON p.id = oi.product_id
                               WHERE oi.order_id = o.id AND p.seller_profile_id IS DISTINCT FROM $2) AS "all_theirs!"
            FROM orders o WHERE o.public_id = $1 FOR UPDATE OF o"#,
@@ -117,10 +118,10 @@ pub async fn request(
     if matches!(scope, Scope::Seller(_)) && !order.all_theirs {
         return Err(DomainError::NotFound);
     }
-    if !matches!(order.status.as_str(), "paid" | "fulfilled") {
+    if !matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilled) {
         return Err(not_refundable(format!(
             "Order {public_id} is {}: only a paid order can be refunded.",
-            order.status
+            order.status.as_db()
         )));
     }
     let (paid, refundable) = refundable(&mut tx, order.id, public_id).await?;
@@ -143,7 +144,7 @@ pub async fn request(
         order: public_id.to_string(),
         amount_cents: amount,
         currency: order.currency,
-        status: "queued".into(),
+        status: RefundStatus::Queued,
         refundable_after_cents: refundable - amount,
     })
 }

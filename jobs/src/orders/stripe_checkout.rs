@@ -12,9 +12,9 @@ use uuid::Uuid;
 use crate::{
     Config,
     error::{DomainError, DomainResult},
+    model::OrderStatus,
     platform::http,
-    providers::stripe,
-    providers::stripe::StripeApiError,
+    providers::stripe::{self, StripeApiError},
 };
 
 /// The Stripe idempotency key of an order's session: a retried create replays Stripe's first
@@ -144,7 +144,7 @@ fn refused(e: StripeApiError) -> DomainError {
 /// URL is never shown).
 pub async fn open_session(pool: &PgPool, config: &Config, order_id: Uuid) -> DomainResult<String> {
     let order = sqlx::query!(
-        r#"SELECT o.public_id, o.status, o.total_cents, o.currency, o.stripe_checkout,
+        r#"SELECT o.public_id, o.status AS "status: OrderStatus", o.total_cents, o.currency, o.stripe_checkout,
                   o.stripe_checkout_session_id, o.checkout_url, p.email
            FROM orders o JOIN profiles p ON p.id = o.customer_profile_id WHERE o.id = $1"#,
         order_id
@@ -155,7 +155,7 @@ pub async fn open_session(pool: &PgPool, config: &Config, order_id: Uuid) -> Dom
     if order.stripe_checkout_session_id.is_some() || !order.stripe_checkout {
         return Ok(order.checkout_url.unwrap_or_default());
     }
-    if order.status != "pending" {
+    if order.status != OrderStatus::Pending {
         return Ok(String::new());
     }
     let lines = session_lines(pool, order_id).await?;

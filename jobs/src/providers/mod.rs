@@ -18,6 +18,14 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// Every provider.
+    pub const ALL: [Self; 2] = [Self::Clerk, Self::Stripe];
+
+    /// The provider named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
     /// The name stored in `webhook_events.provider`.
     pub fn as_str(self) -> &'static str {
         match self {

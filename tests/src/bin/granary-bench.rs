@@ -622,15 +622,13 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
 async fn handlers_only(orders: usize) -> (f64, String) {
     use granary_jobs::{
         emails::{self, SendEmail},
-        orders::FulfillOrder,
-        orders::fulfillment,
-        providers::Provider,
-        providers::verify::Verified,
+        orders::{FulfillOrder, fulfillment},
+        providers::{Provider, verify::Verified},
         queue::enqueue::deferring_wakes,
-        webhooks::apply,
-        webhooks::ingest::Batcher,
-        webhooks::ingest::ProcessWebhookEvent,
-        webhooks::ingest::Stored,
+        webhooks::{
+            apply,
+            ingest::{Batcher, ProcessWebhookEvent, Stored},
+        },
     };
     let db = TestDb::new().await;
     let resend = ResendStandIn::start().await;

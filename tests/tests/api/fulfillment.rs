@@ -6,8 +6,14 @@
 use std::{sync::Arc, time::Duration};
 
 use granary_jobs::{
-    catalog::assets::FinalizeAsset, emails::SendEmail, orders::FulfillOrder, orders::fulfillment,
-    orders::fulfillment::IssueGrants, platform::audit::Actor, queue::JobContext,
+    catalog::assets::FinalizeAsset,
+    emails::SendEmail,
+    orders::{
+        FulfillOrder,
+        fulfillment::{self, IssueGrants},
+    },
+    platform::audit::Actor,
+    queue::JobContext,
 };
 use granary_tests::{TestApp, count, resend::Answer, sign::STRIPE_SECRET, stripe};
 use serde_json::{Value, json};

@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use granary_jobs::{
-    platform::audit,
-    platform::audit::Actor,
-    queue::{Enqueued, backoff, enqueue, ops, ops::OpError, probe::Probe, runtime},
+    platform::audit::{self, Actor},
+    queue::{
+        Enqueued, backoff, enqueue,
+        ops::{self, OpError},
+        probe::Probe,
+        runtime,
+    },
 };
 use granary_tests::{TestApp, base_env, count, wait_for_count, worker::WorkerProcess};
 use sqlx::PgPool;

@@ -6,8 +6,8 @@ use axum::{
     http::StatusCode,
 };
 use granary_jobs::{
-    orders::refunds, orders::refunds::RefundInput, orders::refunds::RefundOut,
-    orders::refunds::Scope, platform::audit::Actor,
+    orders::refunds::{self, RefundInput, RefundOut, Scope},
+    platform::audit::Actor,
 };
 
 use utoipa_axum::{router::OpenApiRouter, routes};

@@ -5,8 +5,8 @@ use axum::{
     extract::{Path, Query, State},
 };
 use granary_jobs::{
-    bookings::work_orders, bookings::work_orders::Scope, bookings::work_orders::WorkOrderOut,
-    bookings::work_orders::WorkOrderUpdate, model::WorkOrderStatus,
+    bookings::work_orders::{self, Scope, WorkOrderOut, WorkOrderUpdate},
+    model::WorkOrderStatus,
 };
 use serde::Deserialize;
 use uuid::Uuid;
