@@ -19,7 +19,10 @@ use axum::{
     extract::FromRequestParts,
     http::{HeaderMap, Method, request::Parts},
 };
-use granary_jobs::config::SellerAccess;
+use granary_jobs::{
+    config::SellerAccess,
+    profiles::{self, ProfileFacts},
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -213,27 +216,7 @@ impl Verifier {
     }
 }
 
-/// Roles, in order of power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Every signed-in user.
-    Buyer,
-    /// Manages the catalog.
-    Seller,
-    /// The operator surface and everything a seller has.
-    Admin,
-}
-
-impl Role {
-    fn parse(s: &str) -> Self {
-        match s {
-            "admin" => Self::Admin,
-            "seller" => Self::Seller,
-            _ => Self::Buyer,
-        }
-    }
-}
+pub use granary_jobs::model::Role;
 
 /// A verified user with their profile.
 #[derive(Debug, Clone)]
@@ -444,23 +427,20 @@ impl FromRequestParts<AppState> for AuthUser {
                     .filter(|v| !v.is_empty())
             })
         };
-        let row = sqlx::query!(
-            r#"
-            INSERT INTO profiles (clerk_user_id, email, first_name, last_name, image_url) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (clerk_user_id) DO UPDATE SET email = coalesce(EXCLUDED.email, profiles.email),
-                first_name = coalesce(EXCLUDED.first_name, profiles.first_name),
-                last_name = coalesce(EXCLUDED.last_name, profiles.last_name),
-                image_url = coalesce(EXCLUDED.image_url, profiles.image_url)
-            RETURNING id, role, deleted_at
-            "#,
-            claims.sub,
-            claim(&["email"]),
-            claim(&["given_name", "first_name"]),
-            claim(&["family_name", "last_name"]),
-            claim(&["picture", "image_url"]),
-        )
-        .fetch_one(&state.pool)
-        .await?;
+        let facts = ProfileFacts {
+            clerk_user_id: &claims.sub,
+            email: claim(&["email"]),
+            first_name: claim(&["given_name", "first_name"]),
+            last_name: claim(&["family_name", "last_name"]),
+            image_url: claim(&["picture", "image_url"]),
+            ..ProfileFacts::default()
+        };
+        // Without an event time the upsert always answers.
+        let row = profiles::upsert(&state.pool, &facts)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("the profile upsert answered no row"))
+            })?;
         if row.deleted_at.is_some() {
             return Err(ApiError::Unauthenticated("profile deleted".into()));
         }
@@ -469,7 +449,7 @@ impl FromRequestParts<AppState> for AuthUser {
         Ok(AuthUser {
             profile_id: row.id,
             clerk_user_id,
-            role: Role::parse(&row.role),
+            role: row.role,
             claims,
             seller_access: state.config.seller_access,
         })

@@ -152,22 +152,21 @@ async fn dev_token(
         config.is_development(),
         "development tokens exist only in development"
     );
-    anyhow::ensure!(
-        matches!(role, "buyer" | "seller" | "admin"),
-        "--role must be buyer, seller or admin"
-    );
+    let role =
+        granary_jobs::model::Role::parse(role).context("--role must be buyer, seller or admin")?;
     let pool = db::pool(config, 2)?;
     // Roles live on the profile: set it, so the token acts with this role.
-    sqlx::query(
-        "INSERT INTO profiles (clerk_user_id, email, role) VALUES ($1, $2, $3) \
-         ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role, email = coalesce(EXCLUDED.email, profiles.email)",
-    )
-    .bind(user)
-    .bind(email)
-    .bind(role)
-    .execute(&pool)
-    .await
-    .context("setting the user's role (is the database migrated? run `granary-api dev` once)")?;
+    let facts = granary_jobs::profiles::ProfileFacts {
+        clerk_user_id: user,
+        email,
+        role: Some(role),
+        ..Default::default()
+    };
+    granary_jobs::profiles::upsert(&pool, &facts)
+        .await
+        .context(
+            "setting the user's role (is the database migrated? run `granary-api dev` once)",
+        )?;
     println!("{}", granary_api::auth::dev::token(user, email, hours)?);
     Ok(())
 }

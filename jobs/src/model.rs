@@ -4,6 +4,51 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A user's role (`profiles.role`), in order of power: a seller may do what a buyer may, an
+/// admin what a seller may.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Every signed-in user.
+    Buyer,
+    /// Manages the catalog.
+    Seller,
+    /// The operator surface and everything a seller has.
+    Admin,
+}
+
+impl Role {
+    /// Every role, least powerful first.
+    pub const ALL: [Self; 3] = [Self::Buyer, Self::Seller, Self::Admin];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buyer => "buyer",
+            Self::Seller => "seller",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role spelled `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// An order's state.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,

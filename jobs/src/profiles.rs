@@ -11,6 +11,7 @@ use crate::{
     config::ResendConfig,
     emails::{self, Draft},
     error::{DomainError, DomainResult, Fields},
+    model::Role,
 };
 
 /// The profile, as the starter shows it.
@@ -375,9 +376,9 @@ pub async fn set_role(
     role: &str,
     actor: &crate::platform::audit::Actor,
 ) -> DomainResult<Option<String>> {
-    if !matches!(role, "buyer" | "seller" | "admin") {
+    let Some(role) = Role::parse(role) else {
         return Err(DomainError::field("role", "one of buyer, seller, admin"));
-    }
+    };
     let mut tx = pool.begin().await?;
     let previous = sqlx::query_scalar!(
         "SELECT role FROM profiles WHERE clerk_user_id = $1 FOR UPDATE",
@@ -385,14 +386,12 @@ pub async fn set_role(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    sqlx::query!(
-        r#"INSERT INTO profiles (clerk_user_id, role) VALUES ($1, $2)
-           ON CONFLICT (clerk_user_id) DO UPDATE SET role = EXCLUDED.role"#,
+    let facts = ProfileFacts {
         clerk_user_id,
-        role
-    )
-    .execute(&mut *tx)
-    .await?;
+        role: Some(role),
+        ..ProfileFacts::default()
+    };
+    upsert(&mut *tx, &facts).await?;
     crate::platform::audit::record(
         &mut *tx,
         &crate::platform::audit::Action {
@@ -401,10 +400,77 @@ pub async fn set_role(
             target_type: "profile",
             target_id: clerk_user_id,
             reason: actor.reason.as_deref(),
-            details: json!({ "from": previous, "to": role }),
+            details: json!({ "from": previous, "to": role.as_str() }),
         },
     )
     .await?;
     tx.commit().await?;
     Ok(previous)
+}
+
+/// What Granary learnt about a Clerk user: from a session's claims, a Clerk `user.*` event, an
+/// operator or a development token. `None` fields leave the stored value as it is.
+#[derive(Debug, Default)]
+pub struct ProfileFacts<'a> {
+    /// Clerk user id.
+    pub clerk_user_id: &'a str,
+    /// Email.
+    pub email: Option<&'a str>,
+    /// First name.
+    pub first_name: Option<&'a str>,
+    /// Last name.
+    pub last_name: Option<&'a str>,
+    /// Avatar.
+    pub image_url: Option<&'a str>,
+    /// The role to set (a new profile is a buyer otherwise).
+    pub role: Option<Role>,
+    /// A Clerk event's time. The facts then apply only if no later event was applied already,
+    /// and the names they carry replace the stored ones (the event is Clerk's whole record).
+    pub event_at: Option<DateTime<Utc>>,
+}
+
+/// The profile as the upsert left it.
+#[derive(Debug)]
+pub struct Upserted {
+    /// `profiles.id`.
+    pub id: Uuid,
+    /// Its role now.
+    pub role: Role,
+    /// Set once Clerk deleted the user.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The one profile upsert: creates the profile on first sight, else merges `f` into it. `None`
+/// when a later Clerk event was applied already (only with `f.event_at`).
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    f: &ProfileFacts<'_>,
+) -> sqlx::Result<Option<Upserted>> {
+    sqlx::query_as!(
+        Upserted,
+        r#"
+        INSERT INTO profiles (clerk_user_id, email, first_name, last_name, image_url, role, last_event_at)
+        VALUES ($1, $2, $3, $4, $5, coalesce($6, 'buyer'), $7)
+        ON CONFLICT (clerk_user_id) DO UPDATE SET
+            email = coalesce(EXCLUDED.email, profiles.email),
+            first_name = CASE WHEN $7::timestamptz IS NULL THEN coalesce(EXCLUDED.first_name, profiles.first_name)
+                              ELSE EXCLUDED.first_name END,
+            last_name = CASE WHEN $7::timestamptz IS NULL THEN coalesce(EXCLUDED.last_name, profiles.last_name)
+                             ELSE EXCLUDED.last_name END,
+            image_url = coalesce(EXCLUDED.image_url, profiles.image_url),
+            role = coalesce($6, profiles.role),
+            last_event_at = coalesce($7, profiles.last_event_at)
+        WHERE $7::timestamptz IS NULL OR profiles.last_event_at IS NULL OR profiles.last_event_at <= $7
+        RETURNING id, role AS "role: Role", deleted_at
+        "#,
+        f.clerk_user_id,
+        f.email,
+        f.first_name,
+        f.last_name,
+        f.image_url,
+        f.role.map(Role::as_str),
+        f.event_at,
+    )
+    .fetch_optional(db)
+    .await
 }

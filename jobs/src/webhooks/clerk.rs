@@ -12,8 +12,9 @@ use uuid::Uuid;
 use super::apply::{Outcome, s};
 use crate::{
     billing::subscriptions::{self, SyncEntitlements},
-    model::OrderStatus,
+    model::{OrderStatus, Role},
     orders::{self, Payment},
+    profiles::{self, ProfileFacts},
     providers::{Provider, reported},
     queue::{self, JobError},
 };
@@ -67,30 +68,16 @@ async fn upsert_user(
         .or_else(|| emails.first())
         .and_then(|e| s(&e["email_address"]))
         .map(str::to_string);
-    let role =
-        s(&data["public_metadata"]["role"]).filter(|r| matches!(*r, "buyer" | "seller" | "admin"));
-    let id = sqlx::query_scalar!(
-        r#"
-        INSERT INTO profiles (clerk_user_id, email, first_name, last_name, role, last_event_at)
-        VALUES ($1, $2, $3, $4, coalesce($5, 'buyer'), $6)
-        ON CONFLICT (clerk_user_id) DO UPDATE SET
-            email = coalesce(EXCLUDED.email, profiles.email),
-            first_name = EXCLUDED.first_name,
-            last_name = EXCLUDED.last_name,
-            role = coalesce($5, profiles.role),
-            last_event_at = EXCLUDED.last_event_at
-        WHERE profiles.last_event_at IS NULL OR profiles.last_event_at <= EXCLUDED.last_event_at
-        RETURNING id
-        "#,
-        user_id,
-        email,
-        s(&data["first_name"]),
-        s(&data["last_name"]),
-        role,
-        event_at
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let facts = ProfileFacts {
+        clerk_user_id: user_id,
+        email: email.as_deref(),
+        first_name: s(&data["first_name"]),
+        last_name: s(&data["last_name"]),
+        role: s(&data["public_metadata"]["role"]).and_then(Role::parse),
+        event_at: Some(event_at),
+        ..ProfileFacts::default()
+    };
+    let id = profiles::upsert(&mut *conn, &facts).await?.map(|p| p.id);
     Ok(match id {
         Some(id) => Outcome::Applied(vec![("profile", id, "upserted")]),
         None => Outcome::Ignored("older than the profile's last applied event".into()),
