@@ -2,6 +2,7 @@
 //! calls Granary makes.
 
 pub mod clerk;
+pub mod events;
 pub mod reported;
 pub mod stripe;
 pub mod verify;

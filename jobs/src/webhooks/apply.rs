@@ -156,8 +156,3 @@ async fn record(
     tracing::info!(event_id = %id, event_type, status = status.as_str(), "webhook event applied");
     Ok(())
 }
-
-/// A non-empty string field.
-pub(super) fn s(v: &Value) -> Option<&str> {
-    v.as_str().filter(|s| !s.is_empty())
-}

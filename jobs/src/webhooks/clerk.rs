@@ -9,13 +9,17 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::apply::{Outcome, s};
+use super::apply::Outcome;
 use crate::{
     billing::subscriptions::{self, SyncEntitlements},
     model::{OrderStatus, Role},
     orders::{self, Payment},
     profiles::{self, ProfileFacts},
-    providers::{Provider, reported},
+    providers::{
+        Provider,
+        events::{ClerkPaymentAttempt, ClerkUser},
+        reported,
+    },
     queue::{self, JobError},
 };
 
@@ -30,8 +34,10 @@ pub(super) async fn apply(
 ) -> Result<Outcome, JobError> {
     let data = &body["data"];
     match ty {
-        "user.created" | "user.updated" => upsert_user(conn, ty, data, event_at).await,
-        "user.deleted" => delete_user(conn, data, event_at).await,
+        "user.created" | "user.updated" => {
+            upsert_user(conn, ty, &ClerkUser::of(body), event_at).await
+        }
+        "user.deleted" => delete_user(conn, &ClerkUser::of(body), event_at).await,
         t if t.starts_with("subscription.")
             || t.starts_with("subscriptionItem.")
             || t.starts_with("billing.subscription.") =>
@@ -41,7 +47,9 @@ pub(super) async fn apply(
         "paymentAttempt.created" => Ok(Outcome::Ignored(
             "a payment attempt is not a payment; waiting for paymentAttempt.updated".into(),
         )),
-        "paymentAttempt.updated" => pay_attempt(conn, event, data).await,
+        "paymentAttempt.updated" => {
+            pay_attempt(conn, event, &ClerkPaymentAttempt::of(body), data).await
+        }
         other => Ok(Outcome::Ignored(format!(
             "event type `{other}` is not handled"
         ))),
@@ -52,28 +60,19 @@ pub(super) async fn apply(
 async fn upsert_user(
     conn: &mut PgConnection,
     ty: &str,
-    data: &Value,
+    user: &ClerkUser,
     event_at: DateTime<Utc>,
 ) -> Result<Outcome, JobError> {
-    let user_id = s(&data["id"])
+    let user_id = user
+        .id
+        .get()
         .ok_or_else(|| JobError::permanent(anyhow::anyhow!("{ty} without data.id")))?;
-    let primary = s(&data["primary_email_address_id"]);
-    let emails = data["email_addresses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let email = emails
-        .iter()
-        .find(|e| primary.is_some() && s(&e["id"]) == primary)
-        .or_else(|| emails.first())
-        .and_then(|e| s(&e["email_address"]))
-        .map(str::to_string);
     let facts = ProfileFacts {
         clerk_user_id: user_id,
-        email: email.as_deref(),
-        first_name: s(&data["first_name"]),
-        last_name: s(&data["last_name"]),
-        role: s(&data["public_metadata"]["role"]).and_then(Role::parse),
+        email: user.email(),
+        first_name: user.first_name.get(),
+        last_name: user.last_name.get(),
+        role: user.role().and_then(Role::parse),
         event_at: Some(event_at),
         ..ProfileFacts::default()
     };
@@ -87,10 +86,12 @@ async fn upsert_user(
 /// `user.deleted`: the profile is soft-deleted, unless a later event was applied already.
 async fn delete_user(
     conn: &mut PgConnection,
-    data: &Value,
+    user: &ClerkUser,
     event_at: DateTime<Utc>,
 ) -> Result<Outcome, JobError> {
-    let user_id = s(&data["id"])
+    let user_id = user
+        .id
+        .get()
         .ok_or_else(|| JobError::permanent(anyhow::anyhow!("user.deleted without data.id")))?;
     let id = sqlx::query_scalar!(
         r#"
@@ -155,27 +156,6 @@ fn clerk_period(p: &str) -> Option<&'static str> {
         "annual" | "year" | "yearly" => Some("yearly"),
         _ => None,
     }
-}
-
-/// (plan id, its period as reported) for each item of a payment attempt, and for the plan it
-/// names itself.
-fn attempt_items(data: &Value) -> Vec<(String, Option<String>)> {
-    let mut items: Vec<(String, Option<String>)> = data["subscription_items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| {
-            let plan = s(&i["plan"]["id"]).or_else(|| s(&i["plan_id"]))?;
-            Some((plan.to_string(), s(&i["plan_period"]).map(str::to_string)))
-        })
-        .collect();
-    if let Some(plan) = s(&data["plan_id"]).or_else(|| s(&data["plan"]["id"])) {
-        items.push((
-            plan.to_string(),
-            s(&data["plan_period"]).map(str::to_string),
-        ));
-    }
-    items
 }
 
 /// Every price of the order (its plan and billing period) is matched by an item of the attempt
@@ -267,23 +247,22 @@ struct PayerOrder {
 async fn pay_attempt(
     conn: &mut PgConnection,
     event: Uuid,
+    attempt: &ClerkPaymentAttempt,
     data: &Value,
 ) -> Result<Outcome, JobError> {
-    let status = s(&data["status"]).unwrap_or_default();
+    let status = attempt.status.get().unwrap_or_default();
     if status != "paid" {
         return Ok(Outcome::Ignored(format!(
             "payment attempt status `{status}`"
         )));
     }
-    let attempt_id = s(&data["id"])
-        .or_else(|| s(&data["payment_id"]))
+    let attempt_id = attempt
+        .attempt_id()
         .ok_or_else(|| JobError::permanent(anyhow::anyhow!("paymentAttempt without id")))?;
-    let payer = s(&data["payer"]["user_id"])
-        .or_else(|| s(&data["user_id"]))
-        .ok_or_else(|| {
-            JobError::permanent(anyhow::anyhow!("paymentAttempt without payer.user_id"))
-        })?;
-    let items = attempt_items(data);
+    let payer = attempt.payer().ok_or_else(|| {
+        JobError::permanent(anyhow::anyhow!("paymentAttempt without payer.user_id"))
+    })?;
+    let items = attempt.items();
     let plans: Vec<String> = items.iter().map(|(p, _)| p.clone()).collect();
     let order = payer_order(conn, payer, &plans).await?;
     let Some(order) = order else {
@@ -308,7 +287,7 @@ async fn pay_attempt(
     }
     // A recurring charge on an order already paid is the plan's renewal, not a second payment.
     let renewal =
-        s(&data["charge_type"]) == Some("recurring") && order.status != OrderStatus::Pending;
+        attempt.charge_type.get() == Some("recurring") && order.status != OrderStatus::Pending;
     let outcome = orders::record_payment(
         conn,
         order.id,

@@ -6,10 +6,10 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::apply::{Outcome, s};
+use super::apply::Outcome;
 use crate::{
     orders::{self, Payment},
-    providers::{Provider, reported},
+    providers::{Provider, events::StripeObject, reported},
     queue::JobError,
 };
 
@@ -23,17 +23,18 @@ pub(super) async fn apply(
     ty: &str,
     body: &Value,
 ) -> Result<Outcome, JobError> {
-    let obj = &body["data"]["object"];
+    let raw = &body["data"]["object"];
+    let o = &StripeObject::of(body);
     match ty {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            session_paid(conn, event, ty, obj).await
+            session_paid(conn, event, ty, o, raw).await
         }
-        "payment_intent.succeeded" => intent_succeeded(conn, event, obj).await,
-        "payment_intent.payment_failed" => intent_failed(conn, obj).await,
-        "checkout.session.expired" => session_expired(conn, obj).await,
-        "checkout.session.async_payment_failed" => session_payment_failed(conn, obj).await,
-        "charge.refunded" => refund_charge(conn, event, obj).await,
-        "charge.dispute.created" => dispute_created(conn, event, obj).await,
+        "payment_intent.succeeded" => intent_succeeded(conn, event, o, raw).await,
+        "payment_intent.payment_failed" => intent_failed(conn, o).await,
+        "checkout.session.expired" => session_expired(conn, o).await,
+        "checkout.session.async_payment_failed" => session_payment_failed(conn, o).await,
+        "charge.refunded" => refund_charge(conn, event, o, raw).await,
+        "charge.dispute.created" => dispute_created(conn, event, o, raw).await,
         other => Ok(Outcome::Ignored(format!(
             "event type `{other}` is not handled"
         ))),
@@ -46,15 +47,17 @@ async fn session_paid(
     conn: &mut PgConnection,
     event: Uuid,
     ty: &str,
+    o: &StripeObject,
     obj: &Value,
 ) -> Result<Outcome, JobError> {
-    let session_id = s(&obj["id"])
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("checkout session without id")))?;
-    let payment_status = obj["payment_status"].as_str();
+    let session_id =
+        o.id.get()
+            .ok_or_else(|| JobError::permanent(anyhow::anyhow!("checkout session without id")))?;
+    let payment_status = o.payment_status.get().map(String::as_str);
     if ty == "checkout.session.completed" && payment_status == Some("unpaid") {
         return Ok(Outcome::Ignored("checkout completed but unpaid (delayed payment method); waiting for async_payment_succeeded".into()));
     }
-    let Some(order) = stripe_order(conn, obj).await? else {
+    let Some(order) = stripe_order(conn, o).await? else {
         // Permanent: retrying cannot find an order that the session does not name. The
         // event stays `failed` for the operator.
         return Err(JobError::permanent(anyhow::anyhow!(
@@ -63,7 +66,7 @@ async fn session_paid(
     };
     // Only a session that took money pays: `payment_status: "paid"` in a mode that
     // charges. A setup session, or one with nothing to pay, proves no payment.
-    let mode = obj["mode"].as_str();
+    let mode = o.mode.get().map(String::as_str);
     if payment_status != Some("paid") || !matches!(mode, Some("payment" | "subscription")) {
         return Ok(Outcome::refused(
             order.0,
@@ -77,7 +80,7 @@ async fn session_paid(
     }
     // The payment is the session's payment intent when it has one, so the session and
     // its `payment_intent.succeeded` record one payment between them.
-    let payment_id = s(&obj["payment_intent"]).unwrap_or(session_id);
+    let payment_id = o.payment_intent.get().unwrap_or(session_id);
     pay_stripe(
         conn,
         event,
@@ -95,16 +98,18 @@ async fn session_paid(
 async fn intent_succeeded(
     conn: &mut PgConnection,
     event: Uuid,
+    o: &StripeObject,
     obj: &Value,
 ) -> Result<Outcome, JobError> {
-    let intent_id = s(&obj["id"])
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("payment intent without id")))?;
-    if s(&obj["metadata"]["order_id"]).is_none() {
+    let intent_id =
+        o.id.get()
+            .ok_or_else(|| JobError::permanent(anyhow::anyhow!("payment intent without id")))?;
+    if o.metadata_order().is_none() {
         return Ok(Outcome::Ignored(format!(
             "payment intent {intent_id} names no order (metadata.order_id); its checkout session pays the order"
         )));
     }
-    let Some(order) = stripe_order(conn, obj).await? else {
+    let Some(order) = stripe_order(conn, o).await? else {
         return Err(JobError::permanent(anyhow::anyhow!(
             "payment intent {intent_id} names an unknown order (metadata.order_id)"
         )));
@@ -122,8 +127,8 @@ async fn intent_succeeded(
 }
 
 /// `payment_intent.payment_failed`: on the order's timeline; the order stays payable.
-async fn intent_failed(conn: &mut PgConnection, obj: &Value) -> Result<Outcome, JobError> {
-    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+async fn intent_failed(conn: &mut PgConnection, o: &StripeObject) -> Result<Outcome, JobError> {
+    let Some((order_id, ..)) = stripe_order(conn, o).await? else {
         return Ok(Outcome::Ignored(
             "names no known order (metadata.order_id)".into(),
         ));
@@ -137,10 +142,11 @@ async fn intent_failed(conn: &mut PgConnection, obj: &Value) -> Result<Outcome, 
 }
 
 /// `checkout.session.expired`: the session's pending order expires.
-async fn session_expired(conn: &mut PgConnection, obj: &Value) -> Result<Outcome, JobError> {
-    let session_id = s(&obj["id"])
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("checkout session without id")))?;
-    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+async fn session_expired(conn: &mut PgConnection, o: &StripeObject) -> Result<Outcome, JobError> {
+    let session_id =
+        o.id.get()
+            .ok_or_else(|| JobError::permanent(anyhow::anyhow!("checkout session without id")))?;
+    let Some((order_id, ..)) = stripe_order(conn, o).await? else {
         return Ok(Outcome::Ignored(format!(
             "expired checkout session {session_id} names no known order"
         )));
@@ -162,8 +168,11 @@ async fn session_expired(conn: &mut PgConnection, obj: &Value) -> Result<Outcome
 }
 
 /// `checkout.session.async_payment_failed`: the pending order failed.
-async fn session_payment_failed(conn: &mut PgConnection, obj: &Value) -> Result<Outcome, JobError> {
-    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+async fn session_payment_failed(
+    conn: &mut PgConnection,
+    o: &StripeObject,
+) -> Result<Outcome, JobError> {
+    let Some((order_id, ..)) = stripe_order(conn, o).await? else {
         return Ok(Outcome::Ignored("names no known order".into()));
     };
     sqlx::query!(
@@ -183,11 +192,14 @@ async fn session_payment_failed(conn: &mut PgConnection, obj: &Value) -> Result<
 async fn dispute_created(
     conn: &mut PgConnection,
     event: Uuid,
+    o: &StripeObject,
     obj: &Value,
 ) -> Result<Outcome, JobError> {
-    let dispute_id = s(&obj["id"])
+    let dispute_id = o
+        .id
+        .get()
         .ok_or_else(|| JobError::permanent(anyhow::anyhow!("charge.dispute.created without id")))?;
-    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+    let Some((order_id, ..)) = stripe_order(conn, o).await? else {
         return Err(JobError::Retry(anyhow::anyhow!(
             "dispute {dispute_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
         )));
@@ -222,8 +234,11 @@ async fn dispute_created(
 
 /// The order a Stripe object points at: `client_reference_id` or `metadata.order_id` (an order's
 /// public id or uuid), or a payment already recorded for its payment intent.
-async fn stripe_order(conn: &mut PgConnection, obj: &Value) -> sqlx::Result<Option<StripeOrder>> {
-    let reference = s(&obj["client_reference_id"]).or_else(|| s(&obj["metadata"]["order_id"]));
+async fn stripe_order(
+    conn: &mut PgConnection,
+    o: &StripeObject,
+) -> sqlx::Result<Option<StripeOrder>> {
+    let reference = o.order_reference();
     if let Some(r) = reference {
         let as_uuid = Uuid::parse_str(r).ok();
         // Two index lookups rather than `public_id = $1 OR id = $2`, whose generic plan
@@ -242,7 +257,7 @@ async fn stripe_order(conn: &mut PgConnection, obj: &Value) -> sqlx::Result<Opti
         .await?;
         return Ok(row.map(|r| (r.id, r.total_cents, r.currency)));
     }
-    let intent = s(&obj["payment_intent"]).or_else(|| s(&obj["charge"]));
+    let intent = o.payment_intent.get().or_else(|| o.charge.get());
     if let Some(pi) = intent {
         let row = sqlx::query!(
             r#"
@@ -317,11 +332,13 @@ async fn pay_stripe(
 async fn refund_charge(
     conn: &mut PgConnection,
     event: Uuid,
+    o: &StripeObject,
     obj: &Value,
 ) -> Result<Outcome, JobError> {
-    let charge_id = s(&obj["id"])
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("charge.refunded without id")))?;
-    let Some((order_id, ..)) = stripe_order(conn, obj).await? else {
+    let charge_id =
+        o.id.get()
+            .ok_or_else(|| JobError::permanent(anyhow::anyhow!("charge.refunded without id")))?;
+    let Some((order_id, ..)) = stripe_order(conn, o).await? else {
         return Err(JobError::Retry(anyhow::anyhow!(
             "charge.refunded {charge_id}: no order found yet for its payment intent (the payment event may not be applied yet)"
         )));
@@ -332,7 +349,7 @@ async fn refund_charge(
         Ok(m) => m,
         Err(e) => return refused(e),
     };
-    let Some(full) = obj["refunded"].as_bool() else {
+    let Some(&full) = o.refunded.get() else {
         return refused("`refunded` is missing or not a boolean".into());
     };
     let recorded = orders::refunded_so_far(conn, order_id, charge_id).await?;
