@@ -30,6 +30,12 @@ pub enum Role {
     Admin,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Role {
     /// Every role, least powerful first.
     pub const ALL: [Self; 3] = [Self::Buyer, Self::Seller, Self::Admin];
@@ -240,6 +246,12 @@ pub enum WebhookStatus {
     Rejected,
 }
 
+impl std::fmt::Display for WebhookStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl WebhookStatus {
     /// Every state, in the order the operator's filters list them.
     pub const ALL: [Self; 5] = [
@@ -345,6 +357,12 @@ pub enum RunStatus {
     Succeeded,
     /// Gave up (`error` says why).
     Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RunStatus {

@@ -497,7 +497,7 @@ async fn reconcile_now(
         let run = reconcile::wait_for(pool, run_id, Duration::from_secs(wait))
             .await?
             .context("the sweep's run row vanished")?;
-        if run.status != RunStatus::Succeeded.as_str() {
+        if run.status != RunStatus::Succeeded {
             ok = false;
         }
         if !as_json {

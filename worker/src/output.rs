@@ -1,9 +1,13 @@
 //! Human-readable tables for the operator commands (`--json` prints the raw documents).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use granary_jobs::operator::{
-    doctor::{Level, Report},
-    reads::{JobDetail, JobList, OrderTimeline, WebhookDetail, WebhookList},
+use granary_jobs::{
+    model::RunStatus,
+    operator::{
+        doctor::{Level, Report},
+        reads::{JobDetail, JobList, OrderTimeline, WebhookDetail, WebhookList},
+    },
+    providers::Provider,
 };
 use serde_json::Value;
 
@@ -234,7 +238,7 @@ pub fn doctor(r: &Report, as_json: bool) {
 
 /// `reconcile`: what one sweep found and what applying it did.
 pub fn reconcile_run(run: &granary_jobs::operator::reconcile::Run, job_id: &str) {
-    let what = if run.provider == "stripe" {
+    let what = if run.provider == Provider::Stripe {
         format!(
             "{} payment event(s) listed, {} never seen before",
             run.examined, run.recovered
@@ -249,11 +253,11 @@ pub fn reconcile_run(run: &granary_jobs::operator::reconcile::Run, job_id: &str)
         "{} sweep {} (job {job_id}): {}, after {} attempt(s); {what}",
         run.provider, run.id, run.status, run.attempts
     );
-    if run.status == "queued" || run.status == "running" {
+    if matches!(run.status, RunStatus::Queued | RunStatus::Running) {
         println!("  not finished yet: is a worker running? (granary-worker probe)");
     }
     if let Some(e) = &run.error {
-        let fix = if run.provider == "stripe" {
+        let fix = if run.provider == Provider::Stripe {
             granary_jobs::providers::stripe::fix_for(run.error_code.as_deref().unwrap_or_default())
         } else {
             "check CLERK_SECRET_KEY and CLERK_API_URL"

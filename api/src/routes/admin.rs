@@ -375,7 +375,7 @@ pub async fn reconcile(
 }
 
 /// `GET /api/admin/reconcile/<run id>/`: a sweep, with what it found and what applying it did.
-#[utoipa::path(get, path = "/api/admin/reconcile/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, description = "The sweep"), (status = 404, description = "no such sweep")))]
+#[utoipa::path(get, path = "/api/admin/reconcile/{id}/", tag = "admin", params(("id" = Uuid, Path)), responses((status = 200, description = "The sweep", body = granary_jobs::operator::reconcile::Run), (status = 404, description = "no such sweep")))]
 pub async fn reconcile_run(
     State(state): State<AppState>,
     _: Admin,

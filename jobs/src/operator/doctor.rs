@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::{
     Config,
     config::{ConfigError, StorageConfig},
+    model::RunStatus,
     platform::{db, storage::Storage},
 };
 
@@ -472,9 +473,9 @@ async fn reconciliation_checks(pool: &PgPool, r: &mut Report) -> sqlx::Result<()
     // The sweeps (seed: "checkout.session.completed never arrived"; "bad Stripe key").
     for run in crate::operator::reconcile::latest(pool).await? {
         let name = format!("{} reconciliation", run.provider);
-        if run.status == "failed" {
+        if run.status == RunStatus::Failed {
             let code = run.error_code.clone().unwrap_or_default();
-            let fix = if run.provider == "stripe" {
+            let fix = if run.provider == crate::providers::Provider::Stripe {
                 crate::providers::stripe::fix_for(&code).to_string()
             } else {
                 "check CLERK_SECRET_KEY and CLERK_API_URL; the sweep retries with backoff".into()

@@ -397,16 +397,17 @@ async fn stale_clerk_users(pool: &PgPool) -> sqlx::Result<Vec<String>> {
 }
 
 /// One sweep as the operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Run {
     /// Run id.
     pub id: Uuid,
     /// `stripe` or `clerk`.
-    pub provider: String,
+    #[schema(value_type = String)]
+    pub provider: Provider,
     /// `schedule` or `operator`.
     pub trigger: String,
     /// `queued`, `running`, `succeeded`, `failed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Attempts so far.
     pub attempts: i32,
     /// Events listed (Stripe) or users pulled (Clerk).
@@ -428,7 +429,7 @@ pub struct Run {
 }
 
 /// An event a sweep found, and what applying it did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FoundEvent {
     /// `webhook_events.id`.
     pub id: Uuid,
@@ -437,7 +438,7 @@ pub struct FoundEvent {
     /// Event type.
     pub event_type: String,
     /// `received` (not applied yet), `processed`, `ignored`, `failed`.
-    pub status: String,
+    pub status: WebhookStatus,
     /// Why it was ignored, or why it failed.
     pub note: Option<String>,
     /// `order ord_… paid`, ...
@@ -446,14 +447,19 @@ pub struct FoundEvent {
 
 /// A run with the events it found.
 pub async fn run(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Run>> {
-    let Some(r) = sqlx::query!("SELECT * FROM reconcile_runs WHERE id = $1", id)
-        .fetch_optional(pool)
-        .await?
+    let Some(r) = sqlx::query!(
+        r#"SELECT id, provider AS "provider: Provider", trigger, status AS "status: RunStatus",
+                  attempts, examined, recovered, error_code, error, job_id, created_at, finished_at
+           FROM reconcile_runs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await?
     else {
         return Ok(None);
     };
     let events = sqlx::query!(
-        r#"SELECT w.id, w.event_id AS "event_id!", w.event_type AS "event_type!", w.status, w.last_error,
+        r#"SELECT w.id, w.event_id AS "event_id!", w.event_type AS "event_type!", w.status AS "status: WebhookStatus", w.last_error,
                   coalesce(array_agg(e.entity || ' ' || coalesce(o.public_id, e.entity_id::text) || ' ' || e.action) FILTER (WHERE e.action IS NOT NULL), '{}') AS "effects!"
            FROM webhook_events w
            LEFT JOIN webhook_event_effects e ON e.webhook_event_id = w.id
@@ -513,9 +519,9 @@ pub async fn wait_for(pool: &PgPool, id: Uuid, timeout: Duration) -> sqlx::Resul
     loop {
         let run = run(pool, id).await?;
         let settled = run.as_ref().is_none_or(|r| {
-            let applied = |e: &FoundEvent| e.status != WebhookStatus::Received.as_str();
-            r.status == RunStatus::Failed.as_str()
-                || (r.status == RunStatus::Succeeded.as_str() && r.found.iter().all(applied))
+            let applied = |e: &FoundEvent| e.status != WebhookStatus::Received;
+            r.status == RunStatus::Failed
+                || (r.status == RunStatus::Succeeded && r.found.iter().all(applied))
         });
         if settled || tokio::time::Instant::now() >= deadline {
             return Ok(run);

@@ -18,6 +18,12 @@ pub enum Provider {
     Stripe,
 }
 
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Provider {
     /// Every provider.
     pub const ALL: [Self; 2] = [Self::Clerk, Self::Stripe];
