@@ -2,7 +2,7 @@
 //! once, from the handlers' `#[utoipa::path]` (method and path): the same declaration builds the
 //! axum route and the OpenAPI operation.
 
-use axum::{Json, Router, routing::get};
+use axum::{Router, body::Bytes, http::header, routing::get};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -42,15 +42,17 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(seller::router())
 }
 
-/// Every route of the api.
+/// Every route of the api. The OpenAPI document is built and serialized once, here: each
+/// `GET /api/openapi.json` answers the same bytes.
 pub fn router() -> Router<AppState> {
     let (router, doc) = routes().split_for_parts();
     let doc = crate::openapi::document(doc);
+    let json = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
     router.route(
         "/api/openapi.json",
         get(move || {
-            let doc = doc.clone();
-            async move { Json(doc) }
+            let json = json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], json) }
         }),
     )
 }
