@@ -176,17 +176,12 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if let Some(addr) = state.config.metrics_bind {
-        let (config, pool, stop) = (state.config.clone(), state.pool.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let queues = granary_jobs::registry::registry().queues();
-            let served =
-                granary_jobs::platform::metrics::serve_private(addr, &config, pool, queues, stop);
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
-            }
-        });
-    }
+    granary_jobs::platform::metrics::spawn_private(
+        &state.config,
+        &state.pool,
+        granary_jobs::registry::registry().queues(),
+        &shutdown,
+    );
     let header_timeout = state.config.header_timeout;
     granary_jobs::platform::server::serve(listener, app(state), header_timeout, shutdown).await
 }

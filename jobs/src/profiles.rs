@@ -392,16 +392,13 @@ pub async fn set_role(
         ..ProfileFacts::default()
     };
     upsert(&mut *tx, &facts).await?;
-    crate::platform::audit::record(
+    crate::platform::audit::record_by(
         &mut *tx,
-        &crate::platform::audit::Action {
-            actor: &actor.name,
-            action: "profile.set_role",
-            target_type: "profile",
-            target_id: clerk_user_id,
-            reason: actor.reason.as_deref(),
-            details: json!({ "from": previous, "to": role.as_str() }),
-        },
+        actor,
+        "profile.set_role",
+        "profile",
+        clerk_user_id,
+        json!({ "from": previous, "to": role.as_str() }),
     )
     .await?;
     tx.commit().await?;

@@ -400,19 +400,12 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     db::ensure_migrated(&pool)
         .await
         .context("the worker cannot start")?;
-    if let Some(addr) = config.metrics_bind {
+    let config = Arc::new(config);
+    if config.metrics_bind.is_some() {
         granary_jobs::platform::metrics::install();
-        let (config, pool, stop) = (config.clone(), pool.clone(), token.clone());
-        tokio::spawn(async move {
-            let queues = granary_jobs::registry::registry().queues();
-            let served =
-                granary_jobs::platform::metrics::serve_private(addr, &config, pool, queues, stop);
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
-            }
-        });
     }
-    let result = granary_jobs::registry::run(pool.clone(), Arc::new(config), registry, token).await;
+    granary_jobs::platform::metrics::spawn_private(&config, &pool, registry.queues(), &token);
+    let result = granary_jobs::registry::run(pool.clone(), config, registry, token).await;
     pool.close().await;
     result
 }

@@ -645,16 +645,13 @@ pub async fn adjust(
         },
     )
     .await?;
-    crate::platform::audit::record(
+    crate::platform::audit::record_by(
         &mut *tx,
-        &crate::platform::audit::Action {
-            actor: &actor.name,
-            action: "credits.adjust",
-            target_type: "profile",
-            target_id: clerk_user_id,
-            reason: actor.reason.as_deref(),
-            details: json!({ "unit": unit, "amount": amount, "balance": balance, "action_id": action_id }),
-        },
+        actor,
+        "credits.adjust",
+        "profile",
+        clerk_user_id,
+        json!({ "unit": unit, "amount": amount, "balance": balance, "action_id": action_id }),
     )
     .await?;
     tx.commit().await?;

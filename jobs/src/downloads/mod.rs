@@ -335,16 +335,13 @@ pub async fn reset_grant(
     )
     .fetch_one(&mut *tx)
     .await?;
-    crate::platform::audit::record(
+    crate::platform::audit::record_by(
         &mut *tx,
-        &crate::platform::audit::Action {
-            actor: &actor.name,
-            action: "grant.reset",
-            target_type: "download_grant",
-            target_id: &grant_id.to_string(),
-            reason: actor.reason.as_deref(),
-            details: serde_json::json!({ "before": before, "after": after }),
-        },
+        actor,
+        "grant.reset",
+        "download_grant",
+        &grant_id.to_string(),
+        serde_json::json!({ "before": before, "after": after }),
     )
     .await?;
     tx.commit().await?;
@@ -378,16 +375,13 @@ pub async fn revoke_grant(
     )
     .fetch_one(&mut *tx)
     .await?;
-    crate::platform::audit::record(
+    crate::platform::audit::record_by(
         &mut *tx,
-        &crate::platform::audit::Action {
-            actor: &actor.name,
-            action: "grant.revoke",
-            target_type: "download_grant",
-            target_id: &grant_id.to_string(),
-            reason: actor.reason.as_deref(),
-            details: serde_json::json!({ "before": before }),
-        },
+        actor,
+        "grant.revoke",
+        "download_grant",
+        &grant_id.to_string(),
+        serde_json::json!({ "before": before }),
     )
     .await?;
     tx.commit().await?;

@@ -49,7 +49,9 @@ pub async fn record(db: impl PgExecutor<'_>, a: &Action<'_>) -> sqlx::Result<()>
     Ok(())
 }
 
-async fn record_by(
+/// Records `actor`'s action, with the actor's reason: the one way every audited domain action
+/// is written.
+pub async fn record_by(
     db: impl PgExecutor<'_>,
     actor: &Actor,
     action: &str,

@@ -19,7 +19,11 @@
 //! private interface, [`serve_private`]) and the api's public port answers 404; the token, when
 //! set, is required there too. With neither, `/metrics` refuses every request.
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -95,11 +99,10 @@ pub fn http_request(method: &str, route: &str, status: u16, took: Duration) {
         .record(took);
 }
 
-/// The Prometheus text of everything recorded, with the queue depth read now (every state of
-/// `queues`, and of any other queue that has jobs).
-pub async fn render(pool: &PgPool, queues: &[&'static str]) -> String {
+/// The Prometheus text of everything recorded, with the queue depth read now (each state of
+/// every `known` queue, and of any other queue that has jobs).
+pub async fn render(pool: &PgPool, known: &[&'static str]) -> String {
     let handle = install();
-    let known = queues;
     match granary_queue::stats::job_counts(pool).await {
         Ok(rows) => {
             // Every state of every queue seen is reported, zero included, so that a series
@@ -185,6 +188,25 @@ impl Scrape {
         )
             .into_response()
     }
+}
+
+/// With `METRICS_BIND` set, serves [`serve_private`] there in the background (the api and the
+/// worker each serve their own); a listener that cannot start is logged, never fatal.
+pub fn spawn_private(
+    config: &Arc<Config>,
+    pool: &PgPool,
+    queues: Vec<&'static str>,
+    shutdown: &CancellationToken,
+) {
+    let Some(addr) = config.metrics_bind else {
+        return;
+    };
+    let (config, pool, stop) = (config.clone(), pool.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = serve_private(addr, &config, pool, queues, stop).await {
+            tracing::error!(error = %e, %addr, "METRICS_BIND could not be served");
+        }
+    });
 }
 
 /// Serves `/metrics` alone on `METRICS_BIND` until `shutdown` (the api and the worker each

@@ -63,10 +63,7 @@ async fn upsert_user(
     user: &ClerkUser,
     event_at: DateTime<Utc>,
 ) -> Result<Outcome, JobError> {
-    let user_id = user
-        .id
-        .get()
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("{ty} without data.id")))?;
+    let user_id = required_id(user, ty)?;
     let facts = ProfileFacts {
         clerk_user_id: user_id,
         email: user.email(),
@@ -83,16 +80,20 @@ async fn upsert_user(
     })
 }
 
+/// The user's id, which a `ty` event cannot be applied without.
+fn required_id<'a>(user: &'a ClerkUser, ty: &str) -> Result<&'a str, JobError> {
+    user.id
+        .get()
+        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("{ty} without data.id")))
+}
+
 /// `user.deleted`: the profile is soft-deleted, unless a later event was applied already.
 async fn delete_user(
     conn: &mut PgConnection,
     user: &ClerkUser,
     event_at: DateTime<Utc>,
 ) -> Result<Outcome, JobError> {
-    let user_id = user
-        .id
-        .get()
-        .ok_or_else(|| JobError::permanent(anyhow::anyhow!("user.deleted without data.id")))?;
+    let user_id = required_id(user, "user.deleted")?;
     let id = sqlx::query_scalar!(
         r#"
         UPDATE profiles SET deleted_at = coalesce(deleted_at, now()), last_event_at = $2

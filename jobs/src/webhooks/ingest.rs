@@ -261,16 +261,13 @@ pub async fn replay(pool: &PgPool, id: Uuid, actor: &Actor) -> Result<String, Re
         },
     )
     .await?;
-    crate::platform::audit::record(
+    crate::platform::audit::record_by(
         &mut *tx,
-        &crate::platform::audit::Action {
-            actor: &actor.name,
-            action: "webhook.replay",
-            target_type: "webhook_event",
-            target_id: &id.to_string(),
-            reason: actor.reason.as_deref(),
-            details: json!({ "previous_status": row.status, "job_id": job.id() }),
-        },
+        actor,
+        "webhook.replay",
+        "webhook_event",
+        &id.to_string(),
+        json!({ "previous_status": row.status, "job_id": job.id() }),
     )
     .await?;
     tx.commit().await?;
