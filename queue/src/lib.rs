@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod backoff;
+pub mod completion;
 pub mod enqueue;
 pub mod error;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod stats;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+pub use completion::commit_completing;
 pub use enqueue::{Enqueued, NewJob, Prepared, Wake, enqueue};
 pub use error::JobError;
 pub use registry::{JobContext, Registry};

@@ -37,6 +37,11 @@ pub struct Probe {
     /// The order this probe is linked to (tests of requeue-by-order).
     #[serde(default)]
     pub order_id: Option<uuid::Uuid>,
+    /// Write the effect in a transaction that also completes the job
+    /// ([`crate::commit_completing`]). Its transient failures (`fail_times`) then come after
+    /// the effect is written and before the commit: a handler that fails once it has begun.
+    #[serde(default)]
+    pub complete_in_commit: bool,
 }
 
 impl Job for Probe {
@@ -78,15 +83,15 @@ pub async fn handle<S>(ctx: JobContext<S>, probe: Probe) -> Result<(), JobError>
             probe.key
         )));
     }
+    if probe.complete_in_commit {
+        return effect_completing(&ctx, &probe).await;
+    }
     if ctx.attempt <= probe.fail_times {
         let err = anyhow::anyhow!("simulated outage").context(format!(
             "probe {} told to fail on attempt {}",
             probe.key, ctx.attempt
         ));
-        return Err(match probe.retry_after_ms {
-            Some(ms) => JobError::RetryAfter(Duration::from_millis(ms), err),
-            None => JobError::Retry(err),
-        });
+        return Err(told_to_fail(&probe, err));
     }
     if ctx.attempt <= probe.hang_times {
         std::future::pending::<()>().await;
@@ -101,5 +106,37 @@ pub async fn handle<S>(ctx: JobContext<S>, probe: Probe) -> Result<(), JobError>
     )
     .execute(&ctx.pool)
     .await?;
+    Ok(())
+}
+
+fn told_to_fail(probe: &Probe, err: anyhow::Error) -> JobError {
+    match probe.retry_after_ms {
+        Some(ms) => JobError::RetryAfter(Duration::from_millis(ms), err),
+        None => JobError::Retry(err),
+    }
+}
+
+/// The effect in the transaction that completes the job: slept, written, then (on the first
+/// `fail_times` attempts) failed before the commit, else committed with the job's completion.
+async fn effect_completing<S>(ctx: &JobContext<S>, probe: &Probe) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    if probe.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;
+    }
+    sqlx::query!(
+        "INSERT INTO job_probe_effects (probe_key, job_id) VALUES ($1, $2) ON CONFLICT (probe_key) DO NOTHING",
+        probe.key,
+        ctx.job_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    if ctx.attempt <= probe.fail_times {
+        let err = anyhow::anyhow!("simulated outage").context(format!(
+            "probe {} told to fail on attempt {}, its effect written and not committed",
+            probe.key, ctx.attempt
+        ));
+        return Err(told_to_fail(probe, err));
+    }
+    crate::commit_completing(tx).await?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use super::{
     JobError,
     backend::{self, Buffer, Claimed, Claimer, Outcome, QueueBackend},
     backoff,
+    completion::{self, Attempt},
     enqueue::Notifier,
     persist::persist,
     registry::{Handler, JobContext, Registry},
@@ -568,51 +569,92 @@ fn classify(
     }
 }
 
-/// One job attempt: the handler, then its outcome to the completer.
-async fn execute<S: Send + Sync + 'static>(
-    job: Claimed,
-    binding: Data<Binding<S>>,
-) -> Result<(), BoxDynError> {
-    let b = &*binding;
-    let attempt = job.attempt;
+/// Runs the handler of `job` with panic capture, then wakes the queues it wrote jobs to. Also
+/// says whether the handler's own commit completed the job ([`completion`]).
+async fn run_handler<S: Send + Sync + 'static>(
+    b: &Binding<S>,
+    job: &mut Claimed,
+    span: &tracing::Span,
+) -> (std::thread::Result<Result<(), JobError>>, bool) {
     let ctx = JobContext {
         pool: b.pool.clone(),
         config: b.config.clone(),
         job_id: job.id.clone(),
         queue: b.queue,
-        attempt,
+        attempt: job.attempt,
         worker_id: b.worker_id.clone(),
     };
-    let span = job_span(&job.id, b.queue, attempt);
-    let started = std::time::Instant::now();
-    let queue_latency = (chrono::Utc::now() - job.run_at)
-        .to_std()
-        .unwrap_or_default();
-    let (outcome, enqueued) = super::enqueue::deferring_wakes(
-        AssertUnwindSafe((b.handler)(ctx, job.args, b.timeout))
-            .catch_unwind()
-            .instrument(span.clone()),
-    )
+    let running = Attempt::new(job.id.clone(), job.attempt, b.worker_id.clone());
+    let handler = AssertUnwindSafe((b.handler)(ctx, std::mem::take(&mut job.args), b.timeout))
+        .catch_unwind()
+        .instrument(span.clone());
+    let (outcome, enqueued) = super::enqueue::deferring_wakes(async {
+        match b.settings.complete_in_commit {
+            true => completion::scope(running.clone(), handler).await,
+            false => handler.await,
+        }
+    })
     .await;
     // The handler's commits are done: wake the queues it wrote jobs to.
     if !enqueued.is_empty() {
         b.wakes.wake(&enqueued);
     }
+    (outcome, running.completed())
+}
 
-    let (kind, error, retry_in) = classify(outcome);
-
-    let finished_at = chrono::Utc::now();
-    let exhausted = attempt >= job.max_attempts;
-    let (outcome, retry_at) = match kind {
+/// What an attempt that ended as `kind` records, `(attempt, max_attempts)` counted: its outcome,
+/// and when it runs again (a retry's backoff, or the provider's `Retry-After`).
+fn settle(
+    kind: AttemptOutcome,
+    retry_in: Option<Duration>,
+    (attempt, max_attempts): (i32, i32),
+    settings: &Settings,
+    finished_at: chrono::DateTime<chrono::Utc>,
+) -> (AttemptOutcome, Option<chrono::DateTime<chrono::Utc>>) {
+    match kind {
         k if k.is_final() => (k, None),
-        _ if exhausted => (AttemptOutcome::Failed, None),
+        _ if attempt >= max_attempts => (AttemptOutcome::Failed, None),
         k => {
-            let w = &b.settings;
-            let delay =
-                retry_in.unwrap_or_else(|| backoff::delay(attempt, w.backoff_base, w.backoff_cap));
+            let delay = retry_in.unwrap_or_else(|| {
+                backoff::delay(attempt, settings.backoff_base, settings.backoff_cap)
+            });
             (k, Some(finished_at + delay))
         }
+    }
+}
+
+/// One job attempt: the handler, then its outcome to the completer (unless the handler's own
+/// commit completed the job: [`completion`]).
+async fn execute<S: Send + Sync + 'static>(
+    mut job: Claimed,
+    binding: Data<Binding<S>>,
+) -> Result<(), BoxDynError> {
+    let b = &*binding;
+    let attempt = job.attempt;
+    let span = job_span(&job.id, b.queue, attempt);
+    let started = std::time::Instant::now();
+    let queue_latency = (chrono::Utc::now() - job.run_at)
+        .to_std()
+        .unwrap_or_default();
+    let (outcome, completed_in_commit) = run_handler(b, &mut job, &span).await;
+    let (kind, error, retry_in) = classify(outcome);
+    let (kind, error) = match (completed_in_commit, error) {
+        (true, Some(error)) => {
+            // Its commit completed the job; what the handler did after it cannot undo that.
+            span.in_scope(|| tracing::warn!(error = %error, "the handler failed after its commit completed the job; the job stays completed"));
+            (AttemptOutcome::Succeeded, None)
+        }
+        (_, error) => (kind, error),
     };
+
+    let finished_at = chrono::Utc::now();
+    let (outcome, retry_at) = settle(
+        kind,
+        retry_in,
+        (attempt, job.max_attempts),
+        &b.settings,
+        finished_at,
+    );
     crate::metrics::job_finished(b.queue, outcome, started.elapsed(), queue_latency);
     let outcome = outcome.as_str();
     span.in_scope(|| match (&error, retry_at) {
@@ -624,6 +666,9 @@ async fn execute<S: Send + Sync + 'static>(
         None => Ok(()),
         Some(e) => Err(e.clone().into()),
     };
+    if completed_in_commit {
+        return result;
+    }
     // Written by the completer, together with whatever else finished meanwhile. Should this
     // process die first, the job is rescued and runs again (every handler is idempotent).
     let _ = b

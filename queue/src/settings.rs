@@ -28,6 +28,9 @@ pub struct Settings {
     pub backoff_cap: Duration,
     /// Completed jobs older than this are pruned; failed ones are kept.
     pub retention: Duration,
+    /// A handler may complete its own job in its last commit
+    /// ([`crate::commit_completing`]); off, every outcome goes through the completer.
+    pub complete_in_commit: bool,
 }
 
 impl Settings {

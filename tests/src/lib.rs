@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod clerk;
 pub mod db;
+pub mod peers;
 pub mod pgcluster;
 pub mod resend;
 pub mod shop;

@@ -12,7 +12,7 @@ use crate::{
     emails::{self, Draft},
     model::OrderStatus,
     orders::FulfillOrder,
-    queue::{Job, JobContext, JobError, JobRefs},
+    queue::{self, Job, JobContext, JobError, JobRefs},
 };
 
 /// `issue_grants`: grants of a newly ready asset for paid orders that lack one.
@@ -124,7 +124,8 @@ pub async fn fulfill_order(ctx: JobContext, job: FulfillOrder) -> Result<(), Job
     if bookings > 0 {
         queue_booking_email(&mut tx, &order).await?;
     }
-    tx.commit().await?;
+    // Grants, bookings, the receipt's job and this job's completion: one commit.
+    queue::commit_completing(tx).await?;
     tracing::info!(order_id = %order.id, entitlements = order.entitlements, grants = order.grants, bookings, "order fulfilled");
     Ok(())
 }

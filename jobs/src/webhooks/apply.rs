@@ -9,7 +9,7 @@ use super::ingest::ProcessWebhookEvent;
 use crate::{
     model::WebhookStatus,
     providers::Provider,
-    queue::{JobContext, JobError},
+    queue::{self, JobContext, JobError},
 };
 
 /// What applying an event did.
@@ -145,14 +145,17 @@ async fn record(
     )
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     if let Outcome::Refused { reason, .. } = outcome {
+        tx.commit().await?;
         tracing::warn!(event_id = %id, event_type, reason, "payment refused");
         // Failed for good: the job's error says why, as the event does.
         return Err(JobError::permanent(anyhow::anyhow!(
             "payment refused: {reason}"
         )));
     }
+    // The event's effects, its status, the jobs they call for and this job's own completion:
+    // one commit.
+    queue::commit_completing(tx).await?;
     tracing::info!(event_id = %id, event_type, status = status.as_str(), "webhook event applied");
     Ok(())
 }

@@ -16,7 +16,10 @@
 //! 5. footprint: peak RSS of the api and the worker processes over the end-to-end run;
 //! 6. console: the jobs page of `/console/` (whole HTTP answer, release api) over 1,000,000
 //!    job rows: first page, deep keyset pages, filters, search, beside a primary-key lookup
-//!    on the same table as the reference.
+//!    on the same table as the reference;
+//! 7. history: no-op jobs/s, idle pickup and the claim statement's plan on an empty jobs table,
+//!    then holding 1,000,000 and 5,000,000 finished jobs with their attempts and links, while
+//!    retention prunes beside them (`BENCH_ONLY=history`).
 //!
 //! `BENCH_QUICK=1` shortens every phase (for a smoke run).
 
@@ -359,9 +362,13 @@ async fn runtime_for(
 }
 
 async fn throughput(n: usize) -> f64 {
-    let db = TestDb::new().await;
+    throughput_on(&TestDb::new().await, n).await
+}
+
+/// [`throughput`] on `db`, whatever it holds.
+async fn throughput_on(db: &TestDb, n: usize) -> f64 {
     // The runtime is up and idle first: like pgbench's tps, the figure leaves out connecting.
-    let (token, handle) = runtime_for(&db, None).await;
+    let (token, handle) = runtime_for(db, None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Every job becomes visible at once, at one commit, through the one enqueue path.
     let jobs: Vec<NewJob> = (0..n)
@@ -398,9 +405,13 @@ async fn throughput(n: usize) -> f64 {
 /// Returns p50 and p99 of enqueue → handler start, and of the enqueue's own insert and commit
 /// (its reference: the part the runtime does not control, the commit's WAL flush above all).
 async fn pickup_latency(samples: usize) -> ((f64, f64), (f64, f64)) {
-    let db = TestDb::new().await;
+    pickup_on(&TestDb::new().await, samples).await
+}
+
+/// [`pickup_latency`] on `db`, whatever it holds.
+async fn pickup_on(db: &TestDb, samples: usize) -> ((f64, f64), (f64, f64)) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (token, handle) = runtime_for(&db, Some(tx)).await;
+    let (token, handle) = runtime_for(db, Some(tx)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lat = Vec::new();
     let mut commits = Vec::new();
@@ -447,6 +458,94 @@ struct EndToEnd {
     burst_cpu: String,
     api_rss_mib: f64,
     worker_rss_mib: f64,
+    /// What the database wrote per paid order, over both the steady run and the burst.
+    writes: Writes,
+}
+
+/// What the database wrote between two snapshots: WAL (the whole server's: nothing else runs
+/// during the bench), and the bench database's rows and index sizes.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+struct WriteStats {
+    wal_bytes: f64,
+    wal_records: f64,
+    wal_fpi: f64,
+    /// Rows inserted plus rows updated, every table.
+    row_writes: f64,
+    /// Of the updates, those that were HOT (no new index entries).
+    updates: f64,
+    hot_updates: f64,
+    index_bytes: f64,
+}
+
+impl WriteStats {
+    /// Read after the processes that wrote have exited, so their statistics are flushed.
+    async fn read(pool: &sqlx::PgPool) -> Self {
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(pool)
+            .await;
+        sqlx::query_as(
+            r#"SELECT w.wal_bytes::float8 AS wal_bytes, w.wal_records::float8 AS wal_records,
+                      w.wal_fpi::float8 AS wal_fpi,
+                      t.row_writes, t.updates, t.hot_updates, i.index_bytes
+               FROM pg_stat_wal w,
+                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0)::float8 AS row_writes,
+                            coalesce(sum(n_tup_upd), 0)::float8 AS updates,
+                            coalesce(sum(n_tup_hot_upd), 0)::float8 AS hot_updates
+                     FROM pg_stat_user_tables) t,
+                    (SELECT coalesce(sum(pg_relation_size(indexrelid)), 0)::float8 AS index_bytes
+                     FROM pg_stat_user_indexes) i"#,
+        )
+        .fetch_one(pool)
+        .await
+        .expect("write statistics")
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            wal_bytes: self.wal_bytes - before.wal_bytes,
+            wal_records: self.wal_records - before.wal_records,
+            wal_fpi: self.wal_fpi - before.wal_fpi,
+            row_writes: self.row_writes - before.row_writes,
+            updates: self.updates - before.updates,
+            hot_updates: self.hot_updates - before.hot_updates,
+            index_bytes: self.index_bytes - before.index_bytes,
+        }
+    }
+}
+
+/// Experiments: `BENCH_SQL` (statements, `;`-separated) runs on the end-to-end phase's
+/// databases before the measurement, e.g. an index dropped or a table's fillfactor changed.
+async fn schema_experiment(pool: &sqlx::PgPool) {
+    if let Ok(sql) = std::env::var("BENCH_SQL") {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .expect("BENCH_SQL");
+    }
+}
+
+/// [`WriteStats`] per order.
+struct Writes {
+    orders: usize,
+    d: WriteStats,
+}
+
+impl std::fmt::Display for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.orders as f64;
+        let d = &self.d;
+        write!(
+            f,
+            "WAL **{:.0} B** ({:.0} records, {:.2} full-page images); rows written {:.1}, of {:.1} updates {:.0}% HOT; index growth **{:.0} B**",
+            d.wal_bytes / n,
+            d.wal_records / n,
+            d.wal_fpi / n,
+            d.row_writes / n,
+            d.updates / n,
+            100.0 * d.hot_updates / d.updates.max(1.0),
+            d.index_bytes / n
+        )
+    }
 }
 
 /// Sends `checkout.session.completed` for each order, `rate` per second when given (each on its
@@ -576,6 +675,8 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
         "ASSET_STORAGE_FS_ROOT",
         storage.to_string_lossy().into_owned(),
     ));
+    schema_experiment(&db.pool).await;
+    let before = WriteStats::read(&db.pool).await;
     let svc = start_services(bin, &db, &env, true).await;
 
     let (sent, _) = send_payments(&svc.base, &steady_ids, "st", Some(50.0)).await;
@@ -599,8 +700,15 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
     let api_rss_mib = kib_to_mib(svc.api.peak_rss_kib());
     let worker_rss_mib = kib_to_mib(svc.worker.as_ref().and_then(|w| w.peak_rss_kib()));
     drop(svc);
+    // The api's and the worker's backends flushed their statistics as they exited.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = Writes {
+        orders: steady_orders + burst_orders,
+        d: WriteStats::read(&db.pool).await.since(before),
+    };
     let _ = std::fs::remove_dir_all(storage);
     EndToEnd {
+        writes,
         steady_orders,
         steady,
         burst_orders,
@@ -619,7 +727,7 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
 /// small query the runtime does not need). Their enqueues write jobs that nobody runs, and wake
 /// nobody. 32 orders at a time, on one pool the size of the worker's. Returns orders per second,
 /// and where the CPU went.
-async fn handlers_only(orders: usize) -> (f64, String) {
+async fn handlers_only(orders: usize) -> (f64, String, Writes) {
     use granary_jobs::{
         emails::{self, SendEmail},
         orders::{FulfillOrder, fulfillment},
@@ -647,6 +755,8 @@ async fn handlers_only(orders: usize) -> (f64, String) {
     let config = Arc::new(Config::from_map(&env).expect("config"));
     let pool = granary_jobs::platform::db::pool(&config, 20).expect("pool");
     let batcher = Arc::new(Batcher::new(pool.clone()));
+    schema_experiment(&db.pool).await;
+    let before = WriteStats::read(&db.pool).await;
     let work: Arc<Vec<(String, uuid::Uuid)>> =
         Arc::new(public_ids.iter().map(|p| (p.clone(), ids[p])).collect());
     let next = Arc::new(AtomicUsize::new(0));
@@ -735,12 +845,19 @@ async fn handlers_only(orders: usize) -> (f64, String) {
     }
     let rate = orders as f64 / started.elapsed().as_secs_f64();
     let cpu = cpu.report();
+    drop(batcher);
+    pool.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = Writes {
+        orders,
+        d: WriteStats::read(&db.pool).await.since(before),
+    };
     assert_eq!(
         resend.delivered_count(),
         orders,
         "every receipt reached the Resend stand-in"
     );
-    (rate, cpu)
+    (rate, cpu, writes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,6 +1256,499 @@ async fn console_pages(bin: &std::path::Path, rows: usize) -> Vec<String> {
     lines
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. The job runtime against history.
+
+/// The orders, webhook events and emails the history's `job_refs` point to: their foreign keys
+/// need real rows, and one per job would double the fill, so the history cycles through these.
+const HISTORY_REF_POOL: i64 = 10_000;
+
+/// SQL for the ULID (26 characters, Crockford base32, as the `ulid` crate writes them) of the
+/// millisecond `ms` with 64 random-looking bits hashed from the bigint `seed` (hex digits are
+/// base32 digits): the history's ids are made server-side.
+fn ulid_sql(ms: &str, seed: &str) -> String {
+    let time: Vec<String> = (0..10)
+        .rev()
+        .map(|i| {
+            format!(
+                "substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ', ((({ms}) >> {}) & 31)::int + 1, 1)",
+                5 * i
+            )
+        })
+        .collect();
+    format!(
+        "{} || upper(lpad(to_hex(hashint8extended(({seed})::bigint, 11)), 16, '0'))",
+        time.join(" || ")
+    )
+}
+
+/// SQL for a random-looking UUID that is a function of the bigint `key` and `seed` (cheaper than
+/// `md5(…)::uuid`: the fill makes a few per job).
+fn uuid_sql(key: &str, seed: u32) -> String {
+    format!(
+        "(lpad(to_hex(hashint8extended(({key})::bigint, {seed})), 16, '0') || lpad(to_hex(hashint8extended(({key})::bigint, {})), 16, '0'))::uuid",
+        seed + 1
+    )
+}
+
+/// Fills `jobs` with `rows` finished jobs as the runtime leaves them, each with its one attempt
+/// (`job_attempts`) and its one `job_refs` row (as `granary_insert_jobs` writes it): created
+/// evenly over the retention age and 1% more (the oldest 1% are past it: retention has work),
+/// ids the ULIDs of their creation, finished 20–200 ms later; 98.67% completed, 1% failed
+/// permanently at their attempt, 0.33% cancelled after a failed attempt. Three kinds in turn,
+/// as a paid order makes them (`process_webhook_event`, `fulfill_order`, `send_email`), with
+/// their real arguments and dedupe keys (each its own event, order, email: unique, as in
+/// production); their links point to [`HISTORY_REF_POOL`] orders, events and emails (real rows
+/// for the foreign keys, one per job would double the fill). Server-side, 100,000 jobs per
+/// statement in creation order, two statements at a time (the machine's two cores), then
+/// `VACUUM ANALYZE`. Returns the seconds the inserts and the vacuum took.
+async fn fill_history(pool: &sqlx::PgPool, rows: usize, retention: Duration) -> (f64, f64) {
+    let started = Instant::now();
+    for sql in [
+        format!(
+            r#"WITH p AS (INSERT INTO profiles (clerk_user_id) VALUES ('bench_history_buyer') RETURNING id)
+               INSERT INTO orders (id, public_id, customer_profile_id, currency, subtotal_cents, total_cents)
+               SELECT {}, 'ord_hist_' || g, p.id, 'USD', 500, 500
+               FROM p, generate_series(0, $1 - 1) g"#,
+            uuid_sql("g", 1)
+        ),
+        format!(
+            r#"INSERT INTO webhook_events (id, provider, event_id, event_type, status, body, processed_at)
+               SELECT {}, 'stripe', 'evt_hist_' || g, 'checkout.session.completed', 'processed',
+                      convert_to('{{"id": "evt_hist_' || g || '"}}', 'UTF8'), now()
+               FROM generate_series(0, $1 - 1) g"#,
+            uuid_sql("g", 3)
+        ),
+        format!(
+            r#"INSERT INTO emails (id, dedupe_key, kind, to_address, subject, html_body, text_body, status, order_id, sent_at)
+               SELECT {}, 'receipt:hist_' || g, 'receipt', 'buyer' || g || '@example.com', 'Your receipt',
+                      '<p>Thank you for your order.</p>', 'Thank you for your order.', 'sent', {}, now()
+               FROM generate_series(0, $1 - 1) g"#,
+            uuid_sql("g", 5),
+            uuid_sql("g", 1)
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(HISTORY_REF_POOL)
+            .execute(pool)
+            .await
+            .expect("the rows the history links to");
+    }
+
+    let span_ms = i64::try_from(retention.as_millis() * 100 / 99).expect("retention");
+    let start_ms = chrono::Utc::now().timestamp_millis() - span_ms;
+    // Job n is of kind n % 3 (0: process_webhook_event, 1: fulfill_order, 2: send_email) and
+    // belongs to the (n / 3)th order; `key` is its own event or email, `key_order` its order.
+    let sql = format!(
+        r#"WITH g AS MATERIALIZED (
+               SELECT s.*,
+                      CASE WHEN s.state = 'failed' THEN
+                               CASE s.queue
+                                   WHEN 'send_email' THEN 'Resend refused the email (422 validation_error): the mailbox m' || md5(s.n::text) || ' is disabled'
+                                   WHEN 'fulfill_order' THEN 'order ' || s.key_order || ': the price price_' || left(md5(s.n::text), 14) || ' is no longer sold'
+                                   ELSE 'webhook event ' || s.key || ': no order matches checkout session cs_' || left(md5(s.n::text), 24) END
+                           WHEN s.state = 'cancelled' THEN 'Stripe answered 503 Service Unavailable (request req_' || left(md5(s.n::text), 14) || '); retrying'
+                      END AS err
+               FROM (
+                   SELECT n, to_timestamp(ms / 1000.0) AS c,
+                          to_timestamp(ms / 1000.0) + (20 + n % 180) * interval '1 millisecond' AS f,
+                          (ARRAY['process_webhook_event', 'fulfill_order', 'send_email'])[1 + (n % 3)::int] AS queue,
+                          CASE WHEN n % 100 = 0 THEN 'failed' WHEN n % 300 = 1 THEN 'cancelled' ELSE 'completed' END AS state,
+                          {key} AS key,
+                          CASE WHEN n % 3 <> 0 THEN {key_order} END AS key_order,
+                          CASE WHEN n % 3 <> 0 THEN {order_id} END AS order_id,
+                          CASE WHEN n % 3 = 0 THEN {event_id} END AS event_id,
+                          CASE WHEN n % 3 = 2 THEN {email_id} END AS email_id,
+                          {ulid} AS id
+                   FROM (SELECT n, $3::bigint + n * $4::bigint / $5::bigint AS ms
+                         FROM generate_series($1::bigint, $2::bigint) n) t
+               ) s
+           ), j AS (
+               INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, run_at, created_at, finished_at, last_error)
+               SELECT id, queue,
+                      CASE queue WHEN 'process_webhook_event' THEN jsonb_build_object('webhook_event_id', key)
+                                 WHEN 'fulfill_order' THEN jsonb_build_object('order_id', key_order)
+                                 ELSE jsonb_build_object('email_id', key, 'order_id', key_order) END,
+                      state, 1, CASE queue WHEN 'send_email' THEN 12 ELSE 25 END, c, c, f, err
+               FROM g
+           ), a AS (
+               INSERT INTO job_attempts (job_id, queue, attempt, worker_id, started_at, finished_at, outcome, error, retry_at)
+               SELECT id, queue, 1, queue || '@granary-worker-' || (n % 2) || ':' || (1000 + n / 1000000) || ':5eedf00d',
+                      c + interval '2 milliseconds', f,
+                      CASE state WHEN 'completed' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'retry' END,
+                      err, CASE WHEN state = 'cancelled' THEN f + interval '2 seconds' END
+               FROM g
+           ), r AS (
+               INSERT INTO job_refs (job_id, queue, dedupe_key, order_id, webhook_event_id, email_id, max_attempts, created_at)
+               SELECT id, queue, CASE queue WHEN 'fulfill_order' THEN key_order ELSE key END::text,
+                      order_id, event_id, email_id, CASE queue WHEN 'send_email' THEN 12 ELSE 25 END, c
+               FROM g
+           )
+           SELECT count(*) FROM g"#,
+        key = uuid_sql("n", 7),
+        key_order = uuid_sql("n / 3", 9),
+        order_id = uuid_sql("(n / 3) % $6", 1),
+        event_id = uuid_sql("(n / 3) % $6", 3),
+        email_id = uuid_sql("(n / 3) % $6", 5),
+        ulid = ulid_sql("ms", "n"),
+    );
+    // The links' foreign-key checks (a third of the inserts' time) are skipped when this user
+    // may: every link points to a row written above.
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await
+            .expect("role");
+    let rows = rows as i64;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        let (pool, sql, next) = (pool.clone(), sql.clone(), next.clone());
+        writers.push(tokio::spawn(async move {
+            const CHUNK: i64 = 100_000;
+            loop {
+                let lo = next.fetch_add(1, Ordering::Relaxed) as i64 * CHUNK;
+                if lo >= rows {
+                    return;
+                }
+                let hi = (lo + CHUNK).min(rows) - 1;
+                let mut tx = pool.begin().await.expect("begin");
+                if superuser {
+                    sqlx::query("SET LOCAL session_replication_role = replica")
+                        .execute(&mut *tx)
+                        .await
+                        .expect("replica role");
+                }
+                let written: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(start_ms)
+                    .bind(span_ms)
+                    .bind(rows)
+                    .bind(HISTORY_REF_POOL)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .expect("fill history");
+                tx.commit().await.expect("commit");
+                assert_eq!(written, hi - lo + 1);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("history writer");
+    }
+    let inserts = started.elapsed().as_secs_f64();
+    // The ids are the ULIDs of the creation times, as the runtime's retention assumes.
+    let (id, created): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT id, created_at FROM jobs ORDER BY id LIMIT 1")
+            .fetch_one(pool)
+            .await
+            .expect("oldest job");
+    let ulid = ulid::Ulid::from_string(&id).expect("a ULID");
+    assert_eq!(
+        ulid.timestamp_ms() as i64,
+        created.timestamp_millis(),
+        "{id}"
+    );
+    let started = Instant::now();
+    for sql in [
+        "VACUUM ANALYZE jobs",
+        "VACUUM ANALYZE job_attempts",
+        "VACUUM ANALYZE job_refs",
+        "ANALYZE orders",
+        "ANALYZE webhook_events",
+        "ANALYZE emails",
+    ] {
+        sqlx::query(sql).execute(pool).await.expect(sql);
+    }
+    (inserts, started.elapsed().as_secs_f64())
+}
+
+/// What retention pruned while it ran beside a measurement.
+#[derive(Debug, Default)]
+struct Pruned {
+    rows: u64,
+    calls: usize,
+    longest_ms: f64,
+}
+
+/// The runtime's retention, `prune_completed`, called in a loop (a pause of 1 s after each
+/// call) on `pool` until stopped.
+struct Pruner {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Pruned>,
+}
+
+impl Pruner {
+    fn start(pool: &sqlx::PgPool, retention: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let (token, pool) = (stop.clone(), pool.clone());
+        let task = tokio::spawn(async move {
+            let mut p = Pruned::default();
+            while !token.is_cancelled() {
+                let t = Instant::now();
+                match granary_jobs::queue::runtime::prune_completed(&pool, retention).await {
+                    Ok(n) => p.rows += n,
+                    Err(e) => eprintln!("prune_completed failed: {e}"),
+                }
+                p.calls += 1;
+                p.longest_ms = p.longest_ms.max(t.elapsed().as_secs_f64() * 1000.0);
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            p
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> Pruned {
+        self.stop.cancel();
+        self.task.await.expect("pruner")
+    }
+}
+
+/// The claim statement as EXPLAIN (ANALYZE, BUFFERS) saw it.
+#[derive(Debug, Default, Clone)]
+struct ClaimPlan {
+    planning_ms: f64,
+    execution_ms: f64,
+    /// Shared buffers hit and read by the whole statement (its attempts insert included).
+    hit: u64,
+    read: u64,
+    planning_hit: u64,
+    planning_read: u64,
+}
+
+/// Shared buffers (hit, read) of the nodes under `node` that match `pick`, each counted whole
+/// (with what runs under it) and not looked into further.
+fn plan_buffers(node: &serde_json::Value, pick: &dyn Fn(&serde_json::Value) -> bool) -> (u64, u64) {
+    if pick(node) {
+        let get = |k: &str| node[k].as_u64().unwrap_or(0);
+        return (get("Shared Hit Blocks"), get("Shared Read Blocks"));
+    }
+    node["Plans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| plan_buffers(n, pick))
+        .fold((0, 0), |(h, r), (a, b)| (h + a, r + b))
+}
+
+/// `granary_queue::backend::claim`'s statement (batch 100, queue `bench_noop`, with 1,000 jobs
+/// pending there), under EXPLAIN (ANALYZE, BUFFERS), each run in a transaction rolled back:
+/// the median of 5 runs by execution time. The text plan of one more run goes to stderr.
+async fn explain_claim(db: &TestDb) -> ClaimPlan {
+    let jobs: Vec<NewJob> = (0..1000)
+        .map(|_| NewJob::of(&Noop { sent_at_micros: 0 }, None).expect("job"))
+        .collect();
+    let mut tx = db.pool.begin().await.expect("begin");
+    insert(&mut tx, &jobs, Wake::AfterCommit)
+        .await
+        .expect("pending jobs");
+    tx.commit().await.expect("commit");
+    // Copied from `claim` (queue/src/backend.rs), its parameters written in.
+    let claim = r#"
+        WITH j AS (
+            UPDATE jobs SET state = 'running', attempt = attempt + 1,
+                            locked_by = 'bench_noop@explain', locked_at = now()
+            WHERE id = ANY(ARRAY(
+                SELECT id FROM jobs
+                WHERE queue = 'bench_noop' AND state IN ('pending', 'retrying') AND run_at <= now()
+                ORDER BY priority DESC, run_at, id
+                LIMIT 100
+                FOR UPDATE SKIP LOCKED
+            ))
+            RETURNING id, attempt, max_attempts, args, run_at, locked_at
+        ), a AS (
+            INSERT INTO job_attempts (job_id, queue, attempt, worker_id)
+            SELECT id, 'bench_noop', attempt, 'bench_noop@explain' FROM j
+        )
+        SELECT id, attempt, max_attempts, args, run_at, locked_at FROM j ORDER BY id"#;
+    let mut plans = Vec::new();
+    for _ in 0..5 {
+        let mut tx = db.pool.begin().await.expect("begin");
+        let v: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {claim}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("explain the claim");
+        tx.rollback().await.expect("rollback");
+        let v = &v[0];
+        let root = &v["Plan"];
+        // The root counts what the statement's result pulls (the UPDATE); the attempts insert,
+        // a CTE nothing reads, runs after it and is counted apart.
+        let (hit, read) = plan_buffers(root, &|n| std::ptr::eq(n, root));
+        let (ins_hit, ins_read) = plan_buffers(root, &|n| {
+            n["Node Type"] == "ModifyTable" && n["Operation"] == "Insert"
+        });
+        let planning = |k: &str| v["Planning"][k].as_u64().unwrap_or(0);
+        plans.push(ClaimPlan {
+            planning_ms: v["Planning Time"].as_f64().unwrap_or(f64::NAN),
+            execution_ms: v["Execution Time"].as_f64().unwrap_or(f64::NAN),
+            hit: hit + ins_hit,
+            read: read + ins_read,
+            planning_hit: planning("Shared Hit Blocks"),
+            planning_read: planning("Shared Read Blocks"),
+        });
+    }
+    let mut tx = db.pool.begin().await.expect("begin");
+    let text: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS) {claim}"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .expect("explain the claim");
+    tx.rollback().await.expect("rollback");
+    eprintln!("the claim's plan:\n{}", text.join("\n"));
+    plans.sort_by(|a, b| a.execution_ms.total_cmp(&b.execution_ms));
+    plans[plans.len() / 2].clone()
+}
+
+/// The job runtime's figures with `rows` finished jobs in the table (retention pruning meanwhile).
+struct History {
+    rows: usize,
+    /// Seconds: the inserts, the VACUUM ANALYZE.
+    fill: (f64, f64),
+    /// Jobs/s of each run and what retention pruned meanwhile.
+    runs: Vec<(f64, Pruned)>,
+    pickup: (f64, f64),
+    pickup_pruned: Pruned,
+    claim: ClaimPlan,
+    /// Bytes, tables with their indexes: jobs, job_attempts, job_refs.
+    sizes: (i64, i64, i64),
+}
+
+impl History {
+    fn median(&self) -> f64 {
+        let mut r: Vec<f64> = self.runs.iter().map(|(r, _)| *r).collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }
+
+    /// The report's rows; `empty` is the empty table's median jobs/s (None: this is it).
+    fn lines(&self, n: usize, empty: Option<f64>) -> Vec<String> {
+        let at = if self.rows == 0 {
+            "on an empty jobs table".to_string()
+        } else {
+            format!("holding {} finished jobs", self.rows)
+        };
+        let runs: Vec<String> = self.runs.iter().map(|(r, _)| format!("{r:.0}")).collect();
+        let pruned: Vec<String> = self.runs.iter().map(|(_, p)| p.rows.to_string()).collect();
+        let total: u64 = self.runs.iter().map(|(_, p)| p.rows).sum();
+        let calls: usize = self.runs.iter().map(|(_, p)| p.calls).sum();
+        let longest = self
+            .runs
+            .iter()
+            .map(|(_, p)| p.longest_ms)
+            .fold(0.0, f64::max);
+        let median = self.median();
+        let rate = match empty {
+            None => format!("**{median:.0}**"),
+            Some(e) => format!("**{median:.0}**, **{:.2} ×**", median / e),
+        };
+        let mb = |b: i64| b as f64 / 1024.0 / 1024.0;
+        let c = &self.claim;
+        let mut lines = vec![format!(
+            "| history: no-op jobs/s {at} ({n} jobs, concurrency 10, batch 100; runs: {}; retention pruning meanwhile: {total} rows ({}) in {calls} calls, longest {longest:.0} ms){} | {rate} |",
+            runs.join(" / "),
+            pruned.join(" / "),
+            if empty.is_some() {
+                "; ratio to the empty table"
+            } else {
+                ""
+            },
+        )];
+        lines.push(format!(
+            "| history: idle pickup p50 / p99 {at} (retention pruning meanwhile: {} rows in {} calls, longest {:.0} ms) | **{:.1} ms / {:.1} ms** |",
+            self.pickup_pruned.rows,
+            self.pickup_pruned.calls,
+            self.pickup_pruned.longest_ms,
+            self.pickup.0,
+            self.pickup.1
+        ));
+        lines.push(format!(
+            "| history: the claim statement (LIMIT 100 of 1,000 pending jobs), EXPLAIN (ANALYZE, BUFFERS), median of 5, {at}: planning / execution; shared buffers hit / read, the planning's hit / read | {:.2} ms / **{:.2} ms**; {} / {}, planning {} / {} |",
+            c.planning_ms, c.execution_ms, c.hit, c.read, c.planning_hit, c.planning_read
+        ));
+        let filled = if self.rows == 0 {
+            String::new()
+        } else {
+            format!(
+                " (written in {:.0} s, VACUUM ANALYZE {:.0} s)",
+                self.fill.0, self.fill.1
+            )
+        };
+        lines.push(format!(
+            "| history: on disk {at}{filled}: jobs / job_attempts / job_refs, each with its indexes | {:.0} MiB / {:.0} MiB / {:.0} MiB |",
+            mb(self.sizes.0),
+            mb(self.sizes.1),
+            mb(self.sizes.2)
+        ));
+        lines
+    }
+}
+
+/// Measures no-op throughput (`runs` runs of `n` jobs), idle pickup (`samples`) and the claim
+/// statement on a fresh database holding `rows` finished jobs ([`fill_history`]), while
+/// retention prunes beside each measurement.
+async fn history(
+    rows: usize,
+    n: usize,
+    runs: usize,
+    samples: usize,
+    retention: Duration,
+) -> History {
+    let db = TestDb::new().await;
+    let mut fill = (0.0, 0.0);
+    if rows > 0 {
+        fill = fill_history(&db.pool, rows, retention).await;
+        eprintln!(
+            "{rows} finished jobs written in {:.0} s, VACUUM ANALYZE in {:.0} s",
+            fill.0, fill.1
+        );
+    }
+    let sizes: (i64, i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('jobs'), pg_total_relation_size('job_attempts'), pg_total_relation_size('job_refs')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("sizes");
+    let mut figures = Vec::new();
+    for _ in 0..runs {
+        let pruner = Pruner::start(&db.pool, retention);
+        let rate = throughput_on(&db, n).await;
+        let pruned = pruner.stop().await;
+        eprintln!("{rows}: {rate:.0} jobs/s, pruned meanwhile {pruned:?}");
+        figures.push((rate, pruned));
+    }
+    let pruner = Pruner::start(&db.pool, retention);
+    let ((p50, p99), _) = pickup_on(&db, samples).await;
+    let pickup_pruned = pruner.stop().await;
+    eprintln!(
+        "{rows}: pickup p50 {p50:.1} ms, p99 {p99:.1} ms, pruned meanwhile {pickup_pruned:?}"
+    );
+    let claim = explain_claim(&db).await;
+    let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_live_tup, n_dead_tup, coalesce(n_tup_del, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'job_attempts', 'job_refs') ORDER BY relname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("table stats");
+    eprintln!("{rows}: (table, live, dead, deleted, index scans) after the runs: {tables:?}");
+    History {
+        rows,
+        fill,
+        runs: figures,
+        pickup: (p50, p99),
+        pickup_pruned,
+        claim,
+        sizes,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // BENCH_LOG=granary_queue=debug shows the runtime's claims and flushes as they happen.
@@ -1230,6 +1840,8 @@ async fn main() {
         floor = Some(median);
         eprintln!("raw floor done");
     }
+    // Granary's no-op jobs/s in this run, for the peers' ratios.
+    let mut granary_noop: Option<f64> = None;
     if phase("jobs") {
         let mut runs = Vec::new();
         for _ in 0..if q { 1 } else { 3 } {
@@ -1237,6 +1849,7 @@ async fn main() {
         }
         runs.sort_by(f64::total_cmp);
         let median = runs[runs.len() / 2];
+        granary_noop = Some(median);
         let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         let _ = writeln!(
             out,
@@ -1252,6 +1865,80 @@ async fn main() {
         eprintln!("job runtime done");
     }
 
+    // The peers: other PostgreSQL job queues' no-op throughput, measured as `throughput`
+    // measures Granary's, on the same server in the same run, beside this run's Granary figure.
+    if phase("peers") {
+        let granary = match granary_noop {
+            Some(g) => g,
+            None => {
+                let g = throughput(n).await;
+                let _ = writeln!(
+                    out,
+                    "| Granary no-op jobs/s for the peers' ratios ({n} jobs, concurrency 10, batch 100; 1 run in this phase) | **{g:.0}** |"
+                );
+                g
+            }
+        };
+        let runs_per = if q { 1 } else { 3 };
+        let median_of = |mut runs: Vec<f64>| {
+            runs.sort_by(f64::total_cmp);
+            let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+            (runs[runs.len() / 2], all.join(" / "))
+        };
+        let cell = |e: &str| e.replace('|', "/").replace('\n', " ");
+        let apalis: Result<(f64, String), String> = async {
+            let mut runs = Vec::new();
+            for _ in 0..runs_per {
+                runs.push(
+                    granary_tests::peers::apalis_postgres_noop(n)
+                        .await
+                        .map_err(|e| format!("failed: {e:#}"))?,
+                );
+            }
+            Ok(median_of(runs))
+        }
+        .await;
+        let _ = match apalis {
+            Ok((median, all)) => writeln!(
+                out,
+                "| peer: apalis-postgres 1.0 no-op jobs/s ({n} jobs, batch 100, concurrency 10; runs: {all}): jobs/s, Granary's ratio to it | **{median:.0}**, **{:.2} ×** |",
+                granary / median
+            ),
+            Err(e) => writeln!(
+                out,
+                "| peer: apalis-postgres 1.0 no-op jobs/s ({n} jobs, batch 100, concurrency 10) | {} |",
+                cell(&e)
+            ),
+        };
+        eprintln!("apalis-postgres done");
+        let config = granary_tests::peers::GraphileConfig::from_env();
+        let what = config.as_ref().map_or_else(|e| e.clone(), |c| c.describe());
+        let graphile: Result<(f64, String), String> = async {
+            let config = config?;
+            let driver = granary_tests::peers::GraphileDriver::install().await?;
+            let mut runs = Vec::new();
+            for _ in 0..runs_per {
+                runs.push(driver.noop(n, &config).await?);
+            }
+            Ok(median_of(runs))
+        }
+        .await;
+        let version = granary_tests::peers::GRAPHILE_VERSION;
+        let _ = match graphile {
+            Ok((median, all)) => writeln!(
+                out,
+                "| peer: graphile-worker {version} no-op jobs/s ({n} jobs, tuned: {what}; runs: {all}): jobs/s, Granary's ratio to it | **{median:.0}**, **{:.2} ×** |",
+                granary / median
+            ),
+            Err(e) => writeln!(
+                out,
+                "| peer: graphile-worker {version} no-op jobs/s ({n} jobs, tuned: {what}) | {} |",
+                cell(&e)
+            ),
+        };
+        eprintln!("graphile-worker done");
+    }
+
     // 4 and 5: end to end, and the footprint.
     if phase("e2e") {
         // BENCH_E2E=<steady seconds>,<burst orders> overrides the sizes (for profiling runs).
@@ -1261,7 +1948,7 @@ async fn main() {
         });
         let (steady_secs, burst_orders) = sizes.unwrap_or(if q { (5, 300) } else { (30, 2000) });
         let e = end_to_end(&bin, steady_secs, burst_orders).await;
-        let (reference, reference_cpu) = handlers_only(burst_orders).await;
+        let (reference, reference_cpu, reference_writes) = handlers_only(burst_orders).await;
         let _ = writeln!(
             out,
             "| end to end at a steady 50 orders/s ({} orders): payment webhook sent → receipt at Resend, p50 / p99 | **{:.0} ms / {:.0} ms** |",
@@ -1294,6 +1981,15 @@ async fn main() {
             "| peak RSS over the end-to-end run: api / worker | **{:.0} MiB / {:.0} MiB** |",
             e.api_rss_mib, e.worker_rss_mib
         );
+        let _ = writeln!(
+            out,
+            "| written per paid order, payment webhook to receipt ({} orders, steady and burst; WAL is the server's) | {} |",
+            e.writes.orders, e.writes
+        );
+        let _ = writeln!(
+            out,
+            "| written per order by the burst's reference (its handlers alone: no job runtime, no HTTP) | {reference_writes} |"
+        );
     }
 
     if phase("console") {
@@ -1302,6 +1998,40 @@ async fn main() {
             let _ = writeln!(out, "{line}");
         }
         eprintln!("console done");
+    }
+
+    if phase("history") {
+        // Retention as the runtime is configured by default (JOB_RETENTION_HOURS).
+        let retention = Config::from_map(&base_env("postgres://localhost/bench"))
+            .expect("config")
+            .worker
+            .retention;
+        let _ = writeln!(
+            out,
+            "| history: retention age pruned to (the default `JOB_RETENTION_HOURS`), by `prune_completed` every second beside each measurement; finished jobs written over it and 1% more | {} h |",
+            retention.as_secs() / 3600
+        );
+        let sizes = if q {
+            [0, 100_000, 500_000]
+        } else {
+            [0, 1_000_000, 5_000_000]
+        };
+        let mut empty = None;
+        for rows in sizes {
+            let h = history(
+                rows,
+                n,
+                if q { 1 } else { 3 },
+                if q { 50 } else { 200 },
+                retention,
+            )
+            .await;
+            for line in h.lines(n, empty) {
+                let _ = writeln!(out, "{line}");
+            }
+            empty = empty.or(Some(h.median()));
+            eprintln!("history at {rows} rows done");
+        }
     }
 
     // The run's header, with what the hypervisor took from this VM over the whole run: figures

@@ -885,3 +885,269 @@ async fn jobs_of_a_claim_whose_answer_was_lost_are_handed_back_by_the_worker() {
         0
     );
 }
+
+/// The transaction ids that last wrote the job's row, its attempts and the probe's effect.
+async fn writers(pool: &PgPool, job_id: &str, key: &str) -> (String, Vec<String>, String) {
+    let job: String = sqlx::query_scalar("SELECT xmin::text FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let tries: Vec<String> = sqlx::query_scalar(
+        "SELECT xmin::text FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let effect: String =
+        sqlx::query_scalar("SELECT xmin::text FROM job_probe_effects WHERE probe_key = $1")
+            .bind(key)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    (job, tries, effect)
+}
+
+#[tokio::test]
+async fn a_handler_completing_in_its_commit_writes_its_effect_and_its_completion_in_that_one_commit()
+ {
+    let app = TestApp::builder().with_worker().spawn().await;
+    let in_commit = app
+        .enqueue(&Probe {
+            complete_in_commit: true,
+            ..probe("in-commit")
+        })
+        .await;
+    // Beside it, the completer's path: the effect's commit, then the completer's.
+    let after = app.enqueue(&probe("after-commit")).await;
+    for id in [&in_commit, &after] {
+        app.wait_for_count(
+            &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
+            1,
+            WAIT,
+        )
+        .await;
+    }
+    let rows = attempts(&app.db_pool, &in_commit).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["succeeded"]
+    );
+    assert!(rows[0].finished_at.is_some() && rows[0].error.is_none());
+    let (job, tries, effect) = writers(&app.db_pool, &in_commit, "in-commit").await;
+    assert_eq!(job, effect, "the job was completed by the effect's commit");
+    assert_eq!(tries, [effect.clone()], "and so was its attempt");
+
+    let (job, tries, effect) = writers(&app.db_pool, &after, "after-commit").await;
+    assert_ne!(job, effect, "the completer's path writes in a later commit");
+    assert_ne!(tries, [effect]);
+}
+
+#[tokio::test]
+async fn a_handler_failing_after_it_began_leaves_nothing_of_that_attempt_and_its_retry_completes_in_its_commit()
+ {
+    let app = TestApp::builder()
+        .with_worker()
+        .env("JOB_BACKOFF_BASE_MS", "20")
+        .spawn()
+        .await;
+    let id = app
+        .enqueue(&Probe {
+            complete_in_commit: true,
+            fail_times: 1,
+            ..probe("fails-mid-way")
+        })
+        .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
+        1,
+        WAIT,
+    )
+    .await;
+    let rows = attempts(&app.db_pool, &id).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["retry", "succeeded"]
+    );
+    let err = rows[0].error.as_deref().unwrap();
+    assert!(err.contains("not committed"), "{err}");
+    assert!(rows[0].retry_at.is_some());
+    // The first attempt's effect was rolled back; the second wrote it, and completed the job,
+    // in one commit.
+    assert_eq!(
+        count(
+            &app.db_pool,
+            "SELECT count(*) FROM job_probe_effects WHERE probe_key = 'fails-mid-way'"
+        )
+        .await,
+        1
+    );
+    let (job, tries, effect) = writers(&app.db_pool, &id, "fails-mid-way").await;
+    assert_eq!(job, effect);
+    assert_eq!(tries[1], effect);
+    assert_ne!(tries[0], effect, "the retry was written by the completer");
+}
+
+#[tokio::test]
+async fn a_completing_commit_after_its_job_was_rescued_changes_nothing() {
+    use granary_jobs::queue::{backend, completion};
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let id = app.enqueue(&probe("late-in-commit")).await;
+    // A worker that never heartbeats claims it: to the rescue, it is dead.
+    let first = backend::claim(p, "probe", "gone@host:1:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(first[0].attempt, 1);
+    assert_eq!(
+        runtime::rescue(p, Duration::from_secs(3)).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+    let second = backend::claim(p, "probe", "live@host:2:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(second[0].attempt, 2);
+
+    // The first worker's handler commits late: its work lands, its completion does not.
+    let mut tx = p.begin().await.unwrap();
+    sqlx::query("INSERT INTO job_probe_effects (probe_key, job_id) VALUES ('late-in-commit', $1)")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        !completion::complete_in(&mut tx, &id, 1, "gone@host:1:0")
+            .await
+            .unwrap()
+    );
+    // Nor the live worker naming the rescued attempt.
+    assert!(
+        !completion::complete_in(&mut tx, &id, 1, "live@host:2:0")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(job_state(p, &id).await, "running");
+    let rows = attempts(p, &id).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["abandoned", "running"]
+    );
+
+    // The live worker's own completion is written.
+    let mut tx = p.begin().await.unwrap();
+    assert!(
+        completion::complete_in(&mut tx, &id, 2, "live@host:2:0")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(job_state(p, &id).await, "completed");
+    assert_eq!(
+        attempts(p, &id)
+            .await
+            .iter()
+            .map(|r| r.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["abandoned", "succeeded"]
+    );
+}
+
+/// A worker killed between its handler's completing commit and its own bookkeeping: the job is
+/// already completed, so the rescue leaves it and no worker runs it again.
+#[tokio::test]
+async fn a_worker_killed_right_after_its_completing_commit_leaves_the_job_completed_once() {
+    use granary_jobs::queue::{backend, completion};
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let id = app.enqueue(&probe("killed-after-commit")).await;
+    // A worker that never heartbeats again (it was killed) claimed it...
+    let claimed = backend::claim(p, "probe", "killed@host:3:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // ...and its handler committed the effect with the completion; then the process died,
+    // before any outcome reached its completer.
+    let mut tx = p.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO job_probe_effects (probe_key, job_id) VALUES ('killed-after-commit', $1)",
+    )
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        completion::complete_in(&mut tx, &id, 1, "killed@host:3:0")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    assert!(
+        runtime::rescue(p, Duration::from_secs(3))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a completed job is not the rescue's"
+    );
+    assert!(
+        backend::claim(p, "probe", "live@host:4:0", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing to run again"
+    );
+    assert_eq!(job_state(p, &id).await, "completed");
+    assert_eq!(
+        attempts(p, &id)
+            .await
+            .iter()
+            .map(|r| r.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["succeeded"]
+    );
+}
+
+/// The SIGKILL test's twin for a handler completing in its commit: killed inside its open
+/// transaction, the attempt is abandoned, nothing of it lands, and another worker's run
+/// applies the effect once.
+#[tokio::test]
+async fn a_worker_sigkilled_inside_its_completing_transaction_is_finished_by_another_once() {
+    let app = TestApp::spawn().await;
+    let env = process_env(&app);
+    let first = WorkerProcess::start(&env);
+    let id = app
+        .enqueue(&Probe {
+            sleep_ms: 3000,
+            complete_in_commit: true,
+            ..probe("killed-in-tx")
+        })
+        .await;
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM job_attempts WHERE job_id = '{id}' AND outcome = 'running'"),
+        1,
+        WAIT,
+    )
+    .await;
+    first.kill9();
+    let second = WorkerProcess::start(&env);
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        attempts(&app.db_pool, &id)
+            .await
+            .iter()
+            .map(|r| r.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["abandoned", "succeeded"]
+    );
+    let (job, tries, effect) = writers(&app.db_pool, &id, "killed-in-tx").await;
+    assert_eq!(job, effect);
+    assert_eq!(tries[1], effect);
+    assert!(second.terminate());
+}
