@@ -328,17 +328,58 @@ impl Latency {
 // ---------------------------------------------------------------------------------------------
 // 3. The job runtime, in-process.
 
+/// How the measured job runtime runs: `processes` runtimes side by side (each with its own
+/// worker id, claimer and completer, as separate `granary-worker` processes would), each with
+/// `WORKER_CONCURRENCY_DEFAULT = concurrency` and `WORKER_BATCH_SIZE = batch`.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    processes: usize,
+    concurrency: usize,
+    batch: usize,
+}
+
+impl Shape {
+    /// The figure every earlier run reports: one process, concurrency 10, batch 100.
+    const STANDARD: Shape = Shape {
+        processes: 1,
+        concurrency: 10,
+        batch: 100,
+    };
+    /// The shape of the tuned graphile-worker beside it: two processes (one per core),
+    /// concurrency 24 and 500 jobs fetched ahead in each.
+    const LIKE_GRAPHILE: Shape = Shape {
+        processes: 2,
+        concurrency: 24,
+        batch: 500,
+    };
+
+    fn describe(&self) -> String {
+        format!(
+            "{} process(es) × concurrency {}, batch {}",
+            self.processes, self.concurrency, self.batch
+        )
+    }
+}
+
 async fn runtime_for(
     db: &TestDb,
     tx: Option<mpsc::UnboundedSender<i64>>,
+    shape: Shape,
 ) -> (
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let mut env = base_env(&db.url);
-    env.insert("WORKER_CONCURRENCY_DEFAULT".into(), "10".into());
-    env.insert("WORKER_BATCH_SIZE".into(), "100".into());
+    env.insert(
+        "WORKER_CONCURRENCY_DEFAULT".into(),
+        shape.concurrency.to_string(),
+    );
+    env.insert("WORKER_BATCH_SIZE".into(), shape.batch.to_string());
     env.insert("WORKER_POLL_INTERVAL_MS".into(), "1000".into());
+    // BENCH_RT_<NAME>=<value> sets <NAME> for the measured runtime (experiments).
+    env.extend(
+        std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("BENCH_RT_")?.to_string(), v))),
+    );
     let config = Arc::new(Config::from_map(&env).expect("config"));
     let registry = Registry::new().register(move |_ctx: JobContext, job: Noop| {
         let tx = tx.clone();
@@ -361,14 +402,17 @@ async fn runtime_for(
     (token, handle)
 }
 
-async fn throughput(n: usize) -> f64 {
-    throughput_on(&TestDb::new().await, n).await
+async fn throughput(n: usize, shape: Shape) -> f64 {
+    throughput_on(&TestDb::new().await, n, shape).await
 }
 
 /// [`throughput`] on `db`, whatever it holds.
-async fn throughput_on(db: &TestDb, n: usize) -> f64 {
+async fn throughput_on(db: &TestDb, n: usize, shape: Shape) -> f64 {
     // The runtime is up and idle first: like pgbench's tps, the figure leaves out connecting.
-    let (token, handle) = runtime_for(db, None).await;
+    let mut runtimes = Vec::new();
+    for _ in 0..shape.processes {
+        runtimes.push(runtime_for(db, None, shape).await);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Every job becomes visible at once, at one commit, through the one enqueue path.
     let jobs: Vec<NewJob> = (0..n)
@@ -397,8 +441,12 @@ async fn throughput_on(db: &TestDb, n: usize) -> f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    token.cancel();
-    let _ = handle.await;
+    for (token, _) in &runtimes {
+        token.cancel();
+    }
+    for (_, handle) in runtimes {
+        let _ = handle.await;
+    }
     n as f64 / secs
 }
 
@@ -411,7 +459,7 @@ async fn pickup_latency(samples: usize) -> ((f64, f64), (f64, f64)) {
 /// [`pickup_latency`] on `db`, whatever it holds.
 async fn pickup_on(db: &TestDb, samples: usize) -> ((f64, f64), (f64, f64)) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (token, handle) = runtime_for(db, Some(tx)).await;
+    let (token, handle) = runtime_for(db, Some(tx), Shape::STANDARD).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut lat = Vec::new();
     let mut commits = Vec::new();
@@ -1719,7 +1767,7 @@ async fn history(
     let mut figures = Vec::new();
     for _ in 0..runs {
         let pruner = Pruner::start(&db.pool, retention);
-        let rate = throughput_on(&db, n).await;
+        let rate = throughput_on(&db, n, Shape::STANDARD).await;
         let pruned = pruner.stop().await;
         eprintln!("{rows}: {rate:.0} jobs/s, pruned meanwhile {pruned:?}");
         figures.push((rate, pruned));
@@ -1747,6 +1795,86 @@ async fn history(
         claim,
         sizes,
     }
+}
+
+/// The peers' rows: apalis-postgres 1.0 and graphile-worker (tuned) over their no-op jobs,
+/// `runs` times each, every run of a peer right after a run of Granary in the same shape (so
+/// each pair shares the machine's moment): apalis-postgres beside [`Shape::STANDARD`] (one
+/// worker, concurrency 10, batch 100: its knobs set alike), graphile-worker beside
+/// [`Shape::LIKE_GRAPHILE`]. Each row gives the medians and Granary's ratio.
+async fn peers((apalis_n, graphile_n): (usize, usize), runs: usize) -> Vec<String> {
+    let median_of = |runs: &[f64]| {
+        let mut sorted = runs.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        (sorted[sorted.len() / 2], all.join(" / "))
+    };
+    let cell = |e: &str| e.replace('|', "/").replace('\n', " ");
+    let mut lines = Vec::new();
+
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut failed = None;
+    let n = apalis_n;
+    for _ in 0..runs {
+        ours.push(throughput(n, Shape::STANDARD).await);
+        match granary_tests::peers::apalis_postgres_noop(n).await {
+            Ok(r) => theirs.push(r),
+            Err(e) => {
+                failed = Some(format!("failed: {e:#}"));
+                break;
+            }
+        }
+    }
+    let (granary, granary_all) = median_of(&ours);
+    lines.push(match failed {
+        None => {
+            let (apalis, all) = median_of(&theirs);
+            format!(
+                "| peer: apalis-postgres 1.0, no-op jobs/s ({n} jobs; one worker, concurrency 10, batch 100, LISTEN/NOTIFY; runs: {all}) beside Granary in the same shape (runs: {granary_all}): apalis, Granary, Granary's ratio | {apalis:.0}, **{granary:.0}**, **{:.2} ×** |",
+                granary / apalis
+            )
+        }
+        Some(e) => format!(
+            "| peer: apalis-postgres 1.0, no-op jobs/s ({n} jobs) | {} |",
+            cell(&e)
+        ),
+    });
+    eprintln!("apalis-postgres done");
+
+    let version = granary_tests::peers::GRAPHILE_VERSION;
+    let config = granary_tests::peers::GraphileConfig::from_env();
+    let what = config.as_ref().map_or_else(|e| e.clone(), |c| c.describe());
+    let shape = Shape::LIKE_GRAPHILE;
+    let n = graphile_n;
+    let graphile: Result<(Vec<f64>, Vec<f64>), String> = async {
+        let config = config?;
+        let driver = granary_tests::peers::GraphileDriver::install().await?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            ours.push(throughput(n, shape).await);
+            theirs.push(driver.noop(n, &config).await?);
+        }
+        Ok((ours, theirs))
+    }
+    .await;
+    lines.push(match graphile {
+        Ok((ours, theirs)) => {
+            let (graphile, all) = median_of(&theirs);
+            let (tuned, tuned_all) = median_of(&ours);
+            format!(
+                "| peer: graphile-worker {version}, no-op jobs/s ({n} jobs; tuned: {what}; runs: {all}) beside Granary in its shape ({}; runs: {tuned_all}): graphile-worker, Granary, Granary's ratio; the ratio of Granary's standard shape (the apalis row's median) | {graphile:.0}, **{tuned:.0}**, **{:.2} ×**; {:.2} × |",
+                shape.describe(),
+                tuned / graphile,
+                granary / graphile
+            )
+        }
+        Err(e) => format!(
+            "| peer: graphile-worker {version}, no-op jobs/s ({n} jobs; tuned: {what}) | {} |",
+            cell(&e)
+        ),
+    });
+    eprintln!("graphile-worker done");
+    lines
 }
 
 #[tokio::main]
@@ -1822,7 +1950,10 @@ async fn main() {
     }
 
     // 3: the job runtime, beside the raw-SQL floor measured in this run.
-    let n = if q { 2000 } else { 20_000 };
+    let n = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if q { 2000 } else { 20_000 });
     let mut floor = None;
     if phase("jobs") || phase("e2e") {
         let mut runs = Vec::new();
@@ -1840,16 +1971,13 @@ async fn main() {
         floor = Some(median);
         eprintln!("raw floor done");
     }
-    // Granary's no-op jobs/s in this run, for the peers' ratios.
-    let mut granary_noop: Option<f64> = None;
     if phase("jobs") {
         let mut runs = Vec::new();
         for _ in 0..if q { 1 } else { 3 } {
-            runs.push(throughput(n).await);
+            runs.push(throughput(n, Shape::STANDARD).await);
         }
         runs.sort_by(f64::total_cmp);
         let median = runs[runs.len() / 2];
-        granary_noop = Some(median);
         let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         let _ = writeln!(
             out,
@@ -1868,75 +1996,14 @@ async fn main() {
     // The peers: other PostgreSQL job queues' no-op throughput, measured as `throughput`
     // measures Granary's, on the same server in the same run, beside this run's Granary figure.
     if phase("peers") {
-        let granary = match granary_noop {
-            Some(g) => g,
-            None => {
-                let g = throughput(n).await;
-                let _ = writeln!(
-                    out,
-                    "| Granary no-op jobs/s for the peers' ratios ({n} jobs, concurrency 10, batch 100; 1 run in this phase) | **{g:.0}** |"
-                );
-                g
-            }
-        };
-        let runs_per = if q { 1 } else { 3 };
-        let median_of = |mut runs: Vec<f64>| {
-            runs.sort_by(f64::total_cmp);
-            let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
-            (runs[runs.len() / 2], all.join(" / "))
-        };
-        let cell = |e: &str| e.replace('|', "/").replace('\n', " ");
-        let apalis: Result<(f64, String), String> = async {
-            let mut runs = Vec::new();
-            for _ in 0..runs_per {
-                runs.push(
-                    granary_tests::peers::apalis_postgres_noop(n)
-                        .await
-                        .map_err(|e| format!("failed: {e:#}"))?,
-                );
-            }
-            Ok(median_of(runs))
+        // apalis-postgres at the jobs phase's size: its claim slows as its table fills
+        // (4.3k jobs/s at 100,000 against 16k at 20,000 on 2026-12-07), and the comparison
+        // takes each peer at its best. graphile-worker over more jobs: 20,000 take it half a
+        // second, which its start-up would dominate.
+        let sizes = (n, if q { 20_000 } else { 100_000 });
+        for line in peers(sizes, if q { 1 } else { 3 }).await {
+            let _ = writeln!(out, "{line}");
         }
-        .await;
-        let _ = match apalis {
-            Ok((median, all)) => writeln!(
-                out,
-                "| peer: apalis-postgres 1.0 no-op jobs/s ({n} jobs, batch 100, concurrency 10; runs: {all}): jobs/s, Granary's ratio to it | **{median:.0}**, **{:.2} ×** |",
-                granary / median
-            ),
-            Err(e) => writeln!(
-                out,
-                "| peer: apalis-postgres 1.0 no-op jobs/s ({n} jobs, batch 100, concurrency 10) | {} |",
-                cell(&e)
-            ),
-        };
-        eprintln!("apalis-postgres done");
-        let config = granary_tests::peers::GraphileConfig::from_env();
-        let what = config.as_ref().map_or_else(|e| e.clone(), |c| c.describe());
-        let graphile: Result<(f64, String), String> = async {
-            let config = config?;
-            let driver = granary_tests::peers::GraphileDriver::install().await?;
-            let mut runs = Vec::new();
-            for _ in 0..runs_per {
-                runs.push(driver.noop(n, &config).await?);
-            }
-            Ok(median_of(runs))
-        }
-        .await;
-        let version = granary_tests::peers::GRAPHILE_VERSION;
-        let _ = match graphile {
-            Ok((median, all)) => writeln!(
-                out,
-                "| peer: graphile-worker {version} no-op jobs/s ({n} jobs, tuned: {what}; runs: {all}): jobs/s, Granary's ratio to it | **{median:.0}**, **{:.2} ×** |",
-                granary / median
-            ),
-            Err(e) => writeln!(
-                out,
-                "| peer: graphile-worker {version} no-op jobs/s ({n} jobs, tuned: {what}) | {} |",
-                cell(&e)
-            ),
-        };
-        eprintln!("graphile-worker done");
     }
 
     // 4 and 5: end to end, and the footprint.

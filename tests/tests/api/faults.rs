@@ -22,6 +22,17 @@ fn jitter_ms(lo: u64, hi: u64) -> u64 {
 
 #[tokio::test]
 async fn a_burst_of_paid_orders_survives_repeated_kill_9_and_is_fulfilled_exactly_once() {
+    burst_under_kill_9(false).await;
+}
+
+/// The same burst with the handlers that can completing their jobs in their own commits
+/// (`JOB_COMPLETE_IN_COMMIT`): kills land inside and right after those commits too.
+#[tokio::test]
+async fn a_burst_of_paid_orders_completing_in_their_commits_survives_repeated_kill_9_once() {
+    burst_under_kill_9(true).await;
+}
+
+async fn burst_under_kill_9(complete_in_commit: bool) {
     // Invariant: every order fulfilled once — one entitlement, one grant and one receipt each —
     // and no job left claimed, however often the worker dies mid-burst.
     let app = TestApp::spawn().await;
@@ -35,6 +46,10 @@ async fn a_burst_of_paid_orders_survives_repeated_kill_9_and_is_fulfilled_exactl
         app.storage_root.to_string_lossy().into_owned(),
     ));
     env.push(("WORKER_CONCURRENCY_DEFAULT".into(), "4".into()));
+    env.push((
+        "JOB_COMPLETE_IN_COMMIT".into(),
+        complete_in_commit.to_string(),
+    ));
     let mut worker = WorkerProcess::start(&env);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(jitter_ms(300, 1500))).await;
@@ -85,6 +100,19 @@ async fn a_burst_of_paid_orders_survives_repeated_kill_9_and_is_fulfilled_exactl
         .await,
         0
     );
+    // Which path completed the fulfillments: the transaction that made an order `fulfilled`
+    // also completed its job, or the completer did later.
+    let in_commit = count(
+        p,
+        "SELECT count(*) FROM jobs j JOIN job_refs r ON r.job_id = j.id JOIN orders o ON o.id = r.order_id
+         WHERE j.queue = 'fulfill_order' AND j.xmin = o.xmin",
+    )
+    .await;
+    if complete_in_commit {
+        assert!(in_commit > 0, "no fulfillment completed in its own commit");
+    } else {
+        assert_eq!(in_commit, 0, "the completer's path writes in a later commit");
+    }
 }
 
 #[tokio::test]

@@ -912,7 +912,11 @@ async fn writers(pool: &PgPool, job_id: &str, key: &str) -> (String, Vec<String>
 #[tokio::test]
 async fn a_handler_completing_in_its_commit_writes_its_effect_and_its_completion_in_that_one_commit()
  {
-    let app = TestApp::builder().with_worker().spawn().await;
+    let app = TestApp::builder()
+        .with_worker()
+        .env("JOB_COMPLETE_IN_COMMIT", "true")
+        .spawn()
+        .await;
     let in_commit = app
         .enqueue(&Probe {
             complete_in_commit: true,
@@ -950,6 +954,7 @@ async fn a_handler_failing_after_it_began_leaves_nothing_of_that_attempt_and_its
     let app = TestApp::builder()
         .with_worker()
         .env("JOB_BACKOFF_BASE_MS", "20")
+        .env("JOB_COMPLETE_IN_COMMIT", "true")
         .spawn()
         .await;
     let id = app
@@ -1115,7 +1120,8 @@ async fn a_worker_killed_right_after_its_completing_commit_leaves_the_job_comple
 #[tokio::test]
 async fn a_worker_sigkilled_inside_its_completing_transaction_is_finished_by_another_once() {
     let app = TestApp::spawn().await;
-    let env = process_env(&app);
+    let mut env = process_env(&app);
+    env.push(("JOB_COMPLETE_IN_COMMIT".into(), "true".into()));
     let first = WorkerProcess::start(&env);
     let id = app
         .enqueue(&Probe {

@@ -50,7 +50,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> (Settings, Duration) {
             168u64,
             "use hours such as 168",
         ))),
-        complete_in_commit: r.flag("JOB_COMPLETE_IN_COMMIT", true),
+        complete_in_commit: r.flag("JOB_COMPLETE_IN_COMMIT", false),
     };
     check(r, &worker);
     (worker, shutdown_timeout)
