@@ -61,9 +61,7 @@ pub async fn apalis_postgres_noop(n: usize) -> anyhow::Result<f64> {
     PostgresStorage::setup(&pool)
         .await
         .context("apalis-postgres migrations")?;
-    let config = ApalisConfig::default()
-        .queue(APALIS_QUEUE)
-        .batch_size(100);
+    let config = ApalisConfig::default().queue(APALIS_QUEUE).batch_size(100);
     let backend = PostgresStorage::<Noop>::new(&pool)
         .with_config(config)
         .with_pubsub()

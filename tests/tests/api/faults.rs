@@ -111,7 +111,10 @@ async fn burst_under_kill_9(complete_in_commit: bool) {
     if complete_in_commit {
         assert!(in_commit > 0, "no fulfillment completed in its own commit");
     } else {
-        assert_eq!(in_commit, 0, "the completer's path writes in a later commit");
+        assert_eq!(
+            in_commit, 0,
+            "the completer's path writes in a later commit"
+        );
     }
 }
 
