@@ -941,7 +941,11 @@ async fn a_handler_completing_in_its_commit_writes_its_effect_and_its_completion
     assert!(rows[0].finished_at.is_some() && rows[0].error.is_none());
     let (job, tries, effect) = writers(&app.db_pool, &in_commit, "in-commit").await;
     assert_eq!(job, effect, "the job was completed by the effect's commit");
-    assert_eq!(tries, [effect.clone()], "and so was its attempt");
+    assert_eq!(
+        tries,
+        std::slice::from_ref(&effect),
+        "and so was its attempt"
+    );
 
     let (job, tries, effect) = writers(&app.db_pool, &after, "after-commit").await;
     assert_ne!(job, effect, "the completer's path writes in a later commit");
