@@ -469,8 +469,9 @@ async fn flush(pool: &PgPool, batch: Vec<Outcome>) {
 
 /// Writes finished attempts and their jobs' next states in one statement. A row whose job is no
 /// longer claimed by that worker for that attempt (it was rescued) is left alone. Returns the
-/// number of jobs written.
-pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
+/// number of jobs written. On the pool for the completer; in a handler's transaction for
+/// [`crate::completion`].
+pub async fn complete<'c>(conn: impl sqlx::PgExecutor<'c>, batch: &[Outcome]) -> sqlx::Result<u64> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
@@ -530,7 +531,7 @@ pub async fn complete(pool: &PgPool, batch: &[Outcome]) -> sqlx::Result<u64> {
     // Planned at each call: see `claim`. A generic plan made while the table was small
     // hash-joins the outcomes against a scan of every job.
     .persistent(false)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(written as u64)
 }

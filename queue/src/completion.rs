@@ -3,8 +3,9 @@
 //!
 //! The job's row (`completed`, unlocked), its attempt's finish (`succeeded`) and whatever the
 //! handler enqueued then land in one commit, so a job costs its handler's commit and nothing
-//! more. The write is guarded as the completer's is: only while this worker still holds this
-//! attempt. What each fault leaves:
+//! more. The write is the completer's own statement (`backend::complete`) for one outcome, so
+//! it is guarded as the completer's is: only while this worker still holds this attempt. What
+//! each fault leaves:
 //! - **killed after the commit**, before the runtime's own bookkeeping: the job is completed, so
 //!   the rescue (which takes only `running` jobs) leaves it alone; nothing runs twice;
 //! - **rescued meanwhile** (the worker looked dead): the guard matches no row, the commit still
@@ -26,6 +27,11 @@ use std::sync::{
 };
 
 use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::{
+    backend::{self, Outcome},
+    state::AttemptOutcome,
+};
 
 /// The attempt a handler runs, as the runtime sets it around the handler.
 #[derive(Debug)]
@@ -81,32 +87,22 @@ pub async fn commit_completing(mut tx: Transaction<'_, Postgres>) -> sqlx::Resul
 }
 
 /// Marks attempt `attempt` of job `id` succeeded and the job completed, in the caller's
-/// transaction, if `worker` still holds that attempt. True when it did.
+/// transaction, if `worker` still holds that attempt: the completer's own guarded write
+/// ([`backend::complete`]), for one outcome. True when it did.
 pub async fn complete_in(
     conn: &mut PgConnection,
     id: &str,
     attempt: i32,
     worker: &str,
 ) -> sqlx::Result<bool> {
-    let n = sqlx::query_scalar!(
-        r#"
-        WITH j AS (
-            UPDATE jobs SET state = 'completed', finished_at = clock_timestamp(),
-                            locked_by = NULL, locked_at = NULL, last_error = NULL
-            WHERE id = $1 AND attempt = $2 AND locked_by = $3
-            RETURNING id, attempt, finished_at
-        ), a AS (
-            UPDATE job_attempts t
-            SET outcome = 'succeeded', finished_at = j.finished_at, error = NULL, retry_at = NULL
-            FROM j WHERE t.job_id = j.id AND t.attempt = j.attempt
-        )
-        SELECT count(*) AS "n!" FROM j
-        "#,
-        id,
+    let succeeded = Outcome {
+        id: id.to_owned(),
         attempt,
-        worker,
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(n == 1)
+        worker: worker.to_owned(),
+        outcome: AttemptOutcome::Succeeded.as_str(),
+        error: None,
+        retry_at: None,
+        finished_at: chrono::Utc::now(),
+    };
+    Ok(backend::complete(conn, std::slice::from_ref(&succeeded)).await? == 1)
 }

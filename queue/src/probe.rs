@@ -96,15 +96,25 @@ pub async fn handle<S>(ctx: JobContext<S>, probe: Probe) -> Result<(), JobError>
     if ctx.attempt <= probe.hang_times {
         std::future::pending::<()>().await;
     }
+    sleep_then_write_effect(&ctx.pool, &probe, &ctx.job_id).await?;
+    Ok(())
+}
+
+/// The probe's effect: its sleep, then its row, written once whatever the runs.
+async fn sleep_then_write_effect<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    probe: &Probe,
+    job_id: &str,
+) -> sqlx::Result<()> {
     if probe.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;
     }
     sqlx::query!(
         "INSERT INTO job_probe_effects (probe_key, job_id) VALUES ($1, $2) ON CONFLICT (probe_key) DO NOTHING",
         probe.key,
-        ctx.job_id
+        job_id
     )
-    .execute(&ctx.pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -120,16 +130,7 @@ fn told_to_fail(probe: &Probe, err: anyhow::Error) -> JobError {
 /// `fail_times` attempts) failed before the commit, else committed with the job's completion.
 async fn effect_completing<S>(ctx: &JobContext<S>, probe: &Probe) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
-    if probe.sleep_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(probe.sleep_ms)).await;
-    }
-    sqlx::query!(
-        "INSERT INTO job_probe_effects (probe_key, job_id) VALUES ($1, $2) ON CONFLICT (probe_key) DO NOTHING",
-        probe.key,
-        ctx.job_id
-    )
-    .execute(&mut *tx)
-    .await?;
+    sleep_then_write_effect(&mut *tx, probe, &ctx.job_id).await?;
     if ctx.attempt <= probe.fail_times {
         let err = anyhow::anyhow!("simulated outage").context(format!(
             "probe {} told to fail on attempt {}, its effect written and not committed",

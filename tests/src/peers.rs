@@ -10,7 +10,7 @@
 //! therefore includes writing the last completions.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     sync::{
         Arc,
@@ -420,8 +420,7 @@ impl GraphileDriver {
         )
         .map_err(|e| e.to_string())?;
         std::fs::write(driver.dir.join("driver.js"), GRAPHILE_DRIVER).map_err(|e| e.to_string())?;
-        let out = tokio::time::timeout(
-            Duration::from_secs(600),
+        run_within(
             tokio::process::Command::new("npm")
                 .args([
                     "install",
@@ -432,50 +431,27 @@ impl GraphileDriver {
                     &format!("graphile-worker@{GRAPHILE_VERSION}"),
                     "pg@8",
                 ])
-                .current_dir(&driver.dir)
-                .kill_on_drop(true)
-                .output(),
+                .current_dir(&driver.dir),
+            Duration::from_secs(600),
+            "npm install",
         )
-        .await
-        .map_err(|_| "npm install took over 10 minutes".to_string())?
-        .map_err(|e| format!("npm install: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "npm install failed: {}",
-                tail(&String::from_utf8_lossy(&out.stderr))
-            ));
-        }
+        .await?;
         Ok(driver)
-    }
-
-    /// Where it is installed.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// One measurement: `n` no-op jobs under `config`, in a fresh empty database; jobs/s.
     pub async fn noop(&self, n: usize, config: &GraphileConfig) -> Result<f64, String> {
         let db = TestDb::empty().await;
-        let out = tokio::time::timeout(
-            Duration::from_secs(900),
+        let out = run_within(
             tokio::process::Command::new("node")
                 .arg("driver.js")
                 .arg(config.to_json(&db.url, n))
-                .current_dir(&self.dir)
-                .kill_on_drop(true)
-                .output(),
+                .current_dir(&self.dir),
+            Duration::from_secs(900),
+            "the graphile-worker driver",
         )
-        .await
-        .map_err(|_| "graphile-worker's run took over 15 minutes".to_string())?
-        .map_err(|e| format!("node: {e}"))?;
+        .await?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "the graphile-worker driver failed: {}{}",
-                tail(&stdout),
-                tail(&String::from_utf8_lossy(&out.stderr))
-            ));
-        }
         stdout
             .lines()
             .find_map(|l| l.strip_prefix("jobs/s: "))
@@ -490,23 +466,29 @@ impl Drop for GraphileDriver {
     }
 }
 
+/// Runs `cmd` to its end within `limit` (killed past it); Err names `what` and carries the
+/// last lines of its output when it fails.
+async fn run_within(
+    cmd: &mut tokio::process::Command,
+    limit: Duration,
+    what: &str,
+) -> Result<std::process::Output, String> {
+    let out = tokio::time::timeout(limit, cmd.kill_on_drop(true).output())
+        .await
+        .map_err(|_| format!("{what} took over {} s", limit.as_secs()))?
+        .map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}{}",
+            tail(&String::from_utf8_lossy(&out.stdout)),
+            tail(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    Ok(out)
+}
+
 /// The last 20 lines of `s`.
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// graphile-worker's no-op throughput over `n` jobs, in jobs/s, tuned as its performance page
-/// advises (<https://worker.graphile.org/docs/performance>): [`GraphileConfig::tuned`] (or
-/// `BENCH_GRAPHILE`), the best of the configurations tried here. Its figures are for 4
-/// instances × `concurrentJobs: 24` with `localQueue: { size: 500 }` and
-/// `completeJobBatchDelay: 0` on a large server; this machine has 2 cores, and Node runs a
-/// process's JavaScript on one, so the worker processes are as many as the cores. That is fair
-/// where Granary's figure is concurrency 10 in one process: graphile gets more in flight and
-/// every core for its JavaScript, its batched fetch (500 per query, against Granary's 100) and
-/// its batched completion. Installs graphile-worker with npm into a throwaway folder first;
-/// Err("not run: no node") when `node` is absent, else Err with the failure.
-pub async fn graphile_noop(n: usize) -> Result<f64, String> {
-    let config = GraphileConfig::from_env()?;
-    GraphileDriver::install().await?.noop(n, &config).await
 }

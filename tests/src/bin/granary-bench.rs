@@ -70,6 +70,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The median of repeated runs (the upper one of an even count), and the runs as the table
+/// lists them, in the order given: `a / b / c`.
+fn median_of(runs: &[f64]) -> (f64, String) {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+    (sorted[sorted.len() / 2], all.join(" / "))
+}
+
 /// Whether phase `name` (`ingest`, `jobs`, `e2e`) runs: all of them unless `BENCH_ONLY` lists
 /// some (comma-separated).
 fn phase(name: &str) -> bool {
@@ -1686,10 +1695,9 @@ struct History {
 }
 
 impl History {
-    fn median(&self) -> f64 {
-        let mut r: Vec<f64> = self.runs.iter().map(|(r, _)| *r).collect();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
+    /// The median jobs/s of the runs, and the runs listed.
+    fn rates(&self) -> (f64, String) {
+        median_of(&self.runs.iter().map(|(r, _)| *r).collect::<Vec<_>>())
     }
 
     /// The report's rows; `empty` is the empty table's median jobs/s (None: this is it).
@@ -1699,7 +1707,6 @@ impl History {
         } else {
             format!("holding {} finished jobs", self.rows)
         };
-        let runs: Vec<String> = self.runs.iter().map(|(r, _)| format!("{r:.0}")).collect();
         let pruned: Vec<String> = self.runs.iter().map(|(_, p)| p.rows.to_string()).collect();
         let total: u64 = self.runs.iter().map(|(_, p)| p.rows).sum();
         let calls: usize = self.runs.iter().map(|(_, p)| p.calls).sum();
@@ -1708,7 +1715,7 @@ impl History {
             .iter()
             .map(|(_, p)| p.longest_ms)
             .fold(0.0, f64::max);
-        let median = self.median();
+        let (median, runs) = self.rates();
         let rate = match empty {
             None => format!("**{median:.0}**"),
             Some(e) => format!("**{median:.0}**, **{:.2} ×**", median / e),
@@ -1716,8 +1723,7 @@ impl History {
         let mb = |b: i64| b as f64 / 1024.0 / 1024.0;
         let c = &self.claim;
         let mut lines = vec![format!(
-            "| history: no-op jobs/s {at} ({n} jobs, concurrency 10, batch 100; runs: {}; retention pruning meanwhile: {total} rows ({}) in {calls} calls, longest {longest:.0} ms){} | {rate} |",
-            runs.join(" / "),
+            "| history: no-op jobs/s {at} ({n} jobs, concurrency 10, batch 100; runs: {runs}; retention pruning meanwhile: {total} rows ({}) in {calls} calls, longest {longest:.0} ms){} | {rate} |",
             pruned.join(" / "),
             if empty.is_some() {
                 "; ratio to the empty table"
@@ -1825,12 +1831,6 @@ async fn history(
 /// worker, concurrency 10, batch 100: its knobs set alike), graphile-worker beside
 /// [`Shape::LIKE_GRAPHILE`]. Each row gives the medians and Granary's ratio.
 async fn peers((apalis_n, graphile_n): (usize, usize), runs: usize) -> Vec<String> {
-    let median_of = |runs: &[f64]| {
-        let mut sorted = runs.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
-        (sorted[sorted.len() / 2], all.join(" / "))
-    };
     let cell = |e: &str| e.replace('|', "/").replace('\n', " ");
     let mut lines = Vec::new();
 
@@ -1983,12 +1983,10 @@ async fn main() {
             runs.push(raw_floor(if q { 300 } else { 2000 }).await);
         }
         runs.sort_by(f64::total_cmp);
-        let median = runs[runs.len() / 2];
-        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        let (median, all) = median_of(&runs);
         let _ = writeln!(
             out,
-            "| raw-SQL floor: pgbench, 10 clients, claim 10 + complete 10 per transaction (runs: {}) | **{median:.0} jobs/s** |",
-            all.join(" / ")
+            "| raw-SQL floor: pgbench, 10 clients, claim 10 + complete 10 per transaction (runs: {all}) | **{median:.0} jobs/s** |"
         );
         floor = Some(median);
         eprintln!("raw floor done");
@@ -1999,12 +1997,10 @@ async fn main() {
             runs.push(throughput(n, Shape::STANDARD).await);
         }
         runs.sort_by(f64::total_cmp);
-        let median = runs[runs.len() / 2];
-        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        let (median, all) = median_of(&runs);
         let _ = writeln!(
             out,
-            "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; runs: {}): jobs/s, ratio to the raw floor | **{median:.0}**, **{:.2} ×** |",
-            all.join(" / "),
+            "| no-op jobs/s ({n} jobs, concurrency 10, batch 100; runs: {all}): jobs/s, ratio to the raw floor | **{median:.0}**, **{:.2} ×** |",
             median / floor.unwrap_or(f64::NAN)
         );
         let ((p50, p99), (c50, c99)) = pickup_latency(if q { 50 } else { 200 }).await;
@@ -2118,7 +2114,7 @@ async fn main() {
             for line in h.lines(n, empty) {
                 let _ = writeln!(out, "{line}");
             }
-            empty = empty.or(Some(h.median()));
+            empty = empty.or(Some(h.rates().0));
             eprintln!("history at {rows} rows done");
         }
     }
