@@ -201,10 +201,12 @@ pub async fn claim(
             -- `= ANY(ARRAY(…))`, not a join: the planner cannot know the LIMIT of a prepared
             -- statement and would hash-join the whole table (measured: 10 ms per claim at 20k
             -- rows, against 0.5 ms).
-            UPDATE jobs SET state = 'running', attempt = attempt + 1,
+            -- `jobs_active`, the partition of waiting and running jobs: a lookup by id in the
+            -- parent would also descend the finished jobs' primary key (docs/queue.md).
+            UPDATE jobs_active SET state = 'running', attempt = attempt + 1,
                             locked_by = $3, locked_at = now()
             WHERE id = ANY(ARRAY(
-                SELECT id FROM jobs
+                SELECT id FROM jobs_active
                 WHERE queue = $1 AND state IN ('pending', 'retrying') AND run_at <= now()
                 ORDER BY priority DESC, run_at, id
                 LIMIT $2
@@ -262,11 +264,11 @@ pub async fn unclaim(pool: &PgPool, worker: &str, jobs: &[Claimed]) -> sqlx::Res
     let n = sqlx::query_scalar!(
         r#"
         WITH j AS (
-            UPDATE jobs SET state = 'pending', attempt = jobs.attempt - 1,
+            UPDATE jobs_active t SET state = 'pending', attempt = t.attempt - 1,
                             locked_by = NULL, locked_at = NULL
             FROM unnest($1::text[], $2::int4[]) AS r(id, attempt)
-            WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = $3
-            RETURNING jobs.id, r.attempt
+            WHERE t.id = r.id AND t.attempt = r.attempt AND t.locked_by = $3
+            RETURNING t.id, r.attempt
         ), d AS (
             DELETE FROM job_attempts a USING j WHERE a.job_id = j.id AND a.attempt = j.attempt
         )
@@ -491,34 +493,44 @@ pub async fn complete<'c>(conn: impl sqlx::PgExecutor<'c>, batch: &[Outcome]) ->
     }
     let written = sqlx::query_scalar!(
         r#"
-        WITH j AS (
+        WITH d AS (
+            -- A finished attempt takes its job out of `jobs_active` and writes it back with its
+            -- next state, which PostgreSQL routes to its partition: `jobs_finished` when it
+            -- completed or failed, `jobs_active` again when it retries. A delete and an insert,
+            -- not an update of `state`, so that a statement waiting on the row skips it as
+            -- deleted instead of failing on a row moved between partitions (docs/queue.md).
             -- The outcomes are joined straight from unnest (not through a CTE, which the
             -- planner can only scan once per job row) and carried on by RETURNING.
-            UPDATE jobs SET
-                state = CASE WHEN r.outcome = 'succeeded' THEN 'completed'
-                             WHEN r.retry_at IS NOT NULL THEN 'retrying'
-                             ELSE 'failed' END,
-                run_at = coalesce(r.retry_at, jobs.run_at),
-                finished_at = CASE WHEN r.retry_at IS NULL THEN r.finished_at END,
-                locked_by = NULL, locked_at = NULL,
-                last_error = r.error
-            FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
-                        $6::timestamptz[], $7::timestamptz[])
+            DELETE FROM jobs_active t
+            USING unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::timestamptz[])
                 AS r(id, attempt, worker, outcome, error, retry_at, finished_at)
             -- Only a running job has `locked_by`. No `state = 'running'` here: it would let the
             -- planner drive the join from the running-jobs index and rescan the unnest for
             -- each running job (measured: 2 s per 1,000 outcomes), where the outcomes should
             -- drive primary-key lookups.
-            WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.locked_by = r.worker
-            RETURNING jobs.id, jobs.attempt, r.outcome, r.error, r.retry_at, r.finished_at
+            WHERE t.id = r.id AND t.attempt = r.attempt AND t.locked_by = r.worker
+            RETURNING t.id, t.queue, t.args, t.attempt, t.max_attempts, t.priority, t.run_at,
+                      t.created_at, r.outcome, r.error, r.retry_at, r.finished_at
+        ), j AS (
+            INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, priority, run_at,
+                              created_at, finished_at, last_error)
+            SELECT id, queue, args,
+                   CASE WHEN outcome = 'succeeded' THEN 'completed'
+                        WHEN retry_at IS NOT NULL THEN 'retrying'
+                        ELSE 'failed' END,
+                   attempt, max_attempts, priority, coalesce(retry_at, run_at), created_at,
+                   CASE WHEN outcome = 'succeeded' OR retry_at IS NULL THEN finished_at END,
+                   error
+            FROM d
         ), a AS (
             UPDATE job_attempts t
-            SET outcome = j.outcome, finished_at = j.finished_at, error = j.error,
-                retry_at = j.retry_at
-            FROM j
-            WHERE t.job_id = j.id AND t.attempt = j.attempt
+            SET outcome = d.outcome, finished_at = d.finished_at, error = d.error,
+                retry_at = d.retry_at
+            FROM d
+            WHERE t.job_id = d.id AND t.attempt = d.attempt
         )
-        SELECT count(*) AS "n!" FROM j
+        SELECT count(*) AS "n!" FROM d
         "#,
         &ids as &[&str],
         &attempts,

@@ -52,16 +52,20 @@ pub async fn requeue(tx: &mut PgConnection, job_id: &str) -> Result<JobState, Op
 
 async fn requeue_locked(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<()> {
     // Attempt numbers continue from the history, and the budget is renewed from that point:
-    // the original max_attempts more tries.
+    // the original max_attempts more tries. Out of `jobs_finished` and into `jobs_active`: a
+    // delete and an insert (docs/queue.md).
     sqlx::query!(
         r#"
-        WITH j AS (
-            UPDATE jobs j
-            SET state = 'pending', run_at = now(), locked_by = NULL, locked_at = NULL,
-                finished_at = NULL,
-                max_attempts = j.attempt
-                    + coalesce((SELECT max_attempts FROM job_refs WHERE job_id = j.id), 1)
-            WHERE id = $1
+        WITH d AS (
+            DELETE FROM jobs WHERE id = $1
+            RETURNING id, queue, args, attempt, priority, created_at, last_error
+        ), j AS (
+            INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, priority, run_at,
+                              created_at, last_error)
+            SELECT id, queue, args, 'pending', attempt,
+                   attempt + coalesce((SELECT max_attempts FROM job_refs WHERE job_id = d.id), 1),
+                   priority, now(), created_at, last_error
+            FROM d
             RETURNING queue
         )
         -- Wake idle workers now rather than at their next poll.
@@ -75,14 +79,22 @@ async fn requeue_locked(conn: &mut PgConnection, job_id: &str) -> sqlx::Result<(
 }
 
 async fn job_state(conn: &mut PgConnection, job_id: &str) -> Result<JobState, OpError> {
-    // FOR UPDATE: the action and the state it was decided on are one.
-    sqlx::query_scalar!(
-        r#"SELECT state AS "state: JobState" FROM jobs WHERE id = $1 FOR UPDATE"#,
-        job_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| OpError::NotFound(job_id.into()))
+    // FOR UPDATE: the action and the state it was decided on are one. A job that changed
+    // partition while this waited for its lock (its worker finished it) was deleted and
+    // inserted anew: the lock finds the deleted row and returns nothing, and a second read, with
+    // a new snapshot, finds the job where it went.
+    for _ in 0..2 {
+        let state = sqlx::query_scalar!(
+            r#"SELECT state AS "state: JobState" FROM jobs WHERE id = $1 FOR UPDATE"#,
+            job_id
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(state) = state {
+            return Ok(state);
+        }
+    }
+    Err(OpError::NotFound(job_id.into()))
 }
 
 /// Cancels a job that is waiting (pending or retrying) or failed; a running job cannot be
@@ -97,8 +109,20 @@ pub async fn cancel(tx: &mut PgConnection, job_id: &str) -> Result<JobState, OpE
             allowed: "pending, retrying or failed jobs",
         });
     }
+    // Into `jobs_finished` (a waiting job leaves `jobs_active`): a delete and an insert.
     sqlx::query!(
-        "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL, locked_at = NULL WHERE id = $1",
+        r#"
+        WITH d AS (
+            DELETE FROM jobs WHERE id = $1
+            RETURNING id, queue, args, attempt, max_attempts, priority, run_at, created_at,
+                      last_error
+        )
+        INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, priority, run_at,
+                          created_at, finished_at, last_error)
+        SELECT id, queue, args, 'cancelled', attempt, max_attempts, priority, run_at, created_at,
+               now(), last_error
+        FROM d
+        "#,
         job_id
     )
     .execute(&mut *tx)

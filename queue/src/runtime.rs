@@ -461,28 +461,35 @@ async fn heartbeat(
 pub async fn rescue(pool: &PgPool, bound: Duration) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"
-        WITH j AS (
-            UPDATE jobs
-            SET state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'pending' END,
-                finished_at = CASE WHEN attempt >= max_attempts THEN now() END,
-                run_at = now(), locked_by = NULL, locked_at = NULL,
-                last_error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
+        WITH d AS (
+            -- Out of `jobs_active` and back in with its next state (docs/queue.md: a job
+            -- changes partition by a delete and an insert, never by an update of `state`).
+            DELETE FROM jobs_active
             WHERE id = ANY(ARRAY(
-                SELECT j.id FROM jobs j
+                SELECT j.id FROM jobs_active j
                 WHERE j.state = 'running'
                   AND NOT EXISTS (SELECT 1 FROM job_workers w
                                   WHERE w.id = j.locked_by
                                     AND w.last_seen > now() - make_interval(secs => $1))
                 FOR UPDATE OF j SKIP LOCKED
             )) AND state = 'running'
-            RETURNING id, attempt
+            RETURNING id, queue, args, attempt, max_attempts, priority, created_at
+        ), j AS (
+            INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, priority, run_at,
+                              created_at, finished_at, last_error)
+            SELECT id, queue, args,
+                   CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'pending' END,
+                   attempt, max_attempts, priority, now(), created_at,
+                   CASE WHEN attempt >= max_attempts THEN now() END,
+                   'the worker stopped (killed, crashed or lost) before this attempt finished'
+            FROM d
         ), a AS (
             UPDATE job_attempts t
             SET outcome = 'abandoned', finished_at = clock_timestamp(),
                 error = 'the worker stopped (killed, crashed or lost) before this attempt finished'
-            FROM j WHERE t.job_id = j.id AND t.attempt = j.attempt AND t.outcome = 'running'
+            FROM d WHERE t.job_id = d.id AND t.attempt = d.attempt AND t.outcome = 'running'
         )
-        SELECT id AS "id!" FROM j
+        SELECT id AS "id!" FROM d
         "#,
         bound.as_secs_f64(),
     )
@@ -691,7 +698,8 @@ pub async fn release_claims(pool: &PgPool, worker_ids: &[String]) -> sqlx::Resul
     let released = sqlx::query_scalar!(
         r#"
         WITH j AS (
-            UPDATE jobs SET state = 'pending', locked_by = NULL, locked_at = NULL
+            -- Running to pending: both in `jobs_active`, so an update.
+            UPDATE jobs_active SET state = 'pending', locked_by = NULL, locked_at = NULL
             WHERE state = 'running' AND locked_by = ANY($1)
             RETURNING id, attempt
         ), a AS (
@@ -720,7 +728,7 @@ pub async fn prune_completed(pool: &PgPool, older_than: Duration) -> sqlx::Resul
     let pruned = sqlx::query_scalar!(
         r#"
         WITH j AS (
-            DELETE FROM jobs
+            DELETE FROM jobs_finished
             WHERE id < $1 AND state = 'completed' AND finished_at < $2
             RETURNING id
         ), a AS (

@@ -561,7 +561,7 @@ impl WriteStats {
                       w.wal_fpi::float8 AS wal_fpi,
                       t.row_writes, t.updates, t.hot_updates, i.index_bytes
                FROM pg_stat_wal w,
-                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0)::float8 AS row_writes,
+                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::float8 AS row_writes,
                             coalesce(sum(n_tup_upd), 0)::float8 AS updates,
                             coalesce(sum(n_tup_hot_upd), 0)::float8 AS hot_updates
                      FROM pg_stat_user_tables) t,
@@ -609,7 +609,7 @@ impl std::fmt::Display for Writes {
         let d = &self.d;
         write!(
             f,
-            "WAL **{:.0} B** ({:.0} records, {:.2} full-page images); rows written {:.1}, of {:.1} updates {:.0}% HOT; index growth **{:.0} B**",
+            "WAL **{:.0} B** ({:.0} records, {:.2} full-page images); rows written (inserted, updated, deleted) {:.1}, of {:.1} updates {:.0}% HOT; index growth **{:.0} B**",
             d.wal_bytes / n,
             d.wal_records / n,
             d.wal_fpi / n,
@@ -1624,10 +1624,10 @@ async fn explain_claim(db: &TestDb) -> ClaimPlan {
     // Copied from `claim` (queue/src/backend.rs), its parameters written in.
     let claim = r#"
         WITH j AS (
-            UPDATE jobs SET state = 'running', attempt = attempt + 1,
+            UPDATE jobs_active SET state = 'running', attempt = attempt + 1,
                             locked_by = 'bench_noop@explain', locked_at = now()
             WHERE id = ANY(ARRAY(
-                SELECT id FROM jobs
+                SELECT id FROM jobs_active
                 WHERE queue = 'bench_noop' AND state IN ('pending', 'retrying') AND run_at <= now()
                 ORDER BY priority DESC, run_at, id
                 LIMIT 100
@@ -1682,6 +1682,7 @@ async fn explain_claim(db: &TestDb) -> ClaimPlan {
 
 /// The job runtime's figures with `rows` finished jobs in the table (retention pruning meanwhile).
 struct History {
+    db: TestDb,
     rows: usize,
     /// Seconds: the inserts, the VACUUM ANALYZE.
     fill: (f64, f64),
@@ -1700,8 +1701,9 @@ impl History {
         median_of(&self.runs.iter().map(|(r, _)| *r).collect::<Vec<_>>())
     }
 
-    /// The report's rows; `empty` is the empty table's median jobs/s (None: this is it).
-    fn lines(&self, n: usize, empty: Option<f64>) -> Vec<String> {
+    /// The report's rows; `base` is the first database's (None: this is it). The ratio is the
+    /// median of the rounds' ratios: each round's runs came minutes apart at most.
+    fn lines(&self, n: usize, base: Option<&History>) -> Vec<String> {
         let at = if self.rows == 0 {
             "on an empty jobs table".to_string()
         } else {
@@ -1716,17 +1718,30 @@ impl History {
             .map(|(_, p)| p.longest_ms)
             .fold(0.0, f64::max);
         let (median, runs) = self.rates();
-        let rate = match empty {
+        let rate = match base {
             None => format!("**{median:.0}**"),
-            Some(e) => format!("**{median:.0}**, **{:.2} ×**", median / e),
+            Some(b) => {
+                let ratios: Vec<f64> = self
+                    .runs
+                    .iter()
+                    .zip(&b.runs)
+                    .map(|((r, _), (e, _))| r / e)
+                    .collect();
+                let (ratio, _) = median_of(&ratios);
+                let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                format!(
+                    "**{median:.0}**, **{ratio:.2} ×** (rounds: {})",
+                    all.join(" / ")
+                )
+            }
         };
         let mb = |b: i64| b as f64 / 1024.0 / 1024.0;
         let c = &self.claim;
         let mut lines = vec![format!(
             "| history: no-op jobs/s {at} ({n} jobs, concurrency 10, batch 100; runs: {runs}; retention pruning meanwhile: {total} rows ({}) in {calls} calls, longest {longest:.0} ms){} | {rate} |",
             pruned.join(" / "),
-            if empty.is_some() {
-                "; ratio to the empty table"
+            if base.is_some() {
+                "; ratio to the empty table, the median of the rounds' (each round runs every table once)"
             } else {
                 ""
             },
@@ -1761,16 +1776,10 @@ impl History {
     }
 }
 
-/// Measures no-op throughput (`runs` runs of `n` jobs), idle pickup (`samples`) and the claim
-/// statement on a fresh database holding `rows` finished jobs ([`fill_history`]), while
-/// retention prunes beside each measurement.
-async fn history(
-    rows: usize,
-    n: usize,
-    runs: usize,
-    samples: usize,
-    retention: Duration,
-) -> History {
+/// A fresh database holding `rows` finished jobs ([`fill_history`]), checkpointed, with its
+/// sizes read. `BENCH_HISTORY_SQL` runs after the fill on the `index`th database and those after
+/// it, from `BENCH_HISTORY_SQL_FROM` (default 0: all).
+async fn history_db(index: usize, rows: usize, retention: Duration) -> History {
     let db = TestDb::new().await;
     let mut fill = (0.0, 0.0);
     if rows > 0 {
@@ -1780,6 +1789,20 @@ async fn history(
             fill.0, fill.1
         );
     }
+    // Experiments: BENCH_HISTORY_SQL (statements, `;`-separated) runs after the fill.
+    let from: usize = std::env::var("BENCH_HISTORY_SQL_FROM")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    if let Ok(sql) = std::env::var("BENCH_HISTORY_SQL")
+        .map_err(drop)
+        .and_then(|s| if index >= from { Ok(s) } else { Err(()) })
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .expect("BENCH_HISTORY_SQL");
+    }
     // The fill's gigabytes are dirty in shared buffers and the WAL: without a checkpoint here,
     // the checkpointer writes them back during the measurement (measured: 0.71× of the empty
     // table's jobs/s at 5M, the claim's plan unchanged), a cost of the fill, not of the table.
@@ -1787,41 +1810,68 @@ async fn history(
         eprintln!("CHECKPOINT failed ({e}): the fill's writeback may overlap the measurement");
     }
     let sizes: (i64, i64, i64) = sqlx::query_as(
-        "SELECT pg_total_relation_size('jobs'), pg_total_relation_size('job_attempts'), pg_total_relation_size('job_refs')",
+        // `jobs` is partitioned (active, finished): its size is its partitions'.
+        "SELECT (SELECT sum(pg_total_relation_size(relid))::int8 FROM pg_partition_tree('jobs')), pg_total_relation_size('job_attempts'), pg_total_relation_size('job_refs')",
     )
     .fetch_one(&db.pool)
     .await
     .expect("sizes");
-    let mut figures = Vec::new();
-    for _ in 0..runs {
-        let pruner = Pruner::start(&db.pool, retention);
-        let rate = throughput_on(&db, n, Shape::STANDARD).await;
-        let pruned = pruner.stop().await;
-        eprintln!("{rows}: {rate:.0} jobs/s, pruned meanwhile {pruned:?}");
-        figures.push((rate, pruned));
-    }
-    let pruner = Pruner::start(&db.pool, retention);
-    let ((p50, p99), _) = pickup_on(&db, samples).await;
-    let pickup_pruned = pruner.stop().await;
-    eprintln!(
-        "{rows}: pickup p50 {p50:.1} ms, p99 {p99:.1} ms, pruned meanwhile {pickup_pruned:?}"
-    );
-    let claim = explain_claim(&db).await;
-    let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, n_live_tup, n_dead_tup, coalesce(n_tup_del, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'job_attempts', 'job_refs') ORDER BY relname",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("table stats");
-    eprintln!("{rows}: (table, live, dead, deleted, index scans) after the runs: {tables:?}");
     History {
+        db,
         rows,
         fill,
-        runs: figures,
-        pickup: (p50, p99),
-        pickup_pruned,
-        claim,
+        runs: Vec::new(),
+        pickup: (0.0, 0.0),
+        pickup_pruned: Pruned::default(),
+        claim: ClaimPlan::default(),
         sizes,
+    }
+}
+
+/// Measures no-op throughput (`runs` runs of `n` jobs), idle pickup (`samples`) and the claim
+/// statement on each of `dbs`, while retention prunes beside each measurement. The databases
+/// take turns, run by run, in an order reversed every round: on this machine two runs minutes
+/// apart differ more than an empty table and a full one do (12-07: the same 5M comparison read
+/// 0.59× and 0.92× in two runs ten minutes apart), so each round's runs share a moment.
+async fn measure_history(
+    dbs: &mut [History],
+    n: usize,
+    runs: usize,
+    samples: usize,
+    retention: Duration,
+) {
+    for round in 0..runs {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..dbs.len()).collect()
+        } else {
+            (0..dbs.len()).rev().collect()
+        };
+        for i in order {
+            let h = &mut dbs[i];
+            let pruner = Pruner::start(&h.db.pool, retention);
+            let rate = throughput_on(&h.db, n, Shape::STANDARD).await;
+            let pruned = pruner.stop().await;
+            eprintln!("{}: {rate:.0} jobs/s, pruned meanwhile {pruned:?}", h.rows);
+            h.runs.push((rate, pruned));
+        }
+    }
+    for h in dbs.iter_mut() {
+        let pruner = Pruner::start(&h.db.pool, retention);
+        let ((p50, p99), _) = pickup_on(&h.db, samples).await;
+        h.pickup = (p50, p99);
+        h.pickup_pruned = pruner.stop().await;
+        eprintln!("{}: pickup p50 {p50:.1} ms, p99 {p99:.1} ms", h.rows);
+        h.claim = explain_claim(&h.db).await;
+        let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, n_live_tup, n_dead_tup, coalesce(n_tup_del, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname IN ('jobs_active', 'jobs_finished', 'job_attempts', 'job_refs') ORDER BY relname",
+        )
+        .fetch_all(&h.db.pool)
+        .await
+        .expect("table stats");
+        eprintln!(
+            "{}: (table, live, dead, deleted, index scans) after the runs: {tables:?}",
+            h.rows
+        );
     }
 }
 
@@ -2096,27 +2146,30 @@ async fn main() {
             "| history: retention age pruned to (the default `JOB_RETENTION_HOURS`), by `prune_completed` every second beside each measurement; finished jobs written over it and 1% more | {} h |",
             retention.as_secs() / 3600
         );
-        let sizes = if q {
-            [0, 100_000, 500_000]
-        } else {
-            [0, 1_000_000, 5_000_000]
+        // BENCH_HISTORY=<rows>,<rows>,… picks the sizes (the first is the ratios' base).
+        let sizes: Vec<usize> = match std::env::var("BENCH_HISTORY") {
+            Ok(v) => v
+                .split(',')
+                .map(|r| r.trim().parse().expect("BENCH_HISTORY"))
+                .collect(),
+            Err(_) if q => vec![0, 100_000, 500_000],
+            Err(_) => vec![0, 1_000_000, 5_000_000],
         };
-        let mut empty = None;
-        for rows in sizes {
-            let h = history(
-                rows,
-                n,
-                if q { 1 } else { 3 },
-                if q { 50 } else { 200 },
-                retention,
-            )
-            .await;
-            for line in h.lines(n, empty) {
+        let mut dbs = Vec::new();
+        for (i, rows) in sizes.into_iter().enumerate() {
+            dbs.push(history_db(i, rows, retention).await);
+        }
+        let rounds = std::env::var("BENCH_HISTORY_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(if q { 1 } else { 5 });
+        measure_history(&mut dbs, n, rounds, if q { 50 } else { 200 }, retention).await;
+        for (i, h) in dbs.iter().enumerate() {
+            for line in h.lines(n, (i > 0).then(|| &dbs[0])) {
                 let _ = writeln!(out, "{line}");
             }
-            empty = empty.or(Some(h.rates().0));
-            eprintln!("history at {rows} rows done");
         }
+        eprintln!("history done");
     }
 
     // The run's header, with what the hypervisor took from this VM over the whole run: figures

@@ -32,7 +32,7 @@ async fn health_counts_pending_and_failed_jobs() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    sqlx::query("INSERT INTO jobs (id, queue, args, state, attempt, max_attempts) VALUES ('01HZZZZZZZZZZZZZZZZZZZZZZZ', 'probe', '{}', 'failed', 3, 3)")
+    sqlx::query("INSERT INTO jobs (id, queue, args, state, attempt, max_attempts, finished_at) VALUES ('01HZZZZZZZZZZZZZZZZZZZZZZZ', 'probe', '{}', 'failed', 3, 3, now())")
         .execute(&app.db_pool)
         .await
         .unwrap();

@@ -735,6 +735,162 @@ async fn retention_prunes_completed_jobs_and_keeps_failed_ones() {
     assert_eq!(attempts(&app.db_pool, &failed).await.len(), 1);
 }
 
+/// The partition holding a job's row (`jobs_active` while it waits or runs, `jobs_finished`
+/// once it has finished), and how many rows the job has across both.
+async fn partition(pool: &PgPool, job_id: &str) -> (Option<String>, i64) {
+    sqlx::query_as("SELECT min(tableoid::regclass::text), count(*) FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn outcome_of(
+    id: &str,
+    attempt: i32,
+    outcome: &'static str,
+    retry_at: Option<DateTime<Utc>>,
+) -> granary_jobs::queue::backend::Outcome {
+    granary_jobs::queue::backend::Outcome {
+        id: id.into(),
+        attempt,
+        worker: "w@host:1:0".into(),
+        outcome,
+        error: (outcome != "succeeded").then(|| format!("attempt {attempt}: {outcome}")),
+        retry_at,
+        finished_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_job_stays_in_the_active_partition_until_it_finishes_and_returns_there_when_requeued() {
+    use granary_jobs::queue::backend;
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let active = || (Some("jobs_active".to_string()), 1);
+    let finished = || (Some("jobs_finished".to_string()), 1);
+    let id = app.enqueue(&probe("moves")).await;
+    assert_eq!(partition(p, &id).await, active());
+
+    // Claimed, then a retry: still active, due at the retry's time.
+    let claimed = backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(partition(p, &id).await, active());
+    let retry_at = Utc::now() + chrono::Duration::hours(1);
+    let retry = outcome_of(&id, 1, "retry", Some(retry_at));
+    assert_eq!(backend::complete(p, &[retry]).await.unwrap(), 1);
+    assert_eq!(job_state(p, &id).await, "retrying");
+    assert_eq!(partition(p, &id).await, active());
+    assert!(
+        backend::claim(p, "probe", "w@host:1:0", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Due now, claimed again, failed for good: finished, with its finish time and error.
+    sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
+        .bind(&id)
+        .execute(p)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap()[0].attempt,
+        2
+    );
+    let failed = outcome_of(&id, 2, "failed", None);
+    assert_eq!(backend::complete(p, &[failed]).await.unwrap(), 1);
+    let (state, finished_at, error): (String, Option<DateTime<Utc>>, Option<String>) =
+        sqlx::query_as("SELECT state, finished_at, last_error FROM jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert!(finished_at.is_some());
+    assert_eq!(error.as_deref(), Some("attempt 2: failed"));
+    assert_eq!(partition(p, &id).await, finished());
+
+    // An operator's requeue brings it back; a cancel finishes it; a requeue again.
+    audit::requeue_job(p, &id, &actor()).await.unwrap();
+    assert_eq!(job_state(p, &id).await, "pending");
+    assert_eq!(partition(p, &id).await, active());
+    audit::cancel_job(p, &id, &actor()).await.unwrap();
+    assert_eq!(job_state(p, &id).await, "cancelled");
+    assert_eq!(partition(p, &id).await, finished());
+    audit::requeue_job(p, &id, &actor()).await.unwrap();
+    assert_eq!(partition(p, &id).await, active());
+
+    // Its third attempt succeeds: completed, finished, the whole history kept.
+    assert_eq!(
+        backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap()[0].attempt,
+        3
+    );
+    let succeeded = outcome_of(&id, 3, "succeeded", None);
+    assert_eq!(backend::complete(p, &[succeeded]).await.unwrap(), 1);
+    assert_eq!(job_state(p, &id).await, "completed");
+    assert_eq!(partition(p, &id).await, finished());
+    let rows = attempts(p, &id).await;
+    assert_eq!(
+        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        ["retry", "failed", "succeeded"]
+    );
+
+    // Retention prunes it from the finished partition.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        runtime::prune_completed(p, Duration::from_millis(5))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(partition(p, &id).await, (None, 0));
+}
+
+#[tokio::test]
+async fn an_operator_waiting_on_a_job_its_worker_finishes_meanwhile_is_told_it_finished() {
+    use granary_jobs::queue::backend;
+    let app = TestApp::spawn().await;
+    let p = &app.db_pool;
+    let id = app.enqueue(&probe("race")).await;
+    backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap();
+
+    // The completer's statement, in a transaction held open: it holds the job's row, and
+    // moves the job to the finished partition (a delete and an insert).
+    let mut completer = p.begin().await.unwrap();
+    let done = outcome_of(&id, 1, "succeeded", None);
+    assert_eq!(
+        backend::complete(&mut *completer, &[done]).await.unwrap(),
+        1
+    );
+
+    // An operator's cancel waits for that row's lock...
+    let cancel = tokio::spawn({
+        let (pool, id) = (p.clone(), id.clone());
+        async move { audit::cancel_job(&pool, &id, &actor()).await }
+    });
+    wait_for_count(
+        p,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        1,
+        WAIT,
+    )
+    .await;
+    // ...which it gets once the job has finished: the row it waited on is gone, and it finds
+    // the job where it went instead of calling it missing.
+    completer.commit().await.unwrap();
+    let result = cancel.await.unwrap();
+    assert!(
+        matches!(&result, Err(OpError::WrongState { state, .. }) if state == "completed"),
+        "{result:?}"
+    );
+    assert_eq!(job_state(p, &id).await, "completed");
+    assert_eq!(
+        partition(p, &id).await,
+        (Some("jobs_finished".to_string()), 1)
+    );
+}
+
 #[tokio::test]
 async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
     use granary_jobs::queue::backend::{self, Outcome};
