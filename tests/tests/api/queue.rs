@@ -41,6 +41,21 @@ async fn attempts(pool: &PgPool, job_id: &str) -> Vec<AttemptRow> {
         .unwrap()
 }
 
+/// The outcomes of a job's attempts, in order.
+fn outcomes(rows: &[AttemptRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.outcome.as_str()).collect()
+}
+
+/// Waits until job `id` has completed, or panics after `timeout`.
+async fn wait_completed(app: &TestApp, id: &str, timeout: Duration) {
+    app.wait_for_count(
+        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
+        1,
+        timeout,
+    )
+    .await;
+}
+
 async fn job_state(pool: &PgPool, job_id: &str) -> String {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM jobs WHERE id = $1",
@@ -171,16 +186,10 @@ async fn a_job_failing_twice_then_succeeding_has_three_attempts_and_backoff_gaps
         WAIT,
     )
     .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        WAIT,
-    )
-    .await;
+    wait_completed(&app, &id, WAIT).await;
 
     let rows = attempts(&app.db_pool, &id).await;
-    let outcomes: Vec<_> = rows.iter().map(|r| r.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["retry", "retry", "succeeded"]);
+    assert_eq!(outcomes(&rows), ["retry", "retry", "succeeded"]);
     for (i, r) in rows.iter().take(2).enumerate() {
         let err = r.error.as_deref().unwrap();
         // The whole cause chain is kept.
@@ -302,17 +311,9 @@ async fn a_panic_is_recorded_as_a_failed_attempt_and_retried() {
     )
     .await;
     // The effect commits inside the handler; the outcome is written after it.
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        WAIT,
-    )
-    .await;
+    wait_completed(&app, &id, WAIT).await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["panicked", "succeeded"]
-    );
+    assert_eq!(outcomes(&rows), ["panicked", "succeeded"]);
     let err = rows[0].error.as_deref().unwrap();
     assert!(
         err.contains("panicked: probe panicky told to panic on attempt 1"),
@@ -343,7 +344,7 @@ async fn an_exhausted_job_stays_visible_as_failed_and_is_not_retried() {
     let rows = attempts(&app.db_pool, &id).await;
     // Probe::MAX_ATTEMPTS is 5: four retries, then failed.
     assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        outcomes(&rows),
         ["retry", "retry", "retry", "retry", "failed"]
     );
     assert_eq!(job_state(&app.db_pool, &id).await, "failed");
@@ -383,12 +384,7 @@ async fn requeue_and_cancel_behave_and_are_audited() {
         WAIT,
     )
     .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        WAIT,
-    )
-    .await;
+    wait_completed(&app, &id, WAIT).await;
     let rows = attempts(&app.db_pool, &id).await;
     assert_eq!(
         rows.len(),
@@ -555,18 +551,9 @@ async fn a_sigkilled_workers_job_is_finished_by_another_worker_and_applied_once(
     first.kill9();
 
     let second = WorkerProcess::start(&env);
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_completed(&app, &id, Duration::from_secs(30)).await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["abandoned", "succeeded"],
-        "{rows:?}"
-    );
+    assert_eq!(outcomes(&rows), ["abandoned", "succeeded"], "{rows:?}");
     assert_eq!(rows[0].worker_id, victim);
     assert_ne!(
         rows[1].worker_id, victim,
@@ -597,12 +584,7 @@ async fn a_slow_job_past_the_heartbeat_bound_is_not_run_twice() {
             ..probe("slow")
         })
         .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        WAIT,
-    )
-    .await;
+    wait_completed(&app, &id, WAIT).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(
         count(
@@ -831,10 +813,7 @@ async fn a_job_stays_in_the_active_partition_until_it_finishes_and_returns_there
     assert_eq!(job_state(p, &id).await, "completed");
     assert_eq!(partition(p, &id).await, finished());
     let rows = attempts(p, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["retry", "failed", "succeeded"]
-    );
+    assert_eq!(outcomes(&rows), ["retry", "failed", "succeeded"]);
 
     // Retention prunes it from the finished partition.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -937,11 +916,7 @@ async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
     );
     assert_eq!(job_state(p, &id).await, "running");
     let rows = attempts(p, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["abandoned", "running"],
-        "{rows:?}"
-    );
+    assert_eq!(outcomes(&rows), ["abandoned", "running"], "{rows:?}");
     assert!(rows[1].finished_at.is_none());
 
     // The live worker's own completion is written.
@@ -953,10 +928,7 @@ async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
     );
     assert_eq!(job_state(p, &id).await, "completed");
     let rows = attempts(p, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["abandoned", "succeeded"]
-    );
+    assert_eq!(outcomes(&rows), ["abandoned", "succeeded"]);
 }
 
 #[tokio::test]
@@ -1082,18 +1054,10 @@ async fn a_handler_completing_in_its_commit_writes_its_effect_and_its_completion
     // Beside it, the completer's path: the effect's commit, then the completer's.
     let after = app.enqueue(&probe("after-commit")).await;
     for id in [&in_commit, &after] {
-        app.wait_for_count(
-            &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-            1,
-            WAIT,
-        )
-        .await;
+        wait_completed(&app, &id, WAIT).await;
     }
     let rows = attempts(&app.db_pool, &in_commit).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["succeeded"]
-    );
+    assert_eq!(outcomes(&rows), ["succeeded"]);
     assert!(rows[0].finished_at.is_some() && rows[0].error.is_none());
     let (job, tries, effect) = writers(&app.db_pool, &in_commit, "in-commit").await;
     assert_eq!(job, effect, "the job was completed by the effect's commit");
@@ -1124,17 +1088,9 @@ async fn a_handler_failing_after_it_began_leaves_nothing_of_that_attempt_and_its
             ..probe("fails-mid-way")
         })
         .await;
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        WAIT,
-    )
-    .await;
+    wait_completed(&app, &id, WAIT).await;
     let rows = attempts(&app.db_pool, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["retry", "succeeded"]
-    );
+    assert_eq!(outcomes(&rows), ["retry", "succeeded"]);
     let err = rows[0].error.as_deref().unwrap();
     assert!(err.contains("not committed"), "{err}");
     assert!(rows[0].retry_at.is_some());
@@ -1195,10 +1151,7 @@ async fn a_completing_commit_after_its_job_was_rescued_changes_nothing() {
     tx.commit().await.unwrap();
     assert_eq!(job_state(p, &id).await, "running");
     let rows = attempts(p, &id).await;
-    assert_eq!(
-        rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
-        ["abandoned", "running"]
-    );
+    assert_eq!(outcomes(&rows), ["abandoned", "running"]);
 
     // The live worker's own completion is written.
     let mut tx = p.begin().await.unwrap();
@@ -1210,11 +1163,7 @@ async fn a_completing_commit_after_its_job_was_rescued_changes_nothing() {
     tx.commit().await.unwrap();
     assert_eq!(job_state(p, &id).await, "completed");
     assert_eq!(
-        attempts(p, &id)
-            .await
-            .iter()
-            .map(|r| r.outcome.as_str())
-            .collect::<Vec<_>>(),
+        outcomes(&attempts(p, &id).await),
         ["abandoned", "succeeded"]
     );
 }
@@ -1264,14 +1213,7 @@ async fn a_worker_killed_right_after_its_completing_commit_leaves_the_job_comple
         "nothing to run again"
     );
     assert_eq!(job_state(p, &id).await, "completed");
-    assert_eq!(
-        attempts(p, &id)
-            .await
-            .iter()
-            .map(|r| r.outcome.as_str())
-            .collect::<Vec<_>>(),
-        ["succeeded"]
-    );
+    assert_eq!(outcomes(&attempts(p, &id).await), ["succeeded"]);
 }
 
 /// The SIGKILL test's twin for a handler completing in its commit: killed inside its open
@@ -1298,18 +1240,9 @@ async fn a_worker_sigkilled_inside_its_completing_transaction_is_finished_by_ano
     .await;
     first.kill9();
     let second = WorkerProcess::start(&env);
-    app.wait_for_count(
-        &format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND state = 'completed'"),
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_completed(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(
-        attempts(&app.db_pool, &id)
-            .await
-            .iter()
-            .map(|r| r.outcome.as_str())
-            .collect::<Vec<_>>(),
+        outcomes(&attempts(&app.db_pool, &id).await),
         ["abandoned", "succeeded"]
     );
     let (job, tries, effect) = writers(&app.db_pool, &id, "killed-in-tx").await;
