@@ -1054,7 +1054,7 @@ async fn a_handler_completing_in_its_commit_writes_its_effect_and_its_completion
     // Beside it, the completer's path: the effect's commit, then the completer's.
     let after = app.enqueue(&probe("after-commit")).await;
     for id in [&in_commit, &after] {
-        wait_completed(&app, &id, WAIT).await;
+        wait_completed(&app, id, WAIT).await;
     }
     let rows = attempts(&app.db_pool, &in_commit).await;
     assert_eq!(outcomes(&rows), ["succeeded"]);
