@@ -73,11 +73,7 @@ pub async fn job_counts(pool: &PgPool) -> sqlx::Result<Vec<JobCount>> {
     .await?;
     let stopped: i64 = rows
         .iter()
-        .filter(|r| {
-            [crate::JobState::Failed, crate::JobState::Cancelled]
-                .iter()
-                .any(|s| s.as_str() == r.state)
-        })
+        .filter(|r| crate::JobState::parse(&r.state).is_some_and(crate::JobState::is_stopped))
         .map(|r| r.n)
         .sum();
     let mut out: Vec<_> = rows

@@ -586,14 +586,16 @@ impl WriteStats {
     }
 }
 
-/// Experiments: `BENCH_SQL` (statements, `;`-separated) runs on the end-to-end phase's
-/// databases before the measurement, e.g. an index dropped or a table's fillfactor changed.
-async fn schema_experiment(pool: &sqlx::PgPool) {
-    if let Ok(sql) = std::env::var("BENCH_SQL") {
+/// Experiments: the statements (`;`-separated) in the environment variable `var`, if set, run on
+/// `pool`: `BENCH_SQL` on the end-to-end phase's databases before the measurement (an index
+/// dropped, a table's fillfactor changed), `BENCH_HISTORY_SQL` on the history phase's after
+/// their fill.
+async fn schema_experiment(pool: &sqlx::PgPool, var: &str) {
+    if let Ok(sql) = std::env::var(var) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(pool)
             .await
-            .expect("BENCH_SQL");
+            .expect(var);
     }
 }
 
@@ -748,7 +750,7 @@ async fn end_to_end(bin: &std::path::Path, steady_secs: usize, burst_orders: usi
         "ASSET_STORAGE_FS_ROOT",
         storage.to_string_lossy().into_owned(),
     ));
-    schema_experiment(&db.pool).await;
+    schema_experiment(&db.pool, "BENCH_SQL").await;
     let before = WriteStats::read(&db.pool).await;
     let svc = start_services(bin, &db, &env, true).await;
 
@@ -828,7 +830,7 @@ async fn handlers_only(orders: usize) -> (f64, String, Writes) {
     let config = Arc::new(Config::from_map(&env).expect("config"));
     let pool = granary_jobs::platform::db::pool(&config, 20).expect("pool");
     let batcher = Arc::new(Batcher::new(pool.clone()));
-    schema_experiment(&db.pool).await;
+    schema_experiment(&db.pool, "BENCH_SQL").await;
     let before = WriteStats::read(&db.pool).await;
     let work: Arc<Vec<(String, uuid::Uuid)>> =
         Arc::new(public_ids.iter().map(|p| (p.clone(), ids[p])).collect());
@@ -1794,14 +1796,8 @@ async fn history_db(index: usize, rows: usize, retention: Duration) -> History {
         .ok()
         .and_then(|f| f.parse().ok())
         .unwrap_or(0);
-    if let Ok(sql) = std::env::var("BENCH_HISTORY_SQL")
-        .map_err(drop)
-        .and_then(|s| if index >= from { Ok(s) } else { Err(()) })
-    {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&db.pool)
-            .await
-            .expect("BENCH_HISTORY_SQL");
+    if index >= from {
+        schema_experiment(&db.pool, "BENCH_HISTORY_SQL").await;
     }
     // The fill's gigabytes are dirty in shared buffers and the WAL: without a checkpoint here,
     // the checkpointer writes them back during the measurement (measured: 0.71× of the empty

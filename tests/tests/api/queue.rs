@@ -717,6 +717,28 @@ async fn retention_prunes_completed_jobs_and_keeps_failed_ones() {
     assert_eq!(attempts(&app.db_pool, &failed).await.len(), 1);
 }
 
+/// The worker of the tests that claim and complete by hand.
+const W: &str = "w@host:1:0";
+
+/// Claims job `id` for a worker that never heartbeats (to the rescue, it is dead), rescues it,
+/// and claims it again for a live worker: attempt 1 is `gone@host:1:0`'s, abandoned; attempt 2
+/// is `live@host:2:0`'s, running.
+async fn rescued_and_claimed_again(p: &PgPool, id: &str) {
+    use granary_jobs::queue::backend;
+    let first = backend::claim(p, "probe", "gone@host:1:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt, 1);
+    let rescued = runtime::rescue(p, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(rescued, [id]);
+    assert_eq!(job_state(p, id).await, "pending");
+    let second = backend::claim(p, "probe", "live@host:2:0", 10)
+        .await
+        .unwrap();
+    assert_eq!(second[0].attempt, 2);
+}
+
 /// The partition holding a job's row (`jobs_active` while it waits or runs, `jobs_finished`
 /// once it has finished), and how many rows the job has across both.
 async fn partition(pool: &PgPool, job_id: &str) -> (Option<String>, i64) {
@@ -727,8 +749,10 @@ async fn partition(pool: &PgPool, job_id: &str) -> (Option<String>, i64) {
         .unwrap()
 }
 
+/// An attempt's outcome as the completer receives it; an error for every outcome but success.
 fn outcome_of(
     id: &str,
+    worker: &str,
     attempt: i32,
     outcome: &'static str,
     retry_at: Option<DateTime<Utc>>,
@@ -736,7 +760,7 @@ fn outcome_of(
     granary_jobs::queue::backend::Outcome {
         id: id.into(),
         attempt,
-        worker: "w@host:1:0".into(),
+        worker: worker.into(),
         outcome,
         error: (outcome != "succeeded").then(|| format!("attempt {attempt}: {outcome}")),
         retry_at,
@@ -755,20 +779,15 @@ async fn a_job_stays_in_the_active_partition_until_it_finishes_and_returns_there
     assert_eq!(partition(p, &id).await, active());
 
     // Claimed, then a retry: still active, due at the retry's time.
-    let claimed = backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap();
+    let claimed = backend::claim(p, "probe", W, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(partition(p, &id).await, active());
     let retry_at = Utc::now() + chrono::Duration::hours(1);
-    let retry = outcome_of(&id, 1, "retry", Some(retry_at));
+    let retry = outcome_of(&id, W, 1, "retry", Some(retry_at));
     assert_eq!(backend::complete(p, &[retry]).await.unwrap(), 1);
     assert_eq!(job_state(p, &id).await, "retrying");
     assert_eq!(partition(p, &id).await, active());
-    assert!(
-        backend::claim(p, "probe", "w@host:1:0", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(backend::claim(p, "probe", W, 10).await.unwrap().is_empty());
 
     // Due now, claimed again, failed for good: finished, with its finish time and error.
     sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
@@ -777,10 +796,10 @@ async fn a_job_stays_in_the_active_partition_until_it_finishes_and_returns_there
         .await
         .unwrap();
     assert_eq!(
-        backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap()[0].attempt,
+        backend::claim(p, "probe", W, 10).await.unwrap()[0].attempt,
         2
     );
-    let failed = outcome_of(&id, 2, "failed", None);
+    let failed = outcome_of(&id, W, 2, "failed", None);
     assert_eq!(backend::complete(p, &[failed]).await.unwrap(), 1);
     let (state, finished_at, error): (String, Option<DateTime<Utc>>, Option<String>) =
         sqlx::query_as("SELECT state, finished_at, last_error FROM jobs WHERE id = $1")
@@ -805,10 +824,10 @@ async fn a_job_stays_in_the_active_partition_until_it_finishes_and_returns_there
 
     // Its third attempt succeeds: completed, finished, the whole history kept.
     assert_eq!(
-        backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap()[0].attempt,
+        backend::claim(p, "probe", W, 10).await.unwrap()[0].attempt,
         3
     );
-    let succeeded = outcome_of(&id, 3, "succeeded", None);
+    let succeeded = outcome_of(&id, W, 3, "succeeded", None);
     assert_eq!(backend::complete(p, &[succeeded]).await.unwrap(), 1);
     assert_eq!(job_state(p, &id).await, "completed");
     assert_eq!(partition(p, &id).await, finished());
@@ -832,12 +851,12 @@ async fn an_operator_waiting_on_a_job_its_worker_finishes_meanwhile_is_told_it_f
     let app = TestApp::spawn().await;
     let p = &app.db_pool;
     let id = app.enqueue(&probe("race")).await;
-    backend::claim(p, "probe", "w@host:1:0", 10).await.unwrap();
+    backend::claim(p, "probe", W, 10).await.unwrap();
 
     // The completer's statement, in a transaction held open: it holds the job's row, and
     // moves the job to the finished partition (a delete and an insert).
     let mut completer = p.begin().await.unwrap();
-    let done = outcome_of(&id, 1, "succeeded", None);
+    let done = outcome_of(&id, W, 1, "succeeded", None);
     assert_eq!(
         backend::complete(&mut *completer, &[done]).await.unwrap(),
         1
@@ -872,33 +891,12 @@ async fn an_operator_waiting_on_a_job_its_worker_finishes_meanwhile_is_told_it_f
 
 #[tokio::test]
 async fn a_completion_arriving_after_its_job_was_rescued_changes_nothing() {
-    use granary_jobs::queue::backend::{self, Outcome};
+    use granary_jobs::queue::backend;
     let app = TestApp::spawn().await;
     let p = &app.db_pool;
     let id = app.enqueue(&probe("late")).await;
-    let outcome = |worker: &str, attempt: i32| Outcome {
-        id: id.clone(),
-        attempt,
-        worker: worker.into(),
-        outcome: "succeeded",
-        error: None,
-        retry_at: None,
-        finished_at: chrono::Utc::now(),
-    };
-    // A worker that never heartbeats claims it: to the rescue, it is dead.
-    let first = backend::claim(p, "probe", "gone@host:1:0", 10)
-        .await
-        .unwrap();
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].attempt, 1);
-    let rescued = runtime::rescue(p, Duration::from_secs(3)).await.unwrap();
-    assert_eq!(rescued, std::slice::from_ref(&id));
-    assert_eq!(job_state(p, &id).await, "pending");
-    // A live worker claims it again.
-    let second = backend::claim(p, "probe", "live@host:2:0", 10)
-        .await
-        .unwrap();
-    assert_eq!(second[0].attempt, 2);
+    let outcome = |worker: &str, attempt: i32| outcome_of(&id, worker, attempt, "succeeded", None);
+    rescued_and_claimed_again(p, &id).await;
 
     // The first worker's completion arrives late: nothing changes.
     assert_eq!(
@@ -1112,23 +1110,11 @@ async fn a_handler_failing_after_it_began_leaves_nothing_of_that_attempt_and_its
 
 #[tokio::test]
 async fn a_completing_commit_after_its_job_was_rescued_changes_nothing() {
-    use granary_jobs::queue::{backend, completion};
+    use granary_jobs::queue::completion;
     let app = TestApp::spawn().await;
     let p = &app.db_pool;
     let id = app.enqueue(&probe("late-in-commit")).await;
-    // A worker that never heartbeats claims it: to the rescue, it is dead.
-    let first = backend::claim(p, "probe", "gone@host:1:0", 10)
-        .await
-        .unwrap();
-    assert_eq!(first[0].attempt, 1);
-    assert_eq!(
-        runtime::rescue(p, Duration::from_secs(3)).await.unwrap(),
-        std::slice::from_ref(&id)
-    );
-    let second = backend::claim(p, "probe", "live@host:2:0", 10)
-        .await
-        .unwrap();
-    assert_eq!(second[0].attempt, 2);
+    rescued_and_claimed_again(p, &id).await;
 
     // The first worker's handler commits late: its work lands, its completion does not.
     let mut tx = p.begin().await.unwrap();
